@@ -1,0 +1,1 @@
+from .densities import make_density

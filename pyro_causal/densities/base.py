@@ -1,0 +1,71 @@
+"""The conditional-density interface shared by every mechanism family (paper, section 3.4).
+
+A conditional density models all ``d`` mechanisms ``g_j(x_j | A_j * x, u)`` at once.  Its
+parameters ``theta`` are shared by every intervention: only the embedding ``u`` changes.
+Everything is batched over components ``C``, samples ``n`` and variables ``d``; no
+implementation loops over any of them in Python.
+
+To add a family, subclass :class:`ConditionalDensity` and implement :meth:`log_prob` and
+:meth:`sample`; register it with :func:`pyro_causal.densities.register_density` to make it
+reachable from ``fit(density="name")`` and the CLI.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ConditionalDensity(nn.Module):
+    """Base class of the families ``g_j(x_j | A_j * x, u; theta_j)``, j = 1..d.
+
+    Args:
+        num_variables: ``d``.
+        embedding_dim: ``h``, the size of an intervention embedding ``u``.
+
+    Shapes used by every method:
+        ``x``: ``(n, d)`` or ``(C, n, d)`` data (a ``(C, n, d)`` tensor gives each
+        component its own values, as in ancestral sampling).
+        ``parents_mask``: ``(d, d)``, entry ``(i, j)`` is 1 when ``x_i`` is an input of
+        ``g_j``: the sampled adjacency ``A`` (imperfect interventions) or zeros (a perfect
+        intervention cuts the parents).  It may carry straight-through gradients.
+        ``embeddings``: ``(C, h)``, one embedding per component.
+    """
+
+    def __init__(self, num_variables: int, embedding_dim: int) -> None:
+        super().__init__()
+        if num_variables < 1:
+            raise ValueError(f"num_variables must be >= 1, got {num_variables}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.num_variables = int(num_variables)
+        self.embedding_dim = int(embedding_dim)
+
+    def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+        """``log g_j(x_ij | parents_mask_j * x_i, u_c)`` for every c, i, j: shape ``(C, n, d)``."""
+        raise NotImplementedError
+
+    def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+        """Draw every ``x_j`` given the current values of its parents: shape ``(C, n, d)``.
+
+        Called ``depth + 1`` times by ancestral sampling, so parents are final when used.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def masked_inputs(x: Tensor, parents_mask: Tensor) -> Tensor:
+        """``A_j * x`` for every j: ``(..., n, d_in)`` -> ``(..., n, d_out=j, d_in)``."""
+        return x.unsqueeze(-2) * parents_mask.transpose(-1, -2)
+
+
+def embedding_network(embedding_dim: int, hidden: int, out_features: int) -> nn.Module:
+    """The small network ``NN(u; theta)`` shared by all interventions (section 3.4)."""
+    return nn.Sequential(
+        nn.Linear(embedding_dim, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, out_features),
+    )
+
+
+def positive_scale(raw: Tensor, minimum: float = 1e-3) -> Tensor:
+    """A learnable, unclamped-from-above standard deviation: softplus plus a floor."""
+    return torch.nn.functional.softplus(raw) + minimum

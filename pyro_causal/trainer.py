@@ -1,0 +1,236 @@
+"""Stochastic variational inference inside the augmented-Lagrangian loop of section 3.8.
+
+The trainer owns the optimiser, the penalty state and the traces; it never touches Pyro's global
+parameter store, so several models can be trained in one process.  Users who prefer their own
+loop can drive ``pyro.infer.SVI`` with :class:`~pyro_causal.elbo.LatentInterventionELBO` and the
+:class:`~pyro_causal.acyclicity.AugmentedLagrangian` themselves (``examples/custom_training_loop.py``).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional
+
+import pyro
+import torch
+from torch import Tensor
+
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
+from .elbo import elbo_terms
+
+logger = logging.getLogger(__name__)
+
+STOP_REASONS = ("converged", "budget", "diverged", "stopped")
+
+
+@dataclass
+class TrainingConfig:
+    """Options of :class:`Trainer` (all keyword-only in :func:`pyro_causal.fit`).
+
+    Attributes:
+        learning_rate: Adam step size.
+        batch_size: rows per step; ``None`` uses every row (full-batch).
+        schedule: the augmented-Lagrangian :class:`~pyro_causal.acyclicity.PenaltySchedule`.
+        supervision_weight: ``kappa`` of section 3.9 (rows with known regime).
+        num_particles: samples of ``(A, U)`` averaged per step.
+        log_every: steps between progress events.
+    """
+
+    learning_rate: float = 1e-2
+    batch_size: Optional[int] = None
+    schedule: PenaltySchedule = field(default_factory=PenaltySchedule)
+    supervision_weight: float = 0.5
+    num_particles: int = 1
+    log_every: int = 100
+    assignment: str = "amortized"
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
+
+
+@dataclass
+class TrainingEvent:
+    """What callbacks receive every ``log_every`` steps (``kind="step"``) and after each round."""
+
+    kind: str
+    step: int
+    round: int
+    elbo: float
+    h: float
+    multiplier: float
+    penalty: float
+
+
+class Trainer:
+    """Fits a :class:`~pyro_causal.model.LatentInterventionModel` to one data set.
+
+    Args:
+        model: the model (its ``guide`` attribute holds the variational parameters).
+        x: ``(n, d)`` data, already on the model's device.
+        regimes: ``(n,)`` ints, ``-1`` where unknown; ``None`` when all latent.
+        targets: ``(K, d)`` known targets or ``None``.
+        config: :class:`TrainingConfig`.
+        callbacks: callables receiving a :class:`TrainingEvent`.
+
+    Example:
+        >>> trainer = Trainer(model, x)
+        >>> reason = trainer.run()           # or call trainer.step() yourself
+        >>> trainer.elbo_trace[-1], trainer.h_trace[-1]
+    """
+
+    def __init__(
+        self,
+        model,
+        x: Tensor,
+        *,
+        regimes: Optional[Tensor] = None,
+        targets: Optional[Tensor] = None,
+        config: Optional[TrainingConfig] = None,
+        callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
+    ) -> None:
+        self.model, self.x, self.regimes, self.targets = model, x, regimes, targets
+        self.config = config or TrainingConfig()
+        self.callbacks: List[Callable[[TrainingEvent], None]] = list(callbacks)
+        self.lagrangian = AugmentedLagrangian(self.config.schedule).to(x.device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
+        self.step_count = 0
+        self.steps_this_round = 0
+        self.elbo_trace: List[float] = []
+        self.h_trace: List[float] = []
+        self.stop_reason: Optional[str] = None
+        self._last_good = self._snapshot()
+
+    # ----------------------------------------------------------------- one step
+    def constraint(self) -> Tensor:
+        """``h(sigmoid(Lambda))`` of eq. 13."""
+        return acyclicity(self.model.guide.edge_probs())
+
+    def batch(self):
+        """The rows of this step: all of them, or a fresh random subset of ``batch_size``."""
+        n, size = self.x.shape[0], self.config.batch_size
+        if size is None or size >= n:
+            return self.x, self.regimes
+        rows = torch.randperm(n, device=self.x.device)[:size]
+        return self.x[rows], None if self.regimes is None else self.regimes[rows]
+
+    def loss(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, elbo per row, h)`` for one batch; the loss is ``-objective / N + penalty``."""
+        n = self.x.shape[0]
+        x, regimes = self.batch()
+        objective = elbo = x.new_zeros(())
+        for _ in range(self.config.num_particles):
+            terms = elbo_terms(self.model, x, regimes, self.targets, n, self.config.supervision_weight, self.config.assignment)
+            objective = objective + terms.objective / self.config.num_particles
+            elbo = elbo + terms.elbo.detach() / self.config.num_particles
+        h = self.constraint()
+        return -objective / n + self.lagrangian(h), elbo / n, h
+
+    def step(self) -> float:
+        """One Adam step; returns the loss.  Non-finite losses raise ``FloatingPointError``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, elbo, h = self.loss()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)} at step {self.step_count}")
+        loss.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        self.steps_this_round += 1
+        self.elbo_trace.append(float(elbo))
+        self.h_trace.append(float(h.detach()))
+        if self.step_count % self.config.log_every == 0:
+            self._emit("step")
+        return float(loss.detach())
+
+    # ----------------------------------------------------------------- the loop
+    def end_round(self) -> Optional[str]:
+        """Multiplier/penalty update after a round; returns a stop reason or ``None``."""
+        with torch.no_grad():
+            h = float(self.constraint())
+        self.lagrangian.update(h)
+        self.steps_this_round = 0
+        self._last_good = self._snapshot()
+        self._emit("round")
+        logger.info(
+            "round %d step %d: elbo/row %.4f h %.3g multiplier %.3g penalty %.3g",
+            int(self.lagrangian.rounds), self.step_count, self.elbo_trace[-1], h,
+            float(self.lagrangian.multiplier), float(self.lagrangian.penalty),
+        )
+        if self.lagrangian.converged(h):
+            return "converged"
+        if self.lagrangian.exhausted():
+            return "budget"
+        return None
+
+    def run(self) -> str:
+        """Train until ``h`` is below tolerance or the budget is spent; returns why it stopped.
+
+        A non-finite loss stops training with ``"diverged"`` and restores the state at the
+        end of the last completed round.
+        """
+        self.stop_reason = None
+        while self.stop_reason is None:
+            try:
+                while self.steps_this_round < self.lagrangian.steps_in_round():
+                    self.step()
+            except FloatingPointError as error:
+                logger.warning("training diverged (%s); restoring the last good state", error)
+                self._restore(self._last_good)
+                self.stop_reason = "diverged"
+                break
+            self.stop_reason = self.end_round()
+        return self.stop_reason
+
+    # ----------------------------------------------------------------- state
+    def _emit(self, kind: str) -> None:
+        event = TrainingEvent(
+            kind, self.step_count, int(self.lagrangian.rounds), self.elbo_trace[-1] if self.elbo_trace else math.nan,
+            self.h_trace[-1] if self.h_trace else math.nan, float(self.lagrangian.multiplier), float(self.lagrangian.penalty),
+        )
+        for callback in self.callbacks:
+            callback(event)
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume bit-for-bit: parameters, optimiser, penalty state, RNG, traces."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lagrangian": self.lagrangian.state_dict(),
+            "step_count": self.step_count,
+            "steps_this_round": self.steps_this_round,
+            "elbo_trace": list(self.elbo_trace),
+            "h_trace": list(self.h_trace),
+            "rng": pyro.util.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lagrangian.load_state_dict(state["lagrangian"])
+        self.step_count = state["step_count"]
+        self.steps_this_round = state["steps_this_round"]
+        self.elbo_trace = list(state["elbo_trace"])
+        self.h_trace = list(state["h_trace"])
+        pyro.util.set_rng_state(state["rng"])
+
+    def save_checkpoint(self, path) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load_checkpoint(self, path) -> None:
+        self.load_state_dict(torch.load(path, weights_only=False))
+
+    def _snapshot(self) -> dict:
+        return copy.deepcopy({k: v for k, v in self.state_dict().items() if k != "rng"})
+
+    def _restore(self, snapshot: dict) -> None:
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.lagrangian.load_state_dict(snapshot["lagrangian"])
+        self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
+        self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])
