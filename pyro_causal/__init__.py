@@ -1,1 +1,42 @@
-from .densities import make_density
+"""pyro_causal: one causal graph from data that mix observational and latent interventional samples.
+
+A Pyro implementation of "Differentiable Causal Discovery Under Latent Interventions"
+(Faria, Martins and Figueiredo, 2021): a shared DAG under a truncated Dirichlet-process mixture
+of intervened structural causal models, fitted by SVI inside an augmented-Lagrangian loop.
+"""
+__version__ = "0.1.0"
+
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities, is_dag
+from .api import fit
+from .densities import ConditionalDensity, available_densities, make_density, register_density
+from .elbo import LatentInterventionELBO, elbo_terms
+from .guide import LatentInterventionGuide
+from .io import DataError
+from .model import LatentInterventionModel
+from .result import FitResult
+from .simulate import simulate, simulate_cause_effect
+from .trainer import Trainer, TrainingConfig, TrainingEvent
+
+__all__ = [
+    "AugmentedLagrangian",
+    "ConditionalDensity",
+    "DataError",
+    "FitResult",
+    "LatentInterventionELBO",
+    "LatentInterventionGuide",
+    "LatentInterventionModel",
+    "PenaltySchedule",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingEvent",
+    "acyclicity",
+    "available_densities",
+    "dag_from_probabilities",
+    "elbo_terms",
+    "fit",
+    "is_dag",
+    "make_density",
+    "register_density",
+    "simulate",
+    "simulate_cause_effect",
+]

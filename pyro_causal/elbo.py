@@ -40,11 +40,15 @@ def kl_or_monte_carlo(q: Distribution, p: Distribution, sample: Tensor) -> Tenso
 
 @dataclass
 class ElboTerms:
-    """The pieces of the bound, each a scalar tensor (already scaled to the whole data set)."""
+    """The pieces of the bound, each a scalar tensor (already scaled to the whole data set).
+
+    ``auxiliary`` only trains the assignment network ``q(z | x)``: ``kappa log q(z_i | x_i)`` on
+    rows with a known regime (section 3.9) and, with exact assignments, ``-KL(q_exact || q_phi)``.
+    """
 
     log_likelihood: Tensor
     assignments: Tensor
-    supervised: Tensor
+    auxiliary: Tensor
     kl_graph: Tensor
     kl_sticks: Tensor
     kl_embeddings: Tensor
@@ -52,13 +56,13 @@ class ElboTerms:
 
     @property
     def elbo(self) -> Tensor:
-        """The bound on ``log p(D | ...)`` itself (without the semi-supervised term)."""
+        """The bound on ``log p(D | ...)`` itself (without the auxiliary term)."""
         return self.log_likelihood + self.assignments - self.kl_graph - self.kl_sticks - self.kl_embeddings - self.kl_targets
 
     @property
     def objective(self) -> Tensor:
-        """What training maximises: the bound plus ``kappa`` times the supervised term."""
-        return self.elbo + self.supervised
+        """What training maximises: the bound plus the auxiliary term."""
+        return self.elbo + self.auxiliary
 
     def as_floats(self) -> dict:
         values = {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
@@ -110,22 +114,29 @@ def elbo_terms(
             targets = model.full_targets(q_r.probs)
 
     joint = model.log_likelihood(x, adjacency, u, targets).T + e_log_weights  # (B, K)
+    encoder_log_q = torch.log_softmax(guide.assignment_logits(x, u), -1)  # (B, K)
+    distillation = zero
     if assignment == "exact":
-        # q(z_i) = p(z_i | x_i, A, U, pi): the bound's maximiser over q(z); sum_k q (joint - log q) = logsumexp.
+        # q(z_i) = p(z_i | x_i, A, U, pi): the bound's maximiser over q(z), and
+        # sum_k q (joint - log q) = logsumexp(joint).  The amortised network is fitted to it
+        # (KL(q_exact || q_phi), which does not touch the bound) to predict new rows.
         log_q = torch.log_softmax(joint, -1)
         latent = torch.logsumexp(joint, -1)
+        exact = log_q.detach()
+        distillation = -(exact.exp() * (encoder_log_q - exact)).sum(-1)
     else:
-        log_q = torch.log_softmax(guide.assignment_logits(x, u), -1)  # (B, K)
+        log_q = encoder_log_q
         latent = (log_q.exp() * (joint - log_q)).sum(-1)
     if regimes is None:
         assignments_and_lik = latent.sum()
-        supervised = zero
+        auxiliary = zero
     else:
         known = regimes >= 0
         index = regimes.clamp_min(0).unsqueeze(-1)
         observed = joint.gather(-1, index).squeeze(-1)
         assignments_and_lik = torch.where(known, observed, latent).sum()
-        supervised = supervision_weight * (log_q.gather(-1, index).squeeze(-1) * known).sum()
+        auxiliary = supervision_weight * (encoder_log_q.gather(-1, index).squeeze(-1) * known).sum()
+        distillation = torch.where(known, 0.0, distillation) if distillation.dim() else distillation
     # Split the local term into its expected log-likelihood and its assignment part for reporting.
     with torch.no_grad():
         weights = log_q.exp() if regimes is None else torch.where(
@@ -135,7 +146,7 @@ def elbo_terms(
     return ElboTerms(
         log_likelihood=scale * log_lik,
         assignments=scale * (assignments_and_lik - log_lik),
-        supervised=scale * supervised,
+        auxiliary=scale * (auxiliary - distillation.sum()),
         kl_graph=kl_graph,
         kl_sticks=kl_sticks,
         kl_embeddings=kl_embeddings,

@@ -21,6 +21,21 @@ from .acyclicity import off_diagonal_mask
 from .distributions import StraightThroughBernoulli
 
 
+def single_target_logits(truncation: int, num_variables: int, on: float = 2.0, off: float = -3.0) -> Tensor:
+    """Initial ``logit(pi)`` ``(K - 1, d)``: component ``k`` starts as a candidate intervention on
+    variable ``(k - 1) mod d`` (``pi = sigmoid(on)``), every other target at ``sigmoid(off)``.
+
+    Identical components are a saddle of the bound (nothing tells them apart); starting each
+    from a different single-variable hypothesis breaks the symmetry, and training moves the
+    targets wherever the data say.
+    """
+    logits = torch.full((max(truncation - 1, 0), num_variables), off)
+    if truncation > 1:
+        rows = torch.arange(truncation - 1)
+        logits[rows, rows % num_variables] = on
+    return logits
+
+
 class LatentInterventionGuide(nn.Module):
     """Variational posterior over graph, sticks, embeddings, targets and assignments.
 
@@ -51,7 +66,7 @@ class LatentInterventionGuide(nn.Module):
         self.stick_log_concentration = nn.Parameter(torch.full((K - 1,), math.log(10.0)))
         self.embedding_loc = nn.Parameter(torch.randn(K, h))
         self.embedding_log_scale = nn.Parameter(torch.full((K, h), math.log(0.1)))
-        self.target_logits = nn.Parameter(torch.zeros(K - 1, d))
+        self.target_logits = nn.Parameter(single_target_logits(K, d))
         self.encoder = nn.Sequential(
             nn.Linear(d, encoder_hidden), nn.LeakyReLU(0.2), nn.Linear(encoder_hidden, h)
         )

@@ -61,8 +61,8 @@ def component_log_likelihood(
         ``(K, n)`` log-likelihoods.
     """
     table = _mechanism_tables(density, x, adjacency, embeddings, perfect, "log_prob")
-    base = table[0]
-    return base.sum(-1) + torch.einsum("knj,kj->kn", table - base, targets)
+    # sum_j (1 - r_kj) l_0ij + r_kj l_kij as two contractions (no (K, n, d) temporary).
+    return torch.einsum("knj,kj->kn", table, targets) + torch.einsum("nj,kj->kn", table[0], 1 - targets)
 
 
 def ancestral_sample(

@@ -4,9 +4,15 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from .base import ConditionalDensity
+from .flow import DeepSigmoidalFlow, DeepSigmoidalFlowTransform
 from .linear import LinearGaussian
+from .mlp import MLPGaussian
 
-_REGISTRY: Dict[str, Callable[..., ConditionalDensity]] = {"linear": LinearGaussian}
+_REGISTRY: Dict[str, Callable[..., ConditionalDensity]] = {
+    "linear": LinearGaussian,
+    "mlp": MLPGaussian,
+    "flow": DeepSigmoidalFlow,
+}
 
 
 def register_density(name: str, factory: Callable[..., ConditionalDensity]) -> None:
@@ -26,4 +32,13 @@ def make_density(name: str, num_variables: int, embedding_dim: int, **options) -
     return _REGISTRY[name](num_variables, embedding_dim, **options)
 
 
-__all__ = ["ConditionalDensity", "LinearGaussian", "make_density", "register_density", "available_densities"]
+__all__ = [
+    "ConditionalDensity",
+    "LinearGaussian",
+    "MLPGaussian",
+    "DeepSigmoidalFlow",
+    "DeepSigmoidalFlowTransform",
+    "make_density",
+    "register_density",
+    "available_densities",
+]

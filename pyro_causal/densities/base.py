@@ -11,6 +11,8 @@ reachable from ``fit(density="name")`` and the CLI.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -69,3 +71,14 @@ def embedding_network(embedding_dim: int, hidden: int, out_features: int) -> nn.
 def positive_scale(raw: Tensor, minimum: float = 1e-3) -> Tensor:
     """A learnable, unclamped-from-above standard deviation: softplus plus a floor."""
     return torch.nn.functional.softplus(raw) + minimum
+
+
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: Tensor, log_scale: Tensor) -> Tensor:
+    """``log N(x; loc, scale)`` from the standardised residual ``z = (x - loc) / scale``.
+
+    One fused pass over ``z`` (``-0.5 z^2 - log scale - log sqrt(2 pi)``); ``log_scale`` broadcasts.
+    """
+    return torch.addcmul(-(log_scale + _HALF_LOG_TWO_PI), z, z, value=-0.5)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import ConditionalDensity, embedding_network, positive_scale
+from .base import ConditionalDensity, embedding_network, positive_scale, standard_normal_log_prob
 
 
 class LinearGaussian(ConditionalDensity):
@@ -56,8 +56,15 @@ class LinearGaussian(ConditionalDensity):
         return loc + bias.unsqueeze(-2), scale.unsqueeze(-2)
 
     def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
-        loc, scale = self._loc_scale(x, parents_mask, embeddings)
-        return torch.distributions.Normal(loc, scale, validate_args=False).log_prob(x)
+        weights, bias, scale = self.parameters_for(embeddings)
+        # Standardised residual in one batched matmul: z_cij = sum_l x_il M_cjl + c_cj with
+        # M = (I - W * A^T) / s_j (row-wise) and c = -b / s.
+        inverse = scale.reciprocal()
+        eye = torch.eye(self.num_variables, dtype=x.dtype, device=x.device)
+        residual_map = (eye - weights * parents_mask.transpose(-1, -2)) * inverse.unsqueeze(-1)
+        xs = x.expand(embeddings.shape[0], *x.shape[-2:])
+        z = torch.baddbmm((-bias * inverse).unsqueeze(-2), xs, residual_map.transpose(-1, -2))
+        return standard_normal_log_prob(z, scale.log().unsqueeze(-2))
 
     def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         loc, scale = self._loc_scale(x, parents_mask, embeddings)

@@ -1,0 +1,141 @@
+"""Seconds and achieved matmul throughput of ``log_prob`` forward + backward for every density family.
+
+Usage::
+
+    python bench/bench_densities.py [--n 8000 --d 10 --k 12 --h 32 --threads 2]
+
+FLOPs are counted analytically from the matrix products only (elementwise work such as
+activations, log-sigmoids and log-sum-exps is free in this count), forward plus backward:
+each product ``(m, k) @ (k, p)`` costs ``2 m k p`` forward, the same again for the weight
+gradient, and once more for the input gradient unless the input is the data ``x``.  The
+fraction is relative to a large ``torch.mm`` measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pyro_causal.densities import make_density
+from pyro_causal.densities.conditioner import StackedConditioner
+
+FAMILIES = ("linear", "mlp", "flow")
+
+
+def conditioner_flops(net: StackedConditioner, n: int, components: int) -> float:
+    """Forward + backward FLOPs of the stacked networks on an ``(n, d)`` x."""
+    d, h, hidden, m = net.num_variables, net.embedding_dim, net.hidden, net.out_features
+    data = 2 * n * d * d * hidden * 2  # x needs no gradient
+    context = 2 * components * d * h * hidden * 3
+    deep = 2 * components * n * d * hidden * hidden * (net.layers - 1) * 3
+    out = 2 * components * n * d * hidden * m * 3
+    return data + context + deep + out
+
+
+def density_flops(density: torch.nn.Module, n: int, components: int) -> float:
+    if hasattr(density, "conditioner"):
+        return conditioner_flops(density.conditioner, n, components)
+    d = density.num_variables  # LinearGaussian: embedding MLP plus one (n, d) @ (d, d) per component
+    first, last = density.net[0], density.net[-1]
+    embedding = 2 * components * (first.in_features * first.out_features + last.in_features * last.out_features) * 3
+    return embedding + 2 * components * n * d * d * 2
+
+
+def median_seconds(step, repeats: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def matmul_peak(size: int, repeats: int) -> float:
+    """Achieved float32 ``torch.mm`` GFLOP/s on ``(size, size)`` matrices."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    seconds, _ = median_seconds(lambda: torch.mm(a, b), repeats, warmup=2)
+    return 2 * size**3 / seconds / 1e9
+
+
+def bench_family(name: str, n: int, d: int, k: int, h: int, repeats: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    density = make_density(name, d, h)
+    x = torch.randn(n, d)
+    mask = torch.triu(torch.bernoulli(torch.full((d, d), 0.5)), 1).requires_grad_()  # straight-through graph
+    embeddings = torch.randn(k, h, requires_grad=True)
+
+    def step() -> None:
+        density.zero_grad(set_to_none=True)
+        density.log_prob(x, mask, embeddings).sum().backward()
+
+    seconds, fastest = median_seconds(step, repeats, warmup)
+    flops = density_flops(density, n, k)
+    return {
+        "name": name,
+        "parameters": sum(p.numel() for p in density.parameters()),
+        "seconds": seconds,
+        "fastest": fastest,
+        "gflop": flops / 1e9,
+        "gflops": flops / seconds / 1e9,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8000)
+    parser.add_argument("--d", type=int, default=10)
+    parser.add_argument("--k", type=int, default=12, help="mixture components C")
+    parser.add_argument("--h", type=int, default=32, help="embedding size")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--mm-size", type=int, default=2048)
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks_densities.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    peak = matmul_peak(args.mm_size, args.repeats)
+    rows = [bench_family(name, args.n, args.d, args.k, args.h, args.repeats, args.warmup) for name in FAMILIES]
+    peak_after = matmul_peak(args.mm_size, args.repeats)  # a drifting peak means a noisy machine
+
+    header = "| density | parameters | s / fwd+bwd (median) | fastest | GFLOP (matmul) | GFLOP/s | % of mm peak |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(
+            f"| {row['name']} | {row['parameters']} | {row['seconds']:.4f} | {row['fastest']:.4f} | "
+            f"{row['gflop']:.3f} | {row['gflops']:.2f} | {100 * row['gflops'] / peak:.1f}% |"
+        )
+    table = "\n".join(lines)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    report = f"""# Density benchmarks: `log_prob` forward + backward
+
+n = {args.n}, d = {args.d}, C = K = {args.k}, h = {args.h}, default hyper-parameters of each family,
+random DAG mask with straight-through gradient, float32, {args.threads} threads,
+median of {args.repeats} repeats after {args.warmup} warm-up steps.
+
+{table}
+
+float32 `torch.mm` ({args.mm_size} x {args.mm_size}) peak: {peak:.1f} GFLOP/s before, {peak_after:.1f} GFLOP/s after.
+GFLOP counts only the matrix products, forward + backward (see the docstring of
+`bench/bench_densities.py`); activations, log-sigmoids and log-sum-exps are memory-bound
+elementwise work not in the count, which is why the fraction of peak is small.
+
+- machine: {platform.platform()}, processor `{platform.processor() or platform.machine()}`, os.cpu_count() = {os.cpu_count()}
+- python {platform.python_version()}, torch {torch.__version__}
+- command: `{command}`
+"""
+    print(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+
+
+if __name__ == "__main__":
+    main()

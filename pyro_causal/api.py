@@ -1,0 +1,171 @@
+"""``fit``: data in, :class:`~pyro_causal.result.FitResult` out."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import pyro
+import torch
+
+from .acyclicity import PenaltySchedule
+from .densities import ConditionalDensity
+from .io import DataError, check_matrix
+from .model import LatentInterventionModel, default_truncation
+from .result import FitResult, Standardizer
+from .trainer import Trainer, TrainingConfig, TrainingEvent
+from .variants import resolve_supervision
+
+
+def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = True, log_transform: bool = False):
+    """Validate ``x`` (``(n, d)``) and return ``(standardised array, names, Standardizer)``."""
+    try:
+        x = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"data must be a numeric (n, d) array: {error}") from None
+    if x.ndim != 2:
+        raise DataError(f"data must be a 2-D (rows, variables) array, got shape {x.shape}")
+    names = [f"X{j}" for j in range(x.shape[1])] if names is None else [str(n) for n in names]
+    if len(names) != x.shape[1]:
+        raise DataError(f"{len(names)} names for {x.shape[1]} columns")
+    check_matrix(x, names, "data", lambda i: f"row {i}")
+    if log_transform:
+        bad = np.argwhere(x <= 0)
+        if bad.size:
+            i, j = bad[0]
+            raise DataError(f"data, row {i}, column {names[j]!r}: {x[i, j]!r} <= 0 cannot be log-transformed")
+    standardizer = Standardizer.fit(np.log(x) if log_transform else x, standardize, log_transform)
+    return standardizer(x), names, standardizer
+
+
+def fit(
+    x,
+    *,
+    names: Optional[Sequence[str]] = None,
+    density: Union[str, ConditionalDensity] = "linear",
+    intervention: str = "imperfect",
+    truncation: Optional[int] = None,
+    embedding_dim: int = 16,
+    alpha: float = 1.0,
+    target_logit: float = -2.0,
+    edge_logit: Union[float, np.ndarray, torch.Tensor] = -2.0,
+    regimes=None,
+    targets=None,
+    observational: bool = False,
+    supervision_weight: float = 0.5,
+    assignment: str = "amortized",
+    standardize: bool = True,
+    log_transform: bool = False,
+    learning_rate: float = 1e-2,
+    batch_size: Optional[int] = None,
+    schedule: Optional[PenaltySchedule] = None,
+    num_particles: int = 1,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+    callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
+    density_options: Optional[dict] = None,
+    **model_options,
+) -> FitResult:
+    """Learn one causal DAG from data mixing observational and intervened samples.
+
+    Args:
+        x: ``(n, d)`` data (array-like), one column per variable.
+        names: ``d`` variable names (default ``X0..X{d-1}``).
+        density: ``"linear"``, ``"mlp"``, ``"flow"`` or a :class:`ConditionalDensity`.
+        intervention: ``"imperfect"`` (parents kept) or ``"perfect"`` (parents cut).
+        truncation: components ``K`` of the truncated Dirichlet process (default ``min(d + 2, 32)``).
+        embedding_dim: ``h``.
+        alpha, target_logit, edge_logit: the priors' ``alpha``, ``gamma`` and ``lambda`` (section 3.5);
+            ``edge_logit`` may be a ``(d, d)`` matrix (see :func:`pyro_causal.priors.edge_logits`).
+        regimes: ``(n,)`` regime of each row, ``-1`` where unknown (unknown / semi-supervised variants).
+        targets: ``(R, d)`` 0/1 targets of each regime (known variant; needs ``regimes``).
+        observational: fit the K = 1 baseline that ignores interventions.
+        supervision_weight: ``kappa`` of section 3.9.
+        assignment: ``"amortized"`` (the paper's ``q(z | x)`` network) or ``"exact"``
+            (``q(z)`` set to its optimum given the other factors: ``z`` summed out in the model).
+        standardize: centre and scale each column first (recommended: raw scales leak the order).
+        log_transform: take ``log`` of the data first (all values must be > 0).
+        learning_rate, batch_size, schedule, num_particles: see :class:`TrainingConfig`.
+        seed: seeds Python, NumPy, torch and Pyro; the same seed gives the same result.
+        device: ``"cpu"``, ``"cuda"``...
+        callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
+        density_options: keyword arguments of the density family.
+        **model_options: other :class:`LatentInterventionModel` arguments (``stick_prior=`` ...).
+
+    Returns:
+        A :class:`FitResult`.
+    """
+    data, names, standardizer = prepare_data(x, names, standardize, log_transform)
+    n, d = data.shape
+    supervision = resolve_supervision(n, d, truncation or default_truncation(d), regimes, targets, observational)
+    if assignment not in ("amortized", "exact"):
+        raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
+    pyro.set_rng_seed(seed)
+    device = torch.device(device)
+    model = LatentInterventionModel(
+        d,
+        density=density,
+        truncation=supervision.truncation,
+        embedding_dim=embedding_dim,
+        alpha=alpha,
+        target_logit=target_logit,
+        edge_logit=torch.as_tensor(np.asarray(edge_logit, dtype=float), dtype=torch.get_default_dtype()),
+        intervention=intervention,
+        density_options=density_options,
+        **model_options,
+    ).to(device)
+    as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    config = TrainingConfig(
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        schedule=schedule or PenaltySchedule(),
+        supervision_weight=supervision_weight,
+        num_particles=num_particles,
+        assignment=assignment,
+    )
+    xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
+    trainer = Trainer(
+        model,
+        xt,
+        regimes=as_tensor(supervision.regimes, torch.long),
+        targets=as_tensor(supervision.targets, torch.get_default_dtype()),
+        config=config,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    stop_reason = trainer.run()
+    wall_time = time.perf_counter() - start
+    settings = {
+        "density": density if isinstance(density, str) else type(density).__name__,
+        "intervention": intervention,
+        "truncation": model.truncation,
+        "embedding_dim": embedding_dim,
+        "alpha": alpha,
+        "target_logit": target_logit,
+        "edge_logit": edge_logit if np.ndim(edge_logit) == 0 else "matrix",
+        "supervision_weight": supervision_weight,
+        "assignment": assignment,
+        "standardize": standardize,
+        "log_transform": log_transform,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "schedule": asdict(config.schedule),
+        "num_particles": num_particles,
+        "seed": seed,
+        "device": str(device),
+        "_targets": supervision.targets,
+    }
+    model.eval()
+    return FitResult.from_model(
+        model,
+        names,
+        variant=supervision.variant,
+        stop_reason=stop_reason,
+        elbo_trace=np.asarray(trainer.elbo_trace),
+        h_trace=np.asarray(trainer.h_trace),
+        settings=settings,
+        wall_time=wall_time,
+        standardizer=standardizer,
+        train_x=data,
+    )

@@ -1,0 +1,342 @@
+"""Data-parallel training over several processes with ``torch.distributed`` (section 3.8's loop).
+
+Every process holds the whole data set and an identical copy of the model.  At each step all
+processes draw the same batch rows and the same ``(A, U)`` samples (same seed, same sequence of
+random calls), process ``r`` of ``W`` evaluates the local part of the bound on rows ``r::W`` of
+the batch, :class:`~torch.nn.parallel.DistributedDataParallel` sums the gradients, and every
+process takes the same Adam step, so parameters, penalty state and traces stay identical.
+
+The per-process loss is chosen so that DDP's gradient *average* equals the one-process
+gradient of ``-objective / N + penalty`` on the whole batch (eq. 13):
+
+    loss_r = -(W * local_r - KL) / N + penalty(h),   local_r = (N / B) sum_{i in shard r} ...
+
+so the dataset-level KL terms and the acyclicity penalty are counted once in total, the local
+terms keep the one-process scale ``N / B`` (``B`` the whole batch, not the shard).
+
+Two ways in:
+
+* ``fit_distributed(x, processes=4, ...)`` spawns the processes itself
+  (``torch.multiprocessing.spawn``, one machine) and returns rank 0's :class:`FitResult`;
+  ``pyro-causal fit --processes 4`` does the same;
+* ``torchrun --nproc_per_node=4 -m pyro_causal.distributed data.csv --out results`` (any
+  ``pyro-causal fit`` options; ``--nnodes``/``--node_rank``/``--master_addr`` for several
+  machines, see ``docs/distributed.md``); a script run by ``torchrun`` may also call
+  ``fit_distributed`` itself, which then joins the launcher's process group.
+
+Backends: ``gloo`` on CPU, ``nccl`` on CUDA (process ``r`` uses GPU ``LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import sys
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import api
+from .elbo import elbo_terms
+from .result import FitResult
+from .trainer import Trainer, TrainingEvent
+
+__all__ = ["DistributedTrainer", "ShardObjective", "fit_distributed", "is_primary", "launch", "launched_by_torchrun"]
+
+
+# --------------------------------------------------------------------------- process group
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (or another ``env://`` launcher)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def is_primary() -> bool:
+    """True on rank 0 of the process group, and in any process outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
+def default_backend(device: Any) -> str:
+    """``"nccl"`` for CUDA devices, ``"gloo"`` otherwise."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def _local_device(device: Any) -> torch.device:
+    """The device of this process: ``cuda:LOCAL_RANK`` when ``device`` is a CUDA device."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank() % torch.cuda.device_count())))
+    torch.cuda.set_device(local)
+    return local
+
+
+# --------------------------------------------------------------------------- the sharded loss
+class ShardObjective(nn.Module):
+    """The per-process loss, as a module for :class:`DistributedDataParallel` to wrap.
+
+    Args:
+        trainer: the :class:`Trainer` whose model, penalty state and options are used.
+        world_size: ``W``, number of processes.
+
+    ``forward(x, regimes, batch_rows)`` takes this process's shard ``x`` (``(B_r, d)``) and
+    ``regimes`` (``(B_r,)`` or ``None``) of a batch of ``batch_rows`` (``B``) rows and returns
+    ``(loss_r, local, h)``: the scalar loss to differentiate (see the module docstring), the
+    detached ``(2,)`` tensor ``[objective_r, elbo_r]`` of this shard's local terms (to be
+    summed over processes), and ``h(sigmoid(Lambda))``.
+    """
+
+    def __init__(self, trainer: Trainer, world_size: int) -> None:
+        super().__init__()
+        self.model, self.lagrangian = trainer.model, trainer.lagrangian
+        self.targets, self.config = trainer.targets, trainer.config
+        self.num_rows, self.world_size = trainer.x.shape[0], world_size
+        self._constraint = trainer.constraint
+
+    def forward(self, x: Tensor, regimes: Optional[Tensor], batch_rows: int) -> Tuple[Tensor, Tensor, Tensor]:
+        n, config = self.num_rows, self.config
+        # elbo_terms scales the local terms by num_rows / len(x); this gives N / B for the shard.
+        shard_rows = n * x.shape[0] / batch_rows
+        objective = elbo = kl = x.new_zeros(())
+        for _ in range(config.num_particles):
+            terms = elbo_terms(self.model, x, regimes, self.targets, shard_rows, config.supervision_weight, config.assignment)
+            global_part = terms.kl_graph + terms.kl_sticks + terms.kl_embeddings + terms.kl_targets
+            objective = objective + (terms.objective + global_part) / config.num_particles
+            elbo = elbo + (terms.elbo + global_part).detach() / config.num_particles
+            kl = kl + global_part / config.num_particles
+        h = self._constraint()
+        loss = -(self.world_size * objective - kl) / n + self.lagrangian(h)
+        return loss, torch.stack([objective.detach(), elbo, kl.detach()]), h
+
+
+class DistributedTrainer(Trainer):
+    """A :class:`Trainer` whose steps are shared by the processes of a ``torch.distributed`` group.
+
+    Same arguments as :class:`Trainer`; the process group must be initialised first, and every
+    process must construct it with the same data, options and random state (``fit`` seeds them
+    all alike).  ``loss()`` returns the one-process loss value and ELBO (summed over processes)
+    while its gradient is this process's share; after ``backward()`` DDP has made the gradients
+    equal to the one-process full-batch gradient on every process.
+
+    Example:
+        >>> dist.init_process_group("gloo")         # e.g. under torchrun
+        >>> pyro.set_rng_seed(0)                     # same seed on every process
+        >>> trainer = DistributedTrainer(model, x)   # x: the whole (n, d) data set
+        >>> trainer.run()
+    """
+
+    def __init__(self, model, x: Tensor, **kwargs) -> None:
+        super().__init__(model, x, **kwargs)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        device_ids = [x.device.index] if x.device.type == "cuda" else None
+        # static_graph: the same parameters are used at every step (some never, e.g. the encoder
+        # with assignment="exact"), which DDP then handles without a search of the graph.
+        self.objective = DistributedDataParallel(
+            ShardObjective(self, self.world_size), device_ids=device_ids, broadcast_buffers=False, static_graph=True
+        )
+
+    def loss(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(loss, elbo per row, h)`` as in :meth:`Trainer.loss`, for this process's shard."""
+        x, regimes = self.batch()  # the same rows on every process: shared random state
+        batch_rows = x.shape[0]
+        if batch_rows < self.world_size:
+            raise ValueError(f"a batch of {batch_rows} rows cannot be shared by {self.world_size} processes")
+        shard = slice(self.rank, None, self.world_size)
+        local_loss, parts, h = self.objective(x[shard], None if regimes is None else regimes[shard], batch_rows)
+        totals = parts.clone()
+        dist.all_reduce(totals)
+        n = self.x.shape[0]
+        objective, elbo, kl = totals[0], totals[1], parts[2]
+        total_loss = -(objective - kl) / n + self.lagrangian(h.detach())
+        # Value of the one-process loss, gradient of this process's share.
+        loss = local_loss + (total_loss - local_loss).detach()
+        return loss, (elbo - kl) / n, h
+
+
+# --------------------------------------------------------------------------- spawning
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _entry(rank: int, fn: Callable, args: Sequence, world_size: int, init_method: str, backend: str,
+           threads: Optional[int], queue) -> None:
+    """Body of each spawned process: join the group, run ``fn(*args, send)``, report to the parent."""
+    os.environ["LOCAL_RANK"] = str(rank)
+    if threads:
+        torch.set_num_threads(threads)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
+    send = (lambda message: queue.put(("message", message))) if rank == 0 else (lambda message: None)
+    try:
+        value = fn(*args, send)
+        if rank == 0:
+            queue.put(("return", pickle.dumps(value)))
+    except BaseException as error:
+        try:
+            queue.put(("error", pickle.dumps(error)))
+        except Exception:  # an unpicklable exception: its text is enough
+            queue.put(("error", pickle.dumps(RuntimeError(f"process {rank}: {error!r}"))))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(
+    fn: Callable,
+    args: Sequence = (),
+    *,
+    processes: int,
+    backend: str = "gloo",
+    threads: Optional[int] = None,
+    on_message: Optional[Callable[[Any], None]] = None,
+) -> Any:
+    """Run ``fn(*args, send)`` in ``processes`` new processes forming one process group.
+
+    ``fn`` must be importable (a module-level function) and its arguments picklable.  On rank 0,
+    ``send(message)`` passes ``message`` to ``on_message`` in this process (elsewhere it does
+    nothing).
+
+    Args:
+        fn: the function each process runs (``torch.distributed`` is initialised first).
+        args: its arguments, the same for every process.
+        processes: ``W``.
+        backend: ``"gloo"`` or ``"nccl"``.
+        threads: ``torch.set_num_threads`` in each process (``None``: unchanged).
+        on_message: receives what rank 0 sends.
+
+    Returns:
+        What ``fn`` returned on rank 0.  An exception raised by a process is raised here.
+    """
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    init_method = f"tcp://127.0.0.1:{_free_port()}"
+    processes_context = mp.spawn(
+        _entry, args=(fn, tuple(args), processes, init_method, backend, threads, queue), nprocs=processes, join=False
+    )
+    outcome: dict = {}
+
+    def drain() -> None:
+        while not queue.empty():
+            kind, payload = queue.get()
+            if kind == "message":
+                if on_message is not None:
+                    on_message(payload)
+            else:
+                outcome.setdefault(kind, payload)
+
+    try:
+        while not processes_context.join(timeout=0.05):
+            drain()
+    except mp.ProcessRaisedException:
+        drain()
+        if "error" in outcome:
+            raise pickle.loads(outcome["error"]) from None
+        raise
+    drain()
+    return pickle.loads(outcome["return"])
+
+
+# --------------------------------------------------------------------------- fit
+def _fit_in_group(x, fit_kwargs: dict, callbacks: Iterable[Callable[[TrainingEvent], None]]) -> FitResult:
+    """:func:`pyro_causal.fit` with a :class:`DistributedTrainer`, inside an initialised group."""
+    device = _local_device(fit_kwargs.pop("device", "cpu"))
+    callbacks = list(callbacks) if dist.get_rank() == 0 else []
+    # fit() builds its Trainer from the module global; swap in the distributed one for this call.
+    with mock.patch.object(api, "Trainer", DistributedTrainer):
+        result = api.fit(x, device=device, callbacks=callbacks, **fit_kwargs)
+    result.settings.update(processes=dist.get_world_size(), backend=dist.get_backend())
+    return result
+
+
+def _fit_worker(x, fit_kwargs: dict, send: Callable[[Any], None]) -> FitResult:
+    return _fit_in_group(x, dict(fit_kwargs), [send])
+
+
+def fit_distributed(
+    x,
+    *,
+    processes: int = 2,
+    backend: Optional[str] = None,
+    threads: Optional[int] = None,
+    callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
+    **fit_kwargs,
+) -> FitResult:
+    """:func:`pyro_causal.fit` with each batch shared by ``processes`` processes.
+
+    Same result as ``fit(x, **fit_kwargs)`` up to floating-point summation order (same seed,
+    same batches, same samples of ``A`` and ``U``); the speed-up needs batches large enough
+    that the per-step work outweighs one all-reduce of the gradients.
+
+    * Inside a ``torch.distributed`` group (a script run by ``torchrun``, or one that called
+      ``init_process_group``), the group's processes train together and ``processes`` is
+      ignored; every process gets the (identical) result, callbacks run on rank 0 only.
+    * Otherwise ``processes`` processes are spawned on this machine (a script calling this
+      needs the ``if __name__ == "__main__":`` guard) and rank 0's result comes back;
+      callbacks run here.  ``processes=1`` is plain :func:`fit`.
+
+    Args:
+        x: ``(n, d)`` data, as for :func:`pyro_causal.fit`.
+        processes: ``W``; with ``device="cuda"`` at most the number of GPUs.
+        backend: ``"gloo"`` or ``"nccl"`` (default: ``nccl`` for CUDA, else ``gloo``).
+        threads: torch threads per spawned process (default: CPU cores / ``W``, at least 1).
+        callbacks: as for :func:`pyro_causal.fit`.
+        **fit_kwargs: every other :func:`pyro_causal.fit` option (``seed``, ``batch_size``...).
+
+    Returns:
+        The :class:`FitResult` of rank 0, with ``settings["processes"]`` and ``["backend"]``.
+
+    Example:
+        >>> if __name__ == "__main__":
+        ...     result = fit_distributed(data.x, processes=4, batch_size=4096, seed=0)
+    """
+    device = fit_kwargs.get("device", "cpu")
+    if dist.is_available() and (dist.is_initialized() or launched_by_torchrun()):
+        joined = not dist.is_initialized()
+        if joined:
+            dist.init_process_group(backend or default_backend(device))
+        try:
+            return _fit_in_group(x, dict(fit_kwargs), callbacks)
+        finally:
+            if joined:
+                dist.destroy_process_group()
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    if processes == 1:
+        return api.fit(x, callbacks=callbacks, **fit_kwargs)
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this build of PyTorch")
+    batch_size = fit_kwargs.get("batch_size")
+    if batch_size is not None and batch_size < processes:
+        raise ValueError(f"batch_size {batch_size} is smaller than the {processes} processes sharing it")
+    if torch.device(device).type == "cuda" and processes > torch.cuda.device_count():
+        raise ValueError(f"{processes} processes but {torch.cuda.device_count()} CUDA devices")
+    if threads is None and torch.device(device).type != "cuda":
+        threads = max(1, (os.cpu_count() or 1) // processes)
+    callbacks = list(callbacks)
+
+    def forward(event: TrainingEvent) -> None:
+        for callback in callbacks:
+            callback(event)
+
+    return launch(
+        _fit_worker, (x, fit_kwargs), processes=processes, backend=backend or default_backend(device),
+        threads=threads, on_message=forward,
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``torchrun ... -m pyro_causal.distributed [pyro-causal fit options]``."""
+    from .cli import main as cli_main
+
+    return cli_main(["fit", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""What a fit returns: the graph, the posterior over interventions, and the training record."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import networkx as nx
+import numpy as np
+import torch
+
+from .acyclicity import dag_from_probabilities
+
+
+@dataclass
+class Standardizer:
+    """Affine map applied to the data before fitting: ``(x - mean) / scale`` per column."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    log_transform: bool = False
+
+    @classmethod
+    def fit(cls, x: np.ndarray, standardize: bool = True, log_transform: bool = False) -> "Standardizer":
+        d = x.shape[1]
+        if not standardize:
+            return cls(np.zeros(d), np.ones(d), log_transform)
+        return cls(x.mean(0), x.std(0), log_transform)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if self.log_transform:
+            x = np.log(x)
+        return (x - self.mean) / self.scale
+
+
+@dataclass
+class FitResult:
+    """A fitted model and everything a user reads off it.
+
+    Attributes:
+        model: the fitted :class:`~pyro_causal.model.LatentInterventionModel` (with ``.guide``).
+        names: variable names, length ``d``.
+        edge_probs: ``(d, d)`` posterior edge probabilities ``sigmoid(Lambda)``.
+        adjacency: ``(d, d)`` 0/1 DAG (edges with probability > 0.5, cycles broken greedily).
+        variant: ``"latent"``, ``"unknown"``, ``"known"``, ``"observational"`` or ``"semi-supervised"``.
+        stop_reason: ``"converged"``, ``"budget"`` or ``"diverged"``.
+        elbo_trace: ELBO per row at every step.
+        h_trace: ``h(sigmoid(Lambda))`` at every step.
+        settings: the options of the fit (JSON-serialisable).
+        wall_time: seconds spent in training.
+    """
+
+    model: "torch.nn.Module"
+    names: List[str]
+    edge_probs: np.ndarray
+    adjacency: np.ndarray
+    variant: str
+    stop_reason: str
+    elbo_trace: np.ndarray
+    h_trace: np.ndarray
+    settings: dict
+    wall_time: float
+    standardizer: Standardizer
+    train_x: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @classmethod
+    def from_model(cls, model, names, **kwargs) -> "FitResult":
+        probs = model.guide.edge_probs().detach().cpu().numpy()
+        return cls(model=model, names=list(names), edge_probs=probs, adjacency=dag_from_probabilities(probs), **kwargs)
+
+    # ----------------------------------------------------------------- graph
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The DAG as a ``networkx.DiGraph`` on the variable names, edges carrying ``probability``."""
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.names)
+        for i, j in zip(*np.nonzero(self.adjacency)):
+            graph.add_edge(self.names[i], self.names[j], probability=float(self.edge_probs[i, j]))
+        return graph
+
+    @property
+    def final_elbo(self) -> float:
+        return float(self.elbo_trace[-1]) if len(self.elbo_trace) else float("nan")
+
+    @property
+    def final_h(self) -> float:
+        return float(self.h_trace[-1]) if len(self.h_trace) else float("nan")
+
+    # ----------------------------------------------------------------- interventions
+    @property
+    def cluster_weights(self) -> np.ndarray:
+        """``E_q[beta_k]`` (``(K,)``): ``E[v_k] prod_{k'<k} (1 - E[v_k'])`` under independent sticks."""
+        K = self.model.truncation
+        if K == 1:
+            return np.ones(1)
+        mean = self.model.guide.stick_dist().mean.detach().cpu().double()
+        before = torch.cat([torch.ones(1, dtype=mean.dtype), torch.cumprod(1 - mean, 0)])
+        return (before * torch.cat([mean, torch.ones(1, dtype=mean.dtype)])).numpy()
+
+    @property
+    def target_probs(self) -> np.ndarray:
+        """``(K, d)``: ``q(r_kj = 1)``, row 0 (observational) zero; the given targets for ``known``."""
+        known = self.settings.get("_targets")
+        if known is not None:
+            return np.asarray(known, dtype=float)
+        probs = self.model.guide.target_probs().detach().cpu()
+        return self.model.full_targets(probs).numpy()
+
+    def _tensor(self, x) -> torch.Tensor:
+        x = self.train_x if x is None else self.standardizer(x)
+        if x is None:
+            raise ValueError("pass the data: this result does not keep its training rows")
+        param = next(self.model.parameters())
+        return torch.as_tensor(np.asarray(x), dtype=param.dtype, device=param.device)
+
+    @torch.no_grad()
+    def assignment_probs(self, x=None) -> np.ndarray:
+        """``q(z_i = k | x_i)`` for each row: ``(n, K)``; ``x`` in the original units (default: training data).
+
+        Uses the amortised network with the posterior-mean embeddings (section 3.6).
+        """
+        xt = self._tensor(x)
+        guide = self.model.guide
+        return torch.softmax(guide.assignment_logits(xt, guide.embedding_loc), -1).cpu().numpy()
+
+    def components_in_use(self, min_weight: float = 0.01) -> int:
+        """Number of components with posterior mean weight above ``min_weight``."""
+        return int((self.cluster_weights > min_weight).sum())
+
+    # ----------------------------------------------------------------- summary
+    def summary(self) -> dict:
+        """JSON-serialisable overview, written as ``summary.json`` by the CLI."""
+        return {
+            "variant": self.variant,
+            "settings": {k: v for k, v in self.settings.items() if not k.startswith("_")},
+            "stop_reason": self.stop_reason,
+            "steps": int(len(self.elbo_trace)),
+            "final_elbo_per_row": self.final_elbo,
+            "final_h": self.final_h,
+            "num_edges": int(self.adjacency.sum()),
+            "components_in_use": self.components_in_use(),
+            "cluster_weights": [round(float(w), 6) for w in self.cluster_weights],
+            "wall_time_seconds": round(self.wall_time, 3),
+            "variables": list(self.names),
+        }

@@ -1,0 +1,170 @@
+"""One battery for every conditional-density family, plus the deep sigmoidal flow as a Transform."""
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_causal.densities import DeepSigmoidalFlowTransform, available_densities, make_density
+
+FAMILIES = ["linear", "mlp", "flow"]
+D, H, C, N = 4, 3, 2, 5
+PARENTS = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.float)
+
+
+def build(name, perturb=0.0, dtype=torch.float64):
+    """A density of the family ``name`` whose parameters are moved away from initialisation."""
+    density = make_density(name, D, H).to(dtype)
+    with torch.no_grad():
+        for parameter in density.parameters():
+            parameter.add_(perturb * torch.randn_like(parameter))
+    return density
+
+
+def grid_density(density, x_row, embeddings, j, grid):
+    """``g_j(t | parents in x_row, u_c)`` for every t of the grid: ``(C, G)``."""
+    x = x_row.expand(len(grid), D).clone()
+    x[:, j] = grid
+    return density.log_prob(x, PARENTS, embeddings)[..., j].exp()
+
+
+def test_families_are_registered():
+    assert set(FAMILIES) <= set(available_densities())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("batched", [False, True], ids=["x(n,d)", "x(C,n,d)"])
+def test_shapes(name, batched):
+    density = build(name, dtype=torch.float32)
+    x = torch.randn(C, N, D) if batched else torch.randn(N, D)
+    embeddings = torch.randn(C, H)
+    log_prob = density.log_prob(x, PARENTS, embeddings)
+    draws = density.sample(x, PARENTS, embeddings)
+    assert log_prob.shape == draws.shape == (C, N, D)
+    assert torch.isfinite(log_prob).all() and torch.isfinite(draws).all()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_parameter_gets_a_gradient(name):
+    density = build(name, dtype=torch.float32)
+    mask = (1 - torch.eye(D)).requires_grad_()
+    embeddings = torch.randn(C, H, requires_grad=True)
+    density.log_prob(torch.randn(N, D), mask, embeddings).sum().backward()
+    for tensor_name, tensor in [*density.named_parameters(), ("mask", mask), ("embeddings", embeddings)]:
+        assert tensor.grad is not None, tensor_name
+        assert torch.isfinite(tensor.grad).all(), tensor_name
+        assert tensor.grad.abs().sum() > 0, tensor_name
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("mask", [PARENTS, torch.zeros(D, D)], ids=["dag", "cut"])
+def test_only_parents_matter(name, mask):
+    density = build(name, perturb=0.3)
+    x, embeddings = torch.randn(N, D, dtype=torch.float64), torch.randn(C, H, dtype=torch.float64)
+    reference = density.log_prob(x, mask, embeddings)
+    for i in range(D):
+        moved = x.clone()
+        moved[:, i] += 1.5
+        changed = (density.log_prob(moved, mask, embeddings) - reference).abs().amax((0, 1)) > 1e-9
+        expected = mask[i].bool().clone()
+        expected[i] = True  # x_i is the argument of g_i
+        assert torch.equal(changed, expected), (i, changed, expected)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_mechanism_integrates_to_one(name):
+    density = build(name, perturb=0.3)
+    x_row, embeddings = torch.randn(D, dtype=torch.float64), torch.randn(C, H, dtype=torch.float64)
+    grid = torch.linspace(-30.0, 30.0, 4001, dtype=torch.float64)
+    for j in range(D):
+        mass = torch.trapezoid(grid_density(density, x_row, embeddings, j, grid), grid)
+        torch.testing.assert_close(mass, torch.ones(C, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_samples_follow_log_prob(name):
+    """Kolmogorov-Smirnov distance between draws and the numerically integrated CDF of g_j."""
+    density, draws_per_mechanism = build(name, perturb=0.3), 4000
+    x_row, embeddings = torch.randn(D, dtype=torch.float64), torch.randn(C, H, dtype=torch.float64)
+    with torch.no_grad():
+        draws = density.sample(x_row.expand(C, draws_per_mechanism, D), PARENTS, embeddings)
+    grid = torch.linspace(-30.0, 30.0, 4001, dtype=torch.float64)
+    empirical = torch.arange(1, draws_per_mechanism + 1, dtype=torch.float64) / draws_per_mechanism
+    for j in range(D):
+        pdf = grid_density(density, x_row, embeddings, j, grid)
+        cdf = torch.cat([pdf.new_zeros(C, 1), torch.cumulative_trapezoid(pdf, grid)], -1)
+        for c in range(C):
+            sorted_draws = draws[c, :, j].sort().values
+            index = torch.searchsorted(grid, sorted_draws).clamp(1, len(grid) - 1)
+            weight = (sorted_draws - grid[index - 1]) / (grid[index] - grid[index - 1])
+            model_cdf = torch.lerp(cdf[c, index - 1], cdf[c, index], weight)
+            distance = torch.maximum(empirical - model_cdf, model_cdf - (empirical - 1 / draws_per_mechanism))
+            assert distance.max() < 1.95 / math.sqrt(draws_per_mechanism), (j, c, distance.max())
+
+
+def random_flow(*batch, layers=2, units=5, dtype=torch.float64, requires_grad=False):
+    shape = (*batch, layers, units)
+    a_raw, b, w_logits = (scale * torch.randn(shape, dtype=dtype) for scale in (1.0, 2.0, 1.0))
+    return DeepSigmoidalFlowTransform(*(p.requires_grad_(requires_grad) for p in (a_raw, b, w_logits)))
+
+
+def test_flow_matches_the_direct_formula():
+    flow, x = random_flow(layers=1), torch.linspace(-4, 4, 17, dtype=torch.float64)
+    a = torch.nn.functional.softplus(flow.a_raw[0]) + 1e-3
+    p = (torch.softmax(flow.w_logits[0], -1) * torch.sigmoid(a * x[:, None] + flow.b[0])).sum(-1)
+    torch.testing.assert_close(flow(x), torch.logit(p))
+
+
+def test_flow_is_invertible():
+    flow = random_flow(7)
+    x = torch.cat([3 * torch.randn(6, 7, dtype=torch.float64), torch.full((1, 7), -50.0, dtype=torch.float64)])
+    torch.testing.assert_close(flow.inv(flow(x)), x, atol=1e-8, rtol=1e-8)
+    y = 3 * torch.randn(6, 7, dtype=torch.float64)
+    torch.testing.assert_close(flow(flow.inv(y)), y, atol=1e-8, rtol=1e-8)
+
+
+def test_flow_log_det_matches_autograd():
+    flow = random_flow(7)
+    x = (3 * torch.randn(6, 7, dtype=torch.float64)).requires_grad_()
+    y = flow(x)
+    (slope,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(flow.log_abs_det_jacobian(x, y), slope.log())
+
+
+def test_flow_inverse_has_implicit_gradients():
+    flow = random_flow(3, requires_grad=True)
+    y = torch.randn(3, dtype=torch.float64)
+    (through_inverse,) = torch.autograd.grad(flow.inv(y).sum(), flow.b)
+    x = flow.inv(y).detach().requires_grad_()
+    slope, direct = torch.autograd.grad(flow(x).sum(), [x, flow.b])  # dx/db = -(dtau/db) / tau'(x)
+    torch.testing.assert_close(through_inverse, -direct / slope[:, None, None])
+
+
+def test_flow_composes_with_pyro():
+    flow = random_flow(4, dtype=torch.float32)
+    base = dist.Normal(torch.zeros(4), torch.ones(4))
+    model = dist.TransformedDistribution(base, [flow.inv])
+    x = torch.randn(4)
+    y, log_det = flow.call_and_log_det(x)
+    torch.testing.assert_close(model.log_prob(x), base.log_prob(y) + log_det)
+    assert model.sample((3,)).shape == (3, 4)
+    assert torch.isfinite(model.rsample()).all()
+    cached = flow.with_cache(1)
+    assert cached.inv(cached(x)) is x
+
+
+@pytest.mark.parametrize("value", [50.0, -50.0, 1e3, -1e3])
+def test_flow_tails_are_finite(value):
+    flow = random_flow(4, dtype=torch.float32, requires_grad=True)
+    x = torch.full((4,), value, requires_grad=True)
+    y, log_det = flow.call_and_log_det(x)
+    assert torch.isfinite(y).all() and torch.isfinite(log_det).all()
+    gradients = torch.autograd.grad((log_det - y**2 / 2).sum(), [x, flow.a_raw, flow.b, flow.w_logits])
+    assert all(torch.isfinite(g).all() for g in gradients)
+
+    density = make_density("flow", D, H)
+    x = torch.full((N, D), value)
+    log_prob = density.log_prob(x, PARENTS, torch.randn(C, H))
+    log_prob.sum().backward()
+    assert torch.isfinite(log_prob).all()
+    assert all(torch.isfinite(p.grad).all() for p in density.parameters())

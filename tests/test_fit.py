@@ -1,0 +1,136 @@
+"""End-to-end fits on small simulated problems (short schedules, so they run in seconds)."""
+import numpy as np
+import pytest
+import torch
+
+from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, is_dag, simulate
+from pyro_causal.io import DataError
+from pyro_causal.metrics import hamming_distance
+from pyro_causal.model import LatentInterventionModel
+
+FAST = PenaltySchedule(first_round_steps=300, round_steps=100, max_rounds=8)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return simulate(num_variables=4, edges_per_node=1.0, num_samples=2000, seed=3)
+
+
+def test_recovers_a_small_graph_with_latent_interventions(chain):
+    result = fit(chain.x, schedule=FAST, learning_rate=3e-2, seed=0)
+    assert is_dag(result.adjacency)
+    assert hamming_distance(chain.adjacency, result.adjacency) <= 1
+    assert result.edge_probs.shape == (4, 4) and np.all(np.diag(result.edge_probs) == 0)
+    assert result.variant == "latent"
+    probs = result.assignment_probs()
+    assert probs.shape == (2000, result.model.truncation)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert result.cluster_weights.shape == (result.model.truncation,)
+    assert result.cluster_weights.sum() == pytest.approx(1.0, rel=1e-5)
+    assert result.target_probs.shape == (result.model.truncation, 4) and not result.target_probs[0].any()
+    assert set(result.graph.nodes) == set(chain.names)
+    assert len(result.elbo_trace) == len(result.h_trace) > 0
+
+
+def test_same_seed_same_result(chain):
+    a = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
+    b = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
+    np.testing.assert_array_equal(a.edge_probs, b.edge_probs)
+    np.testing.assert_array_equal(a.elbo_trace, b.elbo_trace)
+
+
+def test_always_returns_a_dag_even_when_stopped_early(chain):
+    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), seed=0)
+    assert result.stop_reason == "budget"
+    assert is_dag(result.adjacency)
+
+
+@pytest.mark.parametrize(
+    "kwargs, variant, components",
+    [
+        ({"observational": True}, "observational", 1),
+        ({"regimes": "all"}, "unknown", 5),
+        ({"regimes": "all", "targets": True}, "known", 5),
+        ({"regimes": "some"}, "semi-supervised", 6),
+    ],
+)
+def test_variants_are_the_same_model_conditioned(chain, kwargs, variant, components):
+    options = dict(kwargs)
+    if options.get("regimes") == "all":
+        options["regimes"] = chain.regimes
+    elif options.get("regimes") == "some":
+        regimes = chain.regimes.copy()
+        regimes[::2] = -1
+        options["regimes"] = regimes
+    if options.get("targets"):
+        options["targets"] = chain.targets
+    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), **options)
+    assert result.variant == variant
+    assert result.model.truncation == components
+    if variant == "known":
+        np.testing.assert_array_equal(result.target_probs, chain.targets)
+
+
+def test_bad_inputs_are_refused_with_the_place():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(DataError, match="row 7.*X1"):
+        fit(bad)
+    bad = x.copy()
+    bad[:, 2] = 1.0
+    with pytest.raises(DataError, match="X2.*constant"):
+        fit(bad)
+    with pytest.raises(DataError, match="2 variables"):
+        fit(x[:, :1])
+    with pytest.raises(DataError, match="rows"):
+        fit(x[:3])
+    with pytest.raises(DataError, match="2-D"):
+        fit(x[:, 0])
+    with pytest.raises(DataError, match="numeric"):
+        fit([["a", "b"], ["c", "d"]])
+    with pytest.raises(DataError, match="one label per row"):
+        fit(x, regimes=np.zeros(3, int))
+    with pytest.raises(DataError, match="without regimes"):
+        fit(x, targets=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="unknown density"):
+        fit(x, density="nope")
+    with pytest.raises(ValueError, match="unknown intervention"):
+        fit(x, intervention="nope")
+
+
+def test_divergence_stops_and_keeps_the_last_good_state():
+    x = torch.randn(100, 3)
+    model = LatentInterventionModel(3, truncation=3)
+    trainer = Trainer(model, x, config=TrainingConfig(schedule=PenaltySchedule(first_round_steps=5, round_steps=5)))
+    for _ in range(5):
+        trainer.step()
+    trainer.end_round()
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.guide.embedding_loc.fill_(float("nan"))
+    assert trainer.run() == "diverged"
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, good[key], equal_nan=False)
+
+
+def test_resuming_from_a_checkpoint_gives_the_same_result(tmp_path):
+    x = torch.randn(200, 3)
+    schedule = PenaltySchedule(first_round_steps=10, round_steps=5, max_rounds=3)
+
+    def trainer():
+        torch.manual_seed(0)
+        return Trainer(LatentInterventionModel(3, truncation=3), x, config=TrainingConfig(schedule=schedule))
+
+    straight = trainer()
+    straight.run()
+    interrupted = trainer()
+    for _ in range(7):
+        interrupted.step()
+    interrupted.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = trainer()
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    resumed.run()
+    assert resumed.step_count == straight.step_count
+    np.testing.assert_allclose(resumed.elbo_trace, straight.elbo_trace)
+    torch.testing.assert_close(resumed.model.guide.edge_logits, straight.model.guide.edge_logits)
