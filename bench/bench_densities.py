@@ -13,8 +13,10 @@ fraction is relative to a large ``torch.mm`` measured in the same run.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -43,8 +45,18 @@ def density_flops(density: torch.nn.Module, n: int, components: int) -> float:
         return conditioner_flops(density.conditioner, n, components)
     d = density.num_variables  # LinearGaussian: embedding MLP plus one (n, d) @ (d, d) per component
     first, last = density.net[0], density.net[-1]
-    embedding = 2 * components * (first.in_features * first.out_features + last.in_features * last.out_features) * 3
-    return embedding + 2 * components * n * d * d * 2
+    embedding = 2 * components * (first.in_features * first.out_features + last.in_features * last.out_features)
+    return embedding * 3 + 2 * components * n * d * d * 2
+
+
+def describe(density: torch.nn.Module) -> str:
+    if not hasattr(density, "conditioner"):
+        return f"embedding network width {density.net[0].out_features}"
+    net = density.conditioner
+    text = f"hidden {net.hidden} x {net.layers} layers"
+    if hasattr(density, "flow_units"):
+        text += f", F = {density.flow_units}, L = {density.flow_layers}"
+    return text
 
 
 def median_seconds(step, repeats: int, warmup: int) -> tuple[float, float]:
@@ -58,6 +70,16 @@ def median_seconds(step, repeats: int, warmup: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def matmul_peak(size: int, repeats: int) -> float:
     """Achieved float32 ``torch.mm`` GFLOP/s on ``(size, size)`` matrices."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -65,7 +87,9 @@ def matmul_peak(size: int, repeats: int) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
-def bench_family(name: str, n: int, d: int, k: int, h: int, repeats: int, warmup: int) -> dict:
+def bench_family(name: str, n: int, d: int, k: int, h: int, repeats: int, warmup: int, threads: int) -> dict:
+    """Run in a fresh process: the peak resident memory then belongs to this family alone."""
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     density = make_density(name, d, h)
     x = torch.randn(n, d)
@@ -76,9 +100,12 @@ def bench_family(name: str, n: int, d: int, k: int, h: int, repeats: int, warmup
         density.zero_grad(set_to_none=True)
         density.log_prob(x, mask, embeddings).sum().backward()
 
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds, fastest = median_seconds(step, repeats, warmup)
     flops = density_flops(density, n, k)
     return {
+        "configuration": describe(density),
+        "peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024,
         "name": name,
         "parameters": sum(p.numel() for p in density.parameters()),
         "seconds": seconds,
@@ -102,33 +129,42 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    load_before = os.getloadavg()[0]
     peak = matmul_peak(args.mm_size, args.repeats)
-    rows = [bench_family(name, args.n, args.d, args.k, args.h, args.repeats, args.warmup) for name in FAMILIES]
+    options = (args.n, args.d, args.k, args.h, args.repeats, args.warmup, args.threads)
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        rows = [pool.apply(bench_family, (name, *options)) for name in FAMILIES]
     peak_after = matmul_peak(args.mm_size, args.repeats)  # a drifting peak means a noisy machine
 
-    header = "| density | parameters | s / fwd+bwd (median) | fastest | GFLOP (matmul) | GFLOP/s | % of mm peak |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| density | configuration | parameters | s / fwd+bwd (median) | fastest | GFLOP (matmul) | GFLOP/s "
+        "| % of mm peak | extra peak RSS (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         lines.append(
-            f"| {row['name']} | {row['parameters']} | {row['seconds']:.4f} | {row['fastest']:.4f} | "
-            f"{row['gflop']:.3f} | {row['gflops']:.2f} | {100 * row['gflops'] / peak:.1f}% |"
+            f"| {row['name']} | {row['configuration']} | {row['parameters']} | {row['seconds']:.4f} | {row['fastest']:.4f} | "
+            f"{row['gflop']:.3f} | {row['gflops']:.2f} | {100 * row['gflops'] / peak:.1f}% | {row['peak_mib']:.0f} |"
         )
     table = "\n".join(lines)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     report = f"""# Density benchmarks: `log_prob` forward + backward
 
-n = {args.n}, d = {args.d}, C = K = {args.k}, h = {args.h}, default hyper-parameters of each family,
-random DAG mask with straight-through gradient, float32, {args.threads} threads,
-median of {args.repeats} repeats after {args.warmup} warm-up steps.
+n = {args.n}, d = {args.d}, C = K = {args.k}, h = {args.h}; default hyper-parameters of each family
+(column "configuration"); random DAG mask with straight-through gradient, float32,
+{args.threads} threads, median of {args.repeats} repeats after {args.warmup} warm-up steps, each family
+in a fresh process (extra peak RSS = peak resident memory of the steps above the set-up).
 
 {table}
 
-float32 `torch.mm` ({args.mm_size} x {args.mm_size}) peak: {peak:.1f} GFLOP/s before, {peak_after:.1f} GFLOP/s after.
+float32 `torch.mm` ({args.mm_size} x {args.mm_size}): {peak:.1f} GFLOP/s before the densities (the
+reference for the last column), {peak_after:.1f} GFLOP/s after; 1-minute load average at the
+start: {load_before:.2f} (other work on the machine makes every number here noisy).
 GFLOP counts only the matrix products, forward + backward (see the docstring of
 `bench/bench_densities.py`); activations, log-sigmoids and log-sum-exps are memory-bound
 elementwise work not in the count, which is why the fraction of peak is small.
 
-- machine: {platform.platform()}, processor `{platform.processor() or platform.machine()}`, os.cpu_count() = {os.cpu_count()}
+- machine: {platform.platform()}, `{cpu_model()}`, os.cpu_count() = {os.cpu_count()}
 - python {platform.python_version()}, torch {torch.__version__}
 - command: `{command}`
 """

@@ -40,3 +40,31 @@ __all__ = [
     "simulate",
     "simulate_cause_effect",
 ]
+
+from .plots import plot_components, plot_edge_probs, plot_graphs, plot_training, save_all_plots  # noqa: E402
+from .posterior import (  # noqa: E402
+    component_summary,
+    exact_assignment_probs,
+    expected_components_in_use,
+    map_assignments,
+    posterior_predictive,
+    posterior_sites,
+    save_posterior,
+    to_inference_data,
+)
+
+__all__ += [
+    "component_summary",
+    "exact_assignment_probs",
+    "expected_components_in_use",
+    "map_assignments",
+    "plot_components",
+    "plot_edge_probs",
+    "plot_graphs",
+    "plot_training",
+    "posterior_predictive",
+    "posterior_sites",
+    "save_all_plots",
+    "save_posterior",
+    "to_inference_data",
+]

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output folder (created; existing results are not overwritten)")
     f.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--posterior", metavar="FILE.nc", help="also write posterior draws as an ArviZ netCDF file")
+    f.add_argument("--plots", action="store_true", help="also write PNG figures into --out")
     m = f.add_argument_group("model")
     m.add_argument("--density", default="linear", choices=available_densities(), help="conditional density family")
     m.add_argument("--intervention", default="imperfect", choices=INTERVENTIONS, help="keep or cut the parents of targets")
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-rounds", type=_positive_int, default=defaults.max_rounds, help="budget of penalty updates")
     t.add_argument("--tolerance", type=_positive_float, default=defaults.tolerance, help="stop when h is below this")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sim = commands.add_parser("simulate", help="write a simulated mixture of interventions and its truth")

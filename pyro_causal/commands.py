@@ -1,6 +1,7 @@
 """What each CLI subcommand does (argument parsing lives in :mod:`pyro_causal.cli`)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -53,8 +54,25 @@ def _progress(quiet: bool):
 
 def run_fit(args) -> int:
     from .api import fit
+    from .distributed import fit_distributed, is_primary, launched_by_torchrun
 
-    out = prepare_output_dir(args.out, overwrite=args.overwrite, names=FIT_OUTPUTS)
+    processes = getattr(args, "processes", 1)
+    if processes > 1 or launched_by_torchrun():  # data-parallel, see docs/distributed.md
+        fit = functools.partial(fit_distributed, processes=processes)
+    primary = is_primary()  # under torchrun only rank 0 reports and writes
+
+    plots = getattr(args, "plots", False)
+    posterior = getattr(args, "posterior", None)
+    figures = ()
+    if plots:
+        from .plots import PLOT_FILES
+
+        figures = tuple(PLOT_FILES.values())
+    out = prepare_output_dir(args.out, overwrite=args.overwrite, names=FIT_OUTPUTS + figures) if primary else None
+    if posterior and primary:  # refused now, not after training
+        from .posterior import check_posterior_path
+
+        check_posterior_path(posterior, overwrite=args.overwrite)
     x, names, regimes, targets, source = _load_fit_data(args)
     schedule = PenaltySchedule(
         first_round_steps=args.first_round_steps,
@@ -62,7 +80,7 @@ def run_fit(args) -> int:
         max_rounds=args.max_rounds,
         tolerance=args.tolerance,
     )
-    bar, callbacks = _progress(args.quiet)
+    bar, callbacks = _progress(args.quiet or not primary)
     try:
         result = fit(
             x,
@@ -91,10 +109,20 @@ def run_fit(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if not primary:
+        return 0
     summary = result.summary()
     summary["data"] = source
     summary["rows"] = int(x.shape[0])
     write_fit_outputs(result, out, summary)
+    if plots:
+        from .plots import save_all_plots
+
+        save_all_plots(result, out)
+    if posterior:
+        from .posterior import save_posterior
+
+        save_posterior(result, posterior, overwrite=args.overwrite)
     if result.stop_reason == "diverged":
         print(f"{'pyro-causal'}: warning: training diverged; wrote the last good state to {out}", file=sys.stderr)
     if not args.quiet:

@@ -28,10 +28,12 @@ Backends: ``gloo`` on CPU, ``nccl`` on CUDA (process ``r`` uses GPU ``LOCAL_RANK
 """
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import socket
 import sys
+from dataclasses import fields
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 from unittest import mock
 
@@ -42,11 +44,19 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import api
-from .elbo import elbo_terms
+from .elbo import ElboTerms, elbo_terms
 from .result import FitResult
 from .trainer import Trainer, TrainingEvent
 
 __all__ = ["DistributedTrainer", "ShardObjective", "fit_distributed", "is_primary", "launch", "launched_by_torchrun"]
+
+
+# Buffers (masks, penalty state) are identical on every process: no need to broadcast them each step.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 # --------------------------------------------------------------------------- process group
@@ -78,6 +88,16 @@ def _local_device(device: Any) -> torch.device:
 
 
 # --------------------------------------------------------------------------- the sharded loss
+def _split(terms: ElboTerms) -> Tuple[Tensor, Tensor]:
+    """``(local, kl)``: the sum of the per-row terms (scaled by ``N / B``) and of the dataset-level KLs.
+
+    ``terms.objective == local - kl``; every ``kl_*`` field is dataset-level, every other field local.
+    """
+    local = [getattr(terms, f.name) for f in fields(terms) if not f.name.startswith("kl_")]
+    kl = [getattr(terms, f.name) for f in fields(terms) if f.name.startswith("kl_")]
+    return sum(local[1:], local[0]), sum(kl[1:], kl[0])
+
+
 class ShardObjective(nn.Module):
     """The per-process loss, as a module for :class:`DistributedDataParallel` to wrap.
 
@@ -106,10 +126,10 @@ class ShardObjective(nn.Module):
         objective = elbo = kl = x.new_zeros(())
         for _ in range(config.num_particles):
             terms = elbo_terms(self.model, x, regimes, self.targets, shard_rows, config.supervision_weight, config.assignment)
-            global_part = terms.kl_graph + terms.kl_sticks + terms.kl_embeddings + terms.kl_targets
-            objective = objective + (terms.objective + global_part) / config.num_particles
-            elbo = elbo + (terms.elbo + global_part).detach() / config.num_particles
-            kl = kl + global_part / config.num_particles
+            local, global_ = _split(terms)
+            objective = objective + local / config.num_particles
+            elbo = elbo + (terms.elbo + global_).detach() / config.num_particles
+            kl = kl + global_ / config.num_particles
         h = self._constraint()
         loss = -(self.world_size * objective - kl) / n + self.lagrangian(h)
         return loss, torch.stack([objective.detach(), elbo, kl.detach()]), h
@@ -138,7 +158,7 @@ class DistributedTrainer(Trainer):
         # static_graph: the same parameters are used at every step (some never, e.g. the encoder
         # with assignment="exact"), which DDP then handles without a search of the graph.
         self.objective = DistributedDataParallel(
-            ShardObjective(self, self.world_size), device_ids=device_ids, broadcast_buffers=False, static_graph=True
+            ShardObjective(self, self.world_size), device_ids=device_ids, static_graph=True, **_NO_BUFFER_SYNC
         )
 
     def loss(self) -> Tuple[Tensor, Tensor, Tensor]:

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from pyro.infer import ELBO
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, RelaxedBernoulli, kl_divergence
 
 from .distributions import expected_log_stick_weights, stick_breaking_log_weights
 
@@ -78,6 +78,7 @@ def elbo_terms(
     num_rows: Optional[int] = None,
     supervision_weight: float = 0.5,
     assignment: str = "amortized",
+    target_estimator: str = "exact",
 ) -> ElboTerms:
     """One-sample (in ``A`` and ``U``) estimate of the bound's terms for a batch ``x``.
 
@@ -88,6 +89,10 @@ def elbo_terms(
         targets: ``(K, d)`` known targets, or ``None`` (latent).
         num_rows: ``N``, rows in the whole data set (default ``B``).
         supervision_weight: ``kappa`` of section 3.9.
+        assignment: ``"amortized"`` (the network ``q(z | x)``) or ``"exact"`` (optimal ``q(z)``).
+        target_estimator: ``"exact"`` evaluates the likelihood at ``pi`` (the exact expectation);
+            ``"straight-through"`` and ``"relaxed"`` (Gumbel-softmax at temperature 0.5, as in the
+            paper) sample the targets instead; they exist to measure the difference.
     """
     guide = model.guide
     scale = (num_rows or x.shape[0]) / x.shape[0]
@@ -111,8 +116,10 @@ def elbo_terms(
         if targets is None:
             q_r = guide.target_dist()
             kl_targets = kl_or_monte_carlo(q_r.to_event(1), model.target_prior(), q_r.probs.round()).sum()
-            targets = model.full_targets(q_r.probs)
+            targets = model.full_targets(_target_values(q_r, target_estimator))
 
+    if targets is None:  # K = 1: the observational model alone
+        targets = x.new_zeros(1, model.num_variables)
     joint = model.log_likelihood(x, adjacency, u, targets).T + e_log_weights  # (B, K)
     encoder_log_q = torch.log_softmax(guide.assignment_logits(x, u), -1)  # (B, K)
     distillation = zero
@@ -152,6 +159,16 @@ def elbo_terms(
         kl_embeddings=kl_embeddings,
         kl_targets=kl_targets,
     )
+
+
+def _target_values(q_r, estimator: str) -> Tensor:
+    if estimator == "exact":
+        return q_r.probs
+    if estimator == "straight-through":
+        return q_r.rsample()
+    if estimator == "relaxed":
+        return RelaxedBernoulli(torch.tensor(0.5, device=q_r.logits.device), logits=q_r.logits).rsample()
+    raise ValueError(f"unknown target_estimator {estimator!r}; choose exact, straight-through or relaxed")
 
 
 class LatentInterventionELBO(ELBO):

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .io import PathLike
 from .result import FitResult
 
 PLOT_FILES = {
@@ -36,7 +37,7 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _finish(figure: Figure, path) -> Figure:
+def _finish(figure: Figure, path: Optional[PathLike]) -> Figure:
     if path is not None:
         figure.savefig(Path(path), dpi=_DPI)
     return figure
@@ -61,7 +62,7 @@ def _heatmap(axes, values: np.ndarray, rows, columns, *, label: str, blank=None)
 
 
 # --------------------------------------------------------------------------- edges
-def plot_edge_probs(result: FitResult, *, path=None) -> Figure:
+def plot_edge_probs(result: FitResult, *, path: Optional[PathLike] = None) -> Figure:
     """Heat map of the posterior edge probabilities ``sigmoid(Lambda)`` (``(d, d)``, row = cause)."""
     d = len(result.names)
     figure = _figure(2.0 + 0.55 * d, 1.5 + 0.5 * d)
@@ -97,7 +98,7 @@ def _draw(axes, graph: nx.DiGraph, pos: dict, edges, colour: str, style: str = "
         )
 
 
-def plot_graphs(result: FitResult, truth=None, *, path=None) -> Figure:
+def plot_graphs(result: FitResult, truth: Optional[np.ndarray] = None, *, path: Optional[PathLike] = None) -> Figure:
     """The learned DAG, and the true one beside it (same node layout) when ``truth`` is given.
 
     With ``truth`` (``(d, d)`` 0/1, ``(i, j) = 1`` iff ``i -> j``) the learned edges are
@@ -112,7 +113,7 @@ def plot_graphs(result: FitResult, truth=None, *, path=None) -> Figure:
     panels = 1 if truth is None else 2
     longest = max(map(len, names))
     font = 9 if longest <= 4 else 8
-    node_size = max(900.0, (0.62 * font * longest + 10) ** 2)  # points^2: the label fits in the circle
+    node_size = max(900.0, (0.56 * font * longest + 10) ** 2)  # points^2: the label fits in the circle
     side = max(4.6, 1.0 + 0.45 * len(names))
     figure = _figure(side * panels, side)
     edges = lambda mask: [(names[i], names[j]) for i, j in zip(*np.nonzero(mask))]  # noqa: E731
@@ -142,7 +143,7 @@ def plot_graphs(result: FitResult, truth=None, *, path=None) -> Figure:
 
 
 # --------------------------------------------------------------------------- training
-def plot_training(result: FitResult, *, path=None) -> Figure:
+def plot_training(result: FitResult, *, path: Optional[PathLike] = None) -> Figure:
     """ELBO per row (with a running mean when long) and the acyclicity constraint
     ``h(sigmoid(Lambda))`` (log scale; the stopping tolerance is drawn when within three
     decades of the trace) over the training steps."""
@@ -179,7 +180,7 @@ def plot_training(result: FitResult, *, path=None) -> Figure:
 
 
 # --------------------------------------------------------------------------- mixture
-def plot_components(result: FitResult, *, path=None) -> Figure:
+def plot_components(result: FitResult, *, path: Optional[PathLike] = None) -> Figure:
     """Component occupancy (``E_q[beta_k]`` beside the share of rows ``sum_i q_ik / n``) and
     the target probabilities ``pi`` (``(K, d)``, row 0 observational)."""
     weights = result.cluster_weights
@@ -207,7 +208,7 @@ def plot_components(result: FitResult, *, path=None) -> Figure:
     return _finish(figure, path)
 
 
-def save_all_plots(result: FitResult, folder, truth=None) -> Dict[str, Path]:
+def save_all_plots(result: FitResult, folder: PathLike, truth: Optional[np.ndarray] = None) -> Dict[str, Path]:
     """Write ``edge_probs.png``, ``graph.png``, ``training.png`` and ``components.png`` into ``folder``.
 
     Returns:

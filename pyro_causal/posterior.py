@@ -1,19 +1,11 @@
 """Working with the fitted posterior: assignments, components, predictive draws, ArviZ export.
 
-Everything here reads a :class:`~pyro_causal.result.FitResult` (or a bare
-:class:`~pyro_causal.model.LatentInterventionModel`) and plugs point values or draws of the
-global latents into the model's Pyro program (sites ``graph``, ``v``, ``u``, ``r``, ``z``, ``x``):
+Point values or draws of the global latents (:func:`posterior_sites`) are plugged into the
+model's Pyro program (sites ``graph``, ``v``, ``u``, ``r``, ``z``, ``x``): exact and MAP
+assignments (eq. 8 and Bayes' rule; Pyro's ``infer_discrete``), component summaries,
+predictive rows under any component, and guide draws as ArviZ ``InferenceData``.
 
-* :func:`posterior_sites`: values of the global sites, at the variational means or one draw
-  from the guide (the graph is always the result's DAG, so ancestral sampling stays valid);
-* :func:`exact_assignment_probs`: ``p(z_i = k | x_i, globals)`` by Bayes' rule on eq. 8, the
-  exact counterpart of the amortised :meth:`FitResult.assignment_probs`;
-* :func:`map_assignments`: MAP (or sampled) ``z`` with Pyro's ``infer_discrete``;
-* :func:`expected_components_in_use`, :func:`component_summary`: how the mixture is used;
-* :func:`posterior_predictive`: new rows, in the original units, under any component;
-* :func:`to_inference_data`, :func:`save_posterior`: guide draws as ArviZ ``InferenceData``.
-
-Inputs ``x`` are in the original units (as given to :func:`~pyro_causal.fit`) when a
+Rows ``x`` are in the original units (as given to :func:`~pyro_causal.fit`) when a
 ``FitResult`` is passed, and already standardised when a bare model is passed.
 """
 from __future__ import annotations
@@ -22,7 +14,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import pyro
@@ -34,11 +26,16 @@ from torch import Tensor
 
 from .acyclicity import dag_from_probabilities
 from .distributions import expected_log_stick_weights, stick_breaking_log_weights
+from .io import PathLike
 from .model import LatentInterventionModel
 from .result import FitResult
 
+if TYPE_CHECKING:  # pragma: no cover
+    import arviz
+
 ASSIGNMENTS = ("amortized", "exact")
 ResultOrModel = Union[FitResult, LatentInterventionModel]
+Rows = Optional[Union[np.ndarray, Tensor]]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -47,7 +44,7 @@ def _model(result_or_model: ResultOrModel) -> LatentInterventionModel:
 
 
 def _like(model: LatentInterventionModel) -> Tensor:
-    return model.guide.edge_logits
+    return model.guide.edge_logits  # a tensor with the model's dtype and device
 
 
 def _data(result_or_model: ResultOrModel, x) -> Tensor:
@@ -127,7 +124,7 @@ def posterior_sites(result_or_model: ResultOrModel, *, draw: bool = False, seed:
 
 # --------------------------------------------------------------------------- assignments
 @torch.no_grad()
-def exact_assignment_probs(result_or_model: ResultOrModel, x=None, *, sites: Optional[Dict[str, Tensor]] = None) -> np.ndarray:
+def exact_assignment_probs(result_or_model: ResultOrModel, x: Rows = None, *, sites: Optional[Dict[str, Tensor]] = None) -> np.ndarray:
     """``p(z_i = k | x_i, globals)`` for every row: softmax over k of eq. 8 plus ``log beta_k``.
 
     Without ``sites`` the globals are the posterior summaries: edges ``result.adjacency``,
@@ -162,19 +159,12 @@ def exact_assignment_probs(result_or_model: ResultOrModel, x=None, *, sites: Opt
 
 
 @torch.no_grad()
-def map_assignments(
-    result_or_model: ResultOrModel,
-    x=None,
-    *,
-    sites: Optional[Dict[str, Tensor]] = None,
-    temperature: int = 0,
-    seed: Optional[int] = None,
-) -> np.ndarray:
+def map_assignments(result_or_model: ResultOrModel, x: Rows = None, *, sites: Optional[Dict[str, Tensor]] = None,
+                    temperature: int = 0, seed: Optional[int] = None) -> np.ndarray:
     """MAP (``temperature=0``) or posterior-sampled (``temperature=1``) component of each row.
 
-    Runs Pyro's :func:`~pyro.infer.infer_discrete` on the model with the enumerated ``z`` site,
-    the global sites fixed by ``poutine.condition`` (the same as replaying a guide trace from
-    which ``z`` was removed). The parameter store is left untouched.
+    Pyro's :func:`~pyro.infer.infer_discrete` on the model's enumerated ``z`` site, the global
+    sites fixed by ``poutine.condition`` (as replaying a guide trace without ``z`` would).
 
     Args:
         result_or_model: a fit or a bare model.
@@ -191,17 +181,14 @@ def map_assignments(
     if model.truncation == 1:  # nothing to infer (and Pyro does not enumerate a single value)
         return np.zeros(xt.shape[0], dtype=np.int64)
     sites = posterior_sites(result_or_model) if sites is None else sites
-    decoder = infer_discrete(
-        poutine.condition(model.model, data=sites),
-        first_available_dim=-1 - model.max_plate_nesting,
-        temperature=temperature,
-    )
+    decoder = infer_discrete(poutine.condition(model.model, data=sites),
+                             first_available_dim=-1 - model.max_plate_nesting, temperature=temperature)
     with pyro.get_param_store().scope(), _rng(seed, xt):
         trace = poutine.trace(decoder).get_trace(xt)
     return trace.nodes["z"]["value"].reshape(-1).long().cpu().numpy()
 
 
-def expected_components_in_use(result: FitResult, x=None, *, assignment: str = "amortized") -> float:
+def expected_components_in_use(result: FitResult, x: Rows = None, *, assignment: str = "amortized") -> float:
     """Expected number of non-empty components under the assignment posterior.
 
     ``E[#{k : some z_i = k}] = sum_k [1 - prod_i (1 - q(z_i = k))]`` with independent rows,
@@ -221,7 +208,7 @@ def expected_components_in_use(result: FitResult, x=None, *, assignment: str = "
     return float((-torch.expm1(log_all_elsewhere)).sum())
 
 
-def component_summary(result: FitResult, x=None, *, assignment: str = "amortized", min_target_prob: float = 0.5) -> List[dict]:
+def component_summary(result: FitResult, x: Rows = None, *, assignment: str = "amortized", min_target_prob: float = 0.5) -> List[dict]:
     """One record per component: weight, size, likely targets and mean shift.
 
     The shift is computed from assignment-weighted means of the data (not from predictive
@@ -251,34 +238,22 @@ def component_summary(result: FitResult, x=None, *, assignment: str = "amortized
     order = np.argsort(-pi, axis=1, kind="stable")
     weights = result.cluster_weights
     return [
-        {
-            "component": k,
-            "weight": float(weights[k]),
-            "expected_size": float(mass[k]),
-            "map_size": int(map_sizes[k]),
-            "targets": [result.names[j] for j in order[k] if pi[k, j] > min_target_prob],
-            "mean_shift": dict(zip(result.names, shifts[k].tolist())),
-        }
+        {"component": k, "weight": float(weights[k]), "expected_size": float(mass[k]), "map_size": int(map_sizes[k]),
+         "targets": [result.names[j] for j in order[k] if pi[k, j] > min_target_prob],
+         "mean_shift": dict(zip(result.names, shifts[k].tolist()))}
         for k in range(q.shape[1])
     ]
 
 
 # --------------------------------------------------------------------------- predictive
 @torch.no_grad()
-def posterior_predictive(
-    result: FitResult,
-    num_samples: int,
-    component: Optional[int] = None,
-    *,
-    draw: bool = False,
-    seed: Optional[int] = None,
-) -> np.ndarray:
+def posterior_predictive(result: FitResult, num_samples: int, component: Optional[int] = None, *,
+                         draw: bool = False, seed: Optional[int] = None) -> np.ndarray:
     """New rows from the fitted model, in the original units of the data.
 
-    The model program is run with its observed ``x`` site un-conditioned
-    (``poutine.uncondition``), so ``x`` is drawn by ancestral sampling
-    (:class:`~pyro_causal.likelihood.InterventionalLikelihood`), and the global sites
-    conditioned on :func:`posterior_sites` (one set of globals shared by all rows).
+    The model program runs with ``x`` un-observed (``poutine.uncondition``: ancestral sampling
+    by :class:`~pyro_causal.likelihood.InterventionalLikelihood`) and the global sites fixed to
+    :func:`posterior_sites` (one set of globals shared by all rows).
 
     Args:
         result: a fit.
@@ -309,31 +284,7 @@ def posterior_predictive(
 
 
 # --------------------------------------------------------------------------- ArviZ
-def _arviz():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="ArviZ is undergoing", category=FutureWarning)
-        import arviz
-
-    return arviz
-
-
-@torch.no_grad()
-def _guide_draws(result: FitResult, num_draws: int) -> Dict[str, np.ndarray]:
-    """``num_draws`` joint draws of the global latents from the guide, each ``(S, ...)``."""
-    model, guide = result.model, result.model.guide
-    shape = torch.Size([num_draws])
-    draws = {"graph": (guide.graph_dist().sample(shape) * guide.off_diagonal).long()}
-    if model.truncation > 1:
-        v = guide.stick_dist().sample(shape)
-        draws["v"] = v
-        draws["beta"] = stick_breaking_log_weights(v).exp()
-        pi = _target_probs(result)[1:]
-        draws["r"] = Bernoulli(probs=pi).sample(shape).long()
-    draws["u"] = guide.embedding_dist().sample(shape)
-    return {name: value.cpu().numpy() for name, value in draws.items()}
-
-
-def to_inference_data(result: FitResult, num_draws: int = 200, seed: int = 0):
+def to_inference_data(result: FitResult, num_draws: int = 200, seed: int = 0) -> arviz.InferenceData:
     """Guide draws of the global latents as ArviZ ``InferenceData`` (one chain).
 
     Groups: ``posterior`` with ``graph`` (dims ``cause, effect``), ``v`` (``stick``),
@@ -350,28 +301,32 @@ def to_inference_data(result: FitResult, num_draws: int = 200, seed: int = 0):
     Returns:
         ``arviz.InferenceData`` (arviz 0.x) or ``xarray.DataTree`` (arviz >= 1.0).
     """
-    az = _arviz()
     import xarray as xr
 
-    model = result.model
-    K, d = model.truncation, model.num_variables
-    with _rng(seed, _like(model)):
-        draws = _guide_draws(result, num_draws)
-    posterior = {name: value[None] for name, value in draws.items()}
-    coords = {
-        "cause": list(result.names), "effect": list(result.names), "variable": list(result.names),
-        "component": np.arange(K), "stick": np.arange(K - 1), "intervention": np.arange(1, K),
-        "embedding": np.arange(model.embedding_dim),
-    }
-    dims = {"graph": ["cause", "effect"], "v": ["stick"], "beta": ["component"],
-            "r": ["intervention", "variable"], "u": ["component", "embedding"]}
-    used = {dim for name in posterior for dim in dims[name]}
-    coords = {dim: values for dim, values in coords.items() if dim in used}
-    dims = {name: dims[name] for name in posterior}
+    with warnings.catch_warnings():  # arviz 0.2x announces its 1.0 refactor on import
+        warnings.filterwarnings("ignore", message="ArviZ is undergoing", category=FutureWarning)
+        import arviz as az
+
+    model, guide, K = result.model, result.model.guide, result.model.truncation
+    shape = torch.Size([num_draws])
+    with torch.no_grad(), _rng(seed, _like(model)):
+        draws = {"graph": (guide.graph_dist().sample(shape) * guide.off_diagonal).long(),
+                 "u": guide.embedding_dist().sample(shape)}
+        if K > 1:
+            draws["v"] = guide.stick_dist().sample(shape)
+            draws["beta"] = stick_breaking_log_weights(draws["v"]).exp()
+            draws["r"] = Bernoulli(probs=_target_probs(result)[1:]).sample(shape).long()
+    posterior = {name: value[None].cpu().numpy() for name, value in draws.items()}  # one chain
+    names = list(result.names)
+    coords = {"cause": names, "effect": names, "component": np.arange(K), "embedding": np.arange(model.embedding_dim)}
+    dims = {"graph": ["cause", "effect"], "u": ["component", "embedding"]}
+    if K > 1:
+        coords.update(stick=np.arange(K - 1), intervention=np.arange(1, K), variable=names)
+        dims.update(v=["stick"], beta=["component"], r=["intervention", "variable"])
     training = xr.Dataset(
         {"elbo": ("step", np.asarray(result.elbo_trace, float)), "h": ("step", np.asarray(result.h_trace, float))},
         coords={"step": np.arange(1, len(result.elbo_trace) + 1)},
-        attrs={"variant": result.variant, "stop_reason": result.stop_reason, "num_variables": d,
+        attrs={"variant": result.variant, "stop_reason": result.stop_reason, "num_variables": model.num_variables,
                "density": str(result.settings.get("density")), "intervention": str(result.settings.get("intervention"))},
     )
     if int(az.__version__.split(".")[0]) >= 1:
@@ -383,7 +338,7 @@ def to_inference_data(result: FitResult, num_draws: int = 200, seed: int = 0):
     return idata
 
 
-def save_posterior(result: FitResult, path, *, num_draws: int = 200, seed: int = 0, overwrite: bool = False) -> Path:
+def save_posterior(result: FitResult, path: PathLike, *, num_draws: int = 200, seed: int = 0, overwrite: bool = False) -> Path:
     """Write :func:`to_inference_data` to a netCDF file that ``arviz.from_netcdf`` reads back.
 
     The file is written beside ``path`` first and then moved into place, so a failure leaves
@@ -404,13 +359,9 @@ def save_posterior(result: FitResult, path, *, num_draws: int = 200, seed: int =
     return path
 
 
-def check_posterior_path(path, overwrite: bool = False) -> Path:
-    """Refuse an existing ``path`` (unless ``overwrite``) or a missing folder, before any work.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is false.
-        FileNotFoundError: the folder of ``path`` does not exist.
-    """
+def check_posterior_path(path: PathLike, overwrite: bool = False) -> Path:
+    """Raise ``FileExistsError`` for an existing ``path`` (unless ``overwrite``) and
+    ``FileNotFoundError`` for a missing folder: the check to run before any work."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; choose another file or pass overwrite=True")

@@ -6,7 +6,7 @@ parameters of ``g_j`` off such a network.  The first layer is factored: with
 
     [u_c, A_j * x_i] W_j = (A_j * x_i) W_x_j + u_c W_u_j,
 
-so the data part (``(n, d, H)``, shared by every component) and the embedding part
+so the data part (``(d, n, H)``, shared by every component) and the embedding part
 (``(C, d, H)``, one row per component) are computed separately and broadcast-added.  The mask is
 folded into ``W_x`` (``W_x_j`` row ``i`` times ``A_ij``), which equals masking the inputs.
 """
@@ -35,20 +35,20 @@ class StackedConditioner(nn.Module):
         layers: number of hidden layers (``>= 1``), LeakyReLU(0.2) after each.
 
     Activations are kept variable-major, ``(C, d, n, H)``, so every layer is one batched matmul
-    over ``C * d`` blocks; only the ``(C, n, d, m)`` output is permuted (a view).
+    over ``C * d`` blocks.
 
     Example:
         >>> net = StackedConditioner(3, 4, out_features=2)
         >>> net(torch.randn(5, 3), torch.ones(3, 3), torch.randn(2, 4)).shape
-        torch.Size([2, 5, 3, 2])
+        torch.Size([2, 3, 2, 5])
     """
 
     def __init__(
         self, num_variables: int, embedding_dim: int, out_features: int, hidden: int = 16, layers: int = 2
     ) -> None:
         super().__init__()
-        if hidden < 1 or layers < 1 or out_features < 1:
-            raise ValueError(f"hidden, layers and out_features must be >= 1, got {hidden}, {layers}, {out_features}")
+        if min(hidden, layers, out_features) < 1:
+            raise ValueError(f"hidden, layers and out_features must be >= 1: {hidden}, {layers}, {out_features}")
         d, h, m = num_variables, embedding_dim, out_features
         self.num_variables, self.embedding_dim, self.out_features = d, h, m
         self.hidden, self.layers = hidden, layers
@@ -60,14 +60,16 @@ class StackedConditioner(nn.Module):
         self.weight_x = uniform(d, d, hidden, fan_in=d + h)  # (j, i, H): row i of W_x_j
         self.weight_u = uniform(d, h, hidden, fan_in=d + h)  # (j, h, H)
         self.bias_in = uniform(d, 1, hidden, fan_in=d + h)
-        self.weight_hidden = nn.ParameterList(uniform(d, hidden, hidden, fan_in=hidden) for _ in range(layers - 1))
-        self.bias_hidden = nn.ParameterList(uniform(d, 1, hidden, fan_in=hidden) for _ in range(layers - 1))
-        # A small last layer keeps g_j near the consumer's initial bias (set by the consumer).
-        self.weight_out = nn.Parameter(0.1 * uniform(d, hidden, m, fan_in=hidden).data)
-        self.bias_out = nn.Parameter(torch.zeros(d, 1, m))
+        deep = range(layers - 1)
+        self.weight_hidden = nn.ParameterList(uniform(d, hidden, hidden, fan_in=hidden) for _ in deep)
+        self.bias_hidden = nn.ParameterList(uniform(d, 1, hidden, fan_in=hidden) for _ in deep)
+        # Stored transposed, (j, m, H): the output is produced parameter-major.  A small last layer
+        # keeps g_j near the initial bias, which the consumer sets.
+        self.weight_out = nn.Parameter(0.1 * uniform(d, m, hidden, fan_in=hidden).data)
+        self.bias_out = nn.Parameter(torch.zeros(d, m, 1))
 
     def forward(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
-        """``NN([u_c, A_j * x_i]; theta_j)`` for every c, i, j.
+        """``NN([u_c, A_j * x_i]; theta_j)`` for every c, i, j, variable- and parameter-major.
 
         Args:
             x: ``(n, d)`` or ``(C, n, d)``.
@@ -75,23 +77,23 @@ class StackedConditioner(nn.Module):
             embeddings: ``(C, h)``.
 
         Returns:
-            ``(C, n, d, m)`` (a permuted view of a ``(C, d, n, m)`` tensor).
+            ``(C, d, m, n)``: each of the ``m`` outputs is a contiguous ``(C, d, n)`` block, so
+            the consumers split it for free and work against ``x.transpose(-1, -2)``.
         """
+        components = embeddings.shape[0]
+
+        def per_component(*parameters: Tensor) -> list[Tensor]:  # (d, ...) -> (C * d, ...) for baddbmm
+            return [p.expand(components, *p.shape).flatten(0, 1) for p in parameters]
+
         masked_weight = self.weight_x * parents_mask.transpose(-1, -2).unsqueeze(-1)  # (j, i, H)
         data = x.unsqueeze(-3) @ masked_weight  # (d, n, H), or (C, d, n, H) for a (C, n, d) x
-        context = torch.einsum("ck,jkh->cjh", embeddings, self.weight_u).unsqueeze(-2) + self.bias_in  # (C, d, 1, H)
-        # In-place activations and bias fused into the products: on CPU every fresh (C, d, n, H)
+        context = torch.einsum("ck,jkh->cjh", embeddings, self.weight_u).unsqueeze(-2) + self.bias_in
+        # In-place activations and biases fused into the products: on CPU every fresh (C, d, n, H)
         # buffer costs a round of page faults, more than the arithmetic done on it.
-        hidden = leaky_relu(data + context, 0.2, inplace=True)  # (C, d, n, H)
+        hidden = leaky_relu(data + context, 0.2, inplace=True).flatten(0, 1)  # (C * d, n, H)
         for weight, bias in zip(self.weight_hidden, self.bias_hidden):
-            hidden = leaky_relu(self._per_variable(hidden, weight, bias), 0.2, inplace=True)
-        out = self._per_variable(hidden, self.weight_out, self.bias_out)  # (C, d, n, m)
-        return out.permute(0, 2, 1, 3)
-
-    @staticmethod
-    def _per_variable(hidden: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        """``hidden[c, j] @ weight[j] + bias[j]`` as one ``baddbmm``: ``(C, d, n, H) -> (C, d, n, H')``."""
-        components = hidden.shape[0]
-        weight, bias = (p.expand(components, *p.shape).flatten(0, 1) for p in (weight, bias))
-        out = torch.baddbmm(bias, hidden.flatten(0, 1), weight)
-        return out.unflatten(0, (components, -1))
+            bias, weight = per_component(bias, weight)
+            hidden = leaky_relu(torch.baddbmm(bias, hidden, weight), 0.2, inplace=True)
+        bias, weight = per_component(self.bias_out, self.weight_out)
+        out = torch.baddbmm(bias, weight, hidden.transpose(-1, -2))  # (C * d, m, n)
+        return out.unflatten(0, (components, self.num_variables))

@@ -15,13 +15,12 @@ value, the log-Jacobian and their gradients stay finite far in the tails (``|x| 
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
 from torch import Tensor
-from torch.distributions import Transform, constraints
-from torch.nn.functional import log_softmax, logsigmoid
+from torch.distributions import Normal, Transform, constraints
+from torch.nn.functional import logsigmoid
 
 from .base import ConditionalDensity, positive_scale
 from .conditioner import StackedConditioner, inverse_softplus
@@ -32,19 +31,20 @@ _FLOOR = 1e-3  # lower bound of the slopes a and of the base scale sigma
 def _dsf_layer(
     x: Tensor, a: Tensor, log_a: Tensor, b: Tensor, log_w: Tensor, with_log_det: bool = True
 ) -> tuple[Tensor, Tensor | None]:
-    """One layer ``tau_l``: ``x`` of shape ``(...)``, parameters ``(..., F)`` -> ``(y, log tau_l'(x))``.
+    """One layer ``tau_l``: ``x`` ``(..., *batch)`` and parameters ``(F, *batch)`` -> ``(y, log tau_l'(x))``.
 
     With ``p = w^T sigmoid(z)``, ``z = a x + b``: ``y = log p - log(1 - p)`` and
     ``tau_l' = (sum_k w_k a_k s_k (1 - s_k)) / (p (1 - p))``; since ``sum_k w_k = 1``,
     ``1 - p = w^T sigmoid(-z)``, so no term ever subtracts two probabilities.
     """
-    z = a * x.unsqueeze(-1) + b
+    units = -a.dim()
+    z = a * x.unsqueeze(units) + b
     log_s, log_one_minus_s = logsigmoid(z), logsigmoid(-z)
-    log_p = torch.logsumexp(log_w + log_s, -1)
-    log_q = torch.logsumexp(log_w + log_one_minus_s, -1)
+    log_p = torch.logsumexp(log_w + log_s, units)
+    log_q = torch.logsumexp(log_w + log_one_minus_s, units)
     if not with_log_det:
         return log_p - log_q, None
-    log_dp = torch.logsumexp(log_w + log_a + log_s + log_one_minus_s, -1)
+    log_dp = torch.logsumexp(log_w + log_a + log_s + log_one_minus_s, units)
     return log_p - log_q, log_dp - log_p - log_q
 
 
@@ -52,16 +52,18 @@ class DeepSigmoidalFlowTransform(Transform):
     """The deep sigmoidal flow ``tau`` as a :class:`torch.distributions.Transform` (Huang et al. 2018).
 
     Args:
-        a_raw: ``(..., L, F)`` unconstrained slopes, ``a = softplus(a_raw) + 1e-3``.
-        b: ``(..., L, F)`` offsets.
-        w_logits: ``(..., L, F)`` unnormalised log-weights, ``w = softmax(w_logits)``.
+        a_raw: ``(L, F, *batch)`` unconstrained slopes, ``a = softplus(a_raw) + 1e-3``.
+        b: ``(L, F, *batch)`` offsets.
+        w_logits: ``(L, F, *batch)`` unnormalised log-weights, ``w = softmax(w_logits)`` over ``F``.
         bisection_steps: iterations of the inverse (exact to float precision well before 50).
         cache_size: as for every :class:`~torch.distributions.Transform`.
 
-    Elementwise on inputs broadcastable with ``(...)``.  The inverse inverts layer by layer by
-    bisection inside the bracket ``[min_k, max_k] (y - b_k) / a_k`` (where every, respectively no,
-    unit exceeds the target), then takes one differentiable Newton step so that gradients with
-    respect to the parameters are the implicit-function ones.
+    Elementwise on inputs broadcastable with ``batch``.  Layers and units lead the parameter
+    shape so that, in the batched densities, the long sample axis stays innermost in memory.
+    The inverse inverts layer by layer by bisection inside the bracket
+    ``[min_k, max_k] (y - b_k) / a_k`` (where every, respectively no, unit exceeds the target),
+    then takes one differentiable Newton step so that gradients with respect to the parameters
+    are the implicit-function ones.
 
     Example:
         >>> t = DeepSigmoidalFlowTransform(torch.zeros(2, 8), torch.randn(2, 8), torch.zeros(2, 8))
@@ -81,9 +83,10 @@ class DeepSigmoidalFlowTransform(Transform):
         super().__init__(cache_size=cache_size)
         self.a_raw, self.b, self.w_logits = a_raw, b, w_logits
         self.bisection_steps = bisection_steps
+        self.batch_shape = b.shape[2:]
         self.a = positive_scale(a_raw, _FLOOR)
         self.log_a = self.a.log()
-        self.log_w = log_softmax(w_logits, -1)
+        self.log_w = w_logits - w_logits.logsumexp(1, keepdim=True)  # log_softmax, faster for small F
 
     def with_cache(self, cache_size: int = 1) -> "DeepSigmoidalFlowTransform":
         if self._cache_size == cache_size:
@@ -91,13 +94,15 @@ class DeepSigmoidalFlowTransform(Transform):
         return DeepSigmoidalFlowTransform(self.a_raw, self.b, self.w_logits, self.bisection_steps, cache_size)
 
     def _layers(self, reverse: bool = False) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        order = range(self.a.shape[-2])
-        for layer in reversed(order) if reverse else order:
-            yield tuple(p[..., layer, :] for p in (self.a, self.log_a, self.b, self.log_w))
+        layers = zip(*(p.unbind(0) for p in (self.a, self.log_a, self.b, self.log_w)))
+        return reversed(list(layers)) if reverse else layers
+
+    def _expand(self, x: Tensor) -> Tensor:
+        return x.expand(torch.broadcast_shapes(x.shape, self.batch_shape))
 
     def call_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(tau(x), log tau'(x))`` in one pass, both of the broadcast shape of ``x`` and ``(...)``."""
-        log_det = 0.0
+        """``(tau(x), log tau'(x))`` in one pass, both of the broadcast shape of ``x`` and ``batch``."""
+        x, log_det = self._expand(x), 0.0
         for params in self._layers():
             x, layer_log_det = _dsf_layer(x, *params)
             log_det = log_det + layer_log_det
@@ -110,10 +115,12 @@ class DeepSigmoidalFlowTransform(Transform):
         return self.call_and_log_det(x)[1]
 
     def _inverse(self, y: Tensor) -> Tensor:
+        y = self._expand(y)
         for a, log_a, b, log_w in self._layers(reverse=True):
+            units = -a.dim()
             with torch.no_grad():
-                roots = (y.unsqueeze(-1) - b) / a  # unit k alone would give exactly y at its root
-                low, high = roots.amin(-1), roots.amax(-1)
+                roots = (y.unsqueeze(units) - b) / a  # unit k alone would give exactly y at its root
+                low, high = roots.amin(units), roots.amax(units)
                 for _ in range(self.bisection_steps):
                     middle = 0.5 * (low + high)
                     above = _dsf_layer(middle, a, log_a, b, log_w, with_log_det=False)[0] > y
@@ -134,6 +141,7 @@ class DeepSigmoidalFlow(ConditionalDensity):
         layers: hidden layers of the conditioner networks.
         flow_units: ``F``, sigmoid units per flow layer.
         flow_layers: ``L``, stacked flow layers.
+        bisection_steps: iterations of the inverse used by :meth:`sample`.
 
     The conditioner outputs ``3 F L + 2`` numbers per sample and variable: ``(a_raw, b, w_logits)``
     per layer, then ``mu`` and ``sigma_raw`` of the Gaussian base.  At initialisation
@@ -153,28 +161,38 @@ class DeepSigmoidalFlow(ConditionalDensity):
         layers: int = 2,
         flow_units: int = 8,
         flow_layers: int = 1,
+        bisection_steps: int = 50,
     ) -> None:
         super().__init__(num_variables, embedding_dim)
-        self.flow_units, self.flow_layers = flow_units, flow_layers
+        self.flow_units, self.flow_layers, self.bisection_steps = flow_units, flow_layers, bisection_steps
         size = 3 * flow_units * flow_layers + 2
         self.conditioner = StackedConditioner(num_variables, embedding_dim, size, hidden=hidden, layers=layers)
         with torch.no_grad():
-            bias = self.conditioner.bias_out[..., :-2].view(num_variables, 1, flow_layers, 3, flow_units)
+            bias = self.conditioner.bias_out[:, :-2, 0].unflatten(-1, (flow_layers, 3, flow_units))
             bias[..., 0, :] = inverse_softplus(1.0 - _FLOOR)
             bias[..., 1, :] = torch.linspace(-1.0, 1.0, flow_units)
-            self.conditioner.bias_out[..., -1] = inverse_softplus(1.0 - _FLOOR)
+            self.conditioner.bias_out[:, -1] = inverse_softplus(1.0 - _FLOOR)
 
-    def flow(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> tuple[DeepSigmoidalFlowTransform, Tensor, Tensor]:
-        """The flow of every ``g_j`` (parameters ``(C, n, d, L, F)``) and its base ``(mu, sigma)``, ``(C, n, d)`` each."""
-        out = self.conditioner(x, parents_mask, embeddings)
-        params = out[..., :-2].unflatten(-1, (self.flow_layers, 3, self.flow_units)).unbind(-2)
-        return DeepSigmoidalFlowTransform(*params), out[..., -2], positive_scale(out[..., -1], _FLOOR)
+    def flow(
+        self, x: Tensor, parents_mask: Tensor, embeddings: Tensor
+    ) -> tuple[DeepSigmoidalFlowTransform, Tensor, Tensor]:
+        """The flow of every ``g_j`` and its Gaussian base, variable-major.
+
+        Returns:
+            The transform (parameters ``(L, F, C, d, n)``), ``mu`` and ``sigma`` (``(C, d, n)`` each).
+        """
+        out = self.conditioner(x, parents_mask, embeddings)  # (C, d, m, n)
+        params, mu, raw_sigma = out.split([out.shape[-2] - 2, 1, 1], -2)
+        params = params.unflatten(-2, (self.flow_layers, 3, self.flow_units)).unbind(-3)  # (C, d, L, F, n)
+        params = [p.permute(2, 3, 0, 1, 4) for p in params]  # n stays innermost in memory
+        transform = DeepSigmoidalFlowTransform(*params, bisection_steps=self.bisection_steps)
+        return transform, mu.squeeze(-2), positive_scale(raw_sigma.squeeze(-2), _FLOOR)
 
     def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         transform, mu, sigma = self.flow(x, parents_mask, embeddings)
-        y, log_det = transform.call_and_log_det(x)
-        return -0.5 * ((y - mu) / sigma) ** 2 - sigma.log() - 0.5 * math.log(2 * math.pi) + log_det
+        y, log_det = transform.call_and_log_det(x.transpose(-1, -2).contiguous())
+        return (Normal(mu, sigma, validate_args=False).log_prob(y) + log_det).transpose(-1, -2)
 
     def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         transform, mu, sigma = self.flow(x, parents_mask, embeddings)
-        return transform.inv(mu + sigma * torch.randn_like(mu))
+        return transform.inv(mu + sigma * torch.randn_like(mu)).transpose(-1, -2)

@@ -5,10 +5,9 @@ network per variable, all evaluated at once by :class:`~.conditioner.StackedCond
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+from torch.distributions import Normal
 
 from .base import ConditionalDensity, positive_scale
 from .conditioner import StackedConditioner, inverse_softplus
@@ -37,17 +36,17 @@ class MLPGaussian(ConditionalDensity):
         super().__init__(num_variables, embedding_dim)
         self.conditioner = StackedConditioner(num_variables, embedding_dim, 2, hidden=hidden, layers=layers)
         with torch.no_grad():
-            self.conditioner.bias_out[..., 1] = inverse_softplus(1.0 - _SCALE_FLOOR)
+            self.conditioner.bias_out[:, 1] = inverse_softplus(1.0 - _SCALE_FLOOR)
 
     def loc_scale(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation of every ``g_j``: two ``(C, n, d)`` tensors."""
-        out = self.conditioner(x, parents_mask, embeddings)
-        return out[..., 0], positive_scale(out[..., 1], _SCALE_FLOOR)
+        """Mean and standard deviation of every ``g_j``, variable-major: two ``(C, d, n)`` tensors."""
+        loc, raw_scale = self.conditioner(x, parents_mask, embeddings).unbind(-2)
+        return loc, positive_scale(raw_scale, _SCALE_FLOOR)
 
     def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         loc, scale = self.loc_scale(x, parents_mask, embeddings)
-        return -0.5 * ((x - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)
+        return Normal(loc, scale, validate_args=False).log_prob(x.transpose(-1, -2)).transpose(-1, -2)
 
     def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         loc, scale = self.loc_scale(x, parents_mask, embeddings)
-        return loc + scale * torch.randn_like(loc)
+        return (loc + scale * torch.randn_like(loc)).transpose(-1, -2)
