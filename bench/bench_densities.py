@@ -121,48 +121,54 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d", type=int, default=10)
     parser.add_argument("--k", type=int, default=12, help="mixture components C")
     parser.add_argument("--h", type=int, default=32, help="embedding size")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="one table block per count")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mm-size", type=int, default=2048)
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks_densities.md"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    load_before = os.getloadavg()[0]
-    peak = matmul_peak(args.mm_size, args.repeats)
-    options = (args.n, args.d, args.k, args.h, args.repeats, args.warmup, args.threads)
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        rows = [pool.apply(bench_family, (name, *options)) for name in FAMILIES]
-    peak_after = matmul_peak(args.mm_size, args.repeats)  # a drifting peak means a noisy machine
 
     lines = [
-        "| density | configuration | parameters | s / fwd+bwd (median) | fastest | GFLOP (matmul) | GFLOP/s "
-        "| % of mm peak | extra peak RSS (MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| threads | density | configuration | parameters | s / fwd+bwd (median) | fastest | GFLOP (matmul) "
+        "| GFLOP/s | % of mm peak | extra peak RSS (MiB) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['name']} | {row['configuration']} | {row['parameters']} | {row['seconds']:.4f} | {row['fastest']:.4f} | "
-            f"{row['gflop']:.3f} | {row['gflops']:.2f} | {100 * row['gflops'] / peak:.1f}% | {row['peak_mib']:.0f} |"
+    notes = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        load = os.getloadavg()[0]
+        peak = matmul_peak(args.mm_size, args.repeats)
+        options = (args.n, args.d, args.k, args.h, args.repeats, args.warmup, threads)
+        with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+            rows = [pool.apply(bench_family, (name, *options)) for name in FAMILIES]
+        peak_after = matmul_peak(args.mm_size, args.repeats)  # a drift means a noisy machine
+        notes.append(
+            f"- {threads} thread(s): `torch.mm` {peak:.1f} GFLOP/s before the densities (the reference), "
+            f"{peak_after:.1f} after; 1-minute load average at the start {load:.2f}"
         )
-    table = "\n".join(lines)
+        for row in rows:
+            lines.append(
+                f"| {threads} | {row['name']} | {row['configuration']} | {row['parameters']} | "
+                f"{row['seconds']:.4f} | {row['fastest']:.4f} | {row['gflop']:.3f} | {row['gflops']:.2f} | "
+                f"{100 * row['gflops'] / peak:.1f}% | {row['peak_mib']:.0f} |"
+            )
+    table, notes = "\n".join(lines), "\n".join(notes)
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     report = f"""# Density benchmarks: `log_prob` forward + backward
 
 n = {args.n}, d = {args.d}, C = K = {args.k}, h = {args.h}; default hyper-parameters of each family
-(column "configuration"); random DAG mask with straight-through gradient, float32,
-{args.threads} threads, median of {args.repeats} repeats after {args.warmup} warm-up steps, each family
-in a fresh process (extra peak RSS = peak resident memory of the steps above the set-up).
+(column "configuration"); random DAG mask with straight-through gradient; float32; median of
+{args.repeats} repeats after {args.warmup} warm-up steps; each family in a fresh process (extra peak
+RSS = peak resident memory of the steps above the set-up).
 
 {table}
 
-float32 `torch.mm` ({args.mm_size} x {args.mm_size}): {peak:.1f} GFLOP/s before the densities (the
-reference for the last column), {peak_after:.1f} GFLOP/s after; 1-minute load average at the
-start: {load_before:.2f} (other work on the machine makes every number here noisy).
 GFLOP counts only the matrix products, forward + backward (see the docstring of
 `bench/bench_densities.py`); activations, log-sigmoids and log-sum-exps are memory-bound
-elementwise work not in the count, which is why the fraction of peak is small.
+elementwise work outside the count, which is why the fraction of the float32 `torch.mm`
+({args.mm_size} x {args.mm_size}) throughput is small:
+
+{notes}
 
 - machine: {platform.platform()}, `{cpu_model()}`, os.cpu_count() = {os.cpu_count()}
 - python {platform.python_version()}, torch {torch.__version__}

@@ -71,8 +71,8 @@ class PenaltySchedule:
         required_progress: ``h`` must fall below this fraction of its previous value, or ``mu`` grows.
     """
 
-    first_round_steps: int = 1500
-    round_steps: int = 300
+    first_round_steps: int = 1000
+    round_steps: int = 200
     max_rounds: int = 30
     tolerance: float = 1e-8
     initial_penalty: float = 1e-2

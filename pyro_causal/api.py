@@ -54,10 +54,10 @@ def fit(
     targets=None,
     observational: bool = False,
     supervision_weight: float = 0.5,
-    assignment: str = "amortized",
+    assignment: str = "exact",
     standardize: bool = True,
     log_transform: bool = False,
-    learning_rate: float = 1e-2,
+    learning_rate: float = 3e-2,
     batch_size: Optional[int] = None,
     schedule: Optional[PenaltySchedule] = None,
     num_particles: int = 1,
@@ -82,8 +82,8 @@ def fit(
         targets: ``(R, d)`` 0/1 targets of each regime (known variant; needs ``regimes``).
         observational: fit the K = 1 baseline that ignores interventions.
         supervision_weight: ``kappa`` of section 3.9.
-        assignment: ``"amortized"`` (the paper's ``q(z | x)`` network) or ``"exact"``
-            (``q(z)`` set to its optimum given the other factors: ``z`` summed out in the model).
+        assignment: ``"exact"`` (``q(z)`` set to its optimum given the other factors, the
+            default) or ``"amortized"`` (the paper's ``q(z | x)`` network); see ``docs/method.md``.
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
         learning_rate, batch_size, schedule, num_particles: see :class:`TrainingConfig`.

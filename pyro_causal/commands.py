@@ -81,17 +81,15 @@ def run_fit(args) -> int:
         tolerance=args.tolerance,
     )
     bar, callbacks = _progress(args.quiet or not primary)
+    selection = None
     try:
-        result = fit(
-            x,
+        options = dict(
             names=names,
             density=args.density,
             intervention=args.intervention,
             truncation=args.truncation,
             embedding_dim=args.embedding_dim,
             alpha=args.alpha,
-            target_logit=args.target_logit,
-            edge_logit=args.edge_logit,
             regimes=regimes,
             targets=targets,
             observational=args.observational,
@@ -102,10 +100,18 @@ def run_fit(args) -> int:
             learning_rate=args.learning_rate,
             batch_size=args.batch_size,
             schedule=schedule,
-            seed=args.seed,
             device=args.device,
             callbacks=callbacks,
         )
+        if getattr(args, "select", False):  # section 4: lambda and gamma by held-out ELBO
+            if processes > 1 or launched_by_torchrun():
+                raise ValueError("--select runs in one process; drop --processes")
+            from .selection import select_hyperparameters
+
+            selection = select_hyperparameters(x, seed=args.seed, **options)
+            result = selection.result
+        else:
+            result = fit(x, target_logit=args.target_logit, edge_logit=args.edge_logit, seed=args.seed, **options)
     finally:
         if bar is not None:
             bar.close()
@@ -114,6 +120,8 @@ def run_fit(args) -> int:
     summary = result.summary()
     summary["data"] = source
     summary["rows"] = int(x.shape[0])
+    if selection is not None:
+        summary["selection"] = selection.summary()
     write_fit_outputs(result, out, summary)
     if plots:
         from .plots import save_all_plots

@@ -14,16 +14,9 @@ gradient of ``-objective / N + penalty`` on the whole batch (eq. 13):
 so the dataset-level KL terms and the acyclicity penalty are counted once in total, the local
 terms keep the one-process scale ``N / B`` (``B`` the whole batch, not the shard).
 
-Two ways in:
-
-* ``fit_distributed(x, processes=4, ...)`` spawns the processes itself
-  (``torch.multiprocessing.spawn``, one machine) and returns rank 0's :class:`FitResult`;
-  ``pyro-causal fit --processes 4`` does the same;
-* ``torchrun --nproc_per_node=4 -m pyro_causal.distributed data.csv --out results`` (any
-  ``pyro-causal fit`` options; ``--nnodes``/``--node_rank``/``--master_addr`` for several
-  machines, see ``docs/distributed.md``); a script run by ``torchrun`` may also call
-  ``fit_distributed`` itself, which then joins the launcher's process group.
-
+Ways in: ``fit_distributed(x, processes=4, ...)`` and ``pyro-causal fit --processes 4`` spawn
+the processes (one machine); ``torchrun ... -m pyro_causal.distributed [fit options]`` runs under
+``torchrun`` on one or several machines (``docs/distributed.md``).
 Backends: ``gloo`` on CPU, ``nccl`` on CUDA (process ``r`` uses GPU ``LOCAL_RANK``).
 """
 from __future__ import annotations
@@ -107,9 +100,10 @@ class ShardObjective(nn.Module):
 
     ``forward(x, regimes, batch_rows)`` takes this process's shard ``x`` (``(B_r, d)``) and
     ``regimes`` (``(B_r,)`` or ``None``) of a batch of ``batch_rows`` (``B``) rows and returns
-    ``(loss_r, local, h)``: the scalar loss to differentiate (see the module docstring), the
-    detached ``(2,)`` tensor ``[objective_r, elbo_r]`` of this shard's local terms (to be
-    summed over processes), and ``h(sigmoid(Lambda))``.
+    ``(loss_r, parts, h)``: the scalar loss to differentiate (see the module docstring), the
+    detached ``(3,)`` tensor ``[objective_r, elbo_r, kl]`` (this shard's local terms of the
+    training objective and of the bound, to be summed over processes, and the dataset-level
+    KLs, the same on every process), and ``h(sigmoid(Lambda))``.
     """
 
     def __init__(self, trainer: Trainer, world_size: int) -> None:
@@ -259,6 +253,11 @@ def launch(
         if "error" in outcome:
             raise pickle.loads(outcome["error"]) from None
         raise
+    except BaseException:  # e.g. KeyboardInterrupt, or a callback that raised: stop the workers
+        for process in processes_context.processes:
+            if process.is_alive():
+                process.terminate()
+        raise
     drain()
     return pickle.loads(outcome["return"])
 
@@ -268,9 +267,17 @@ def _fit_in_group(x, fit_kwargs: dict, callbacks: Iterable[Callable[[TrainingEve
     """:func:`pyro_causal.fit` with a :class:`DistributedTrainer`, inside an initialised group."""
     device = _local_device(fit_kwargs.pop("device", "cpu"))
     callbacks = list(callbacks) if dist.get_rank() == 0 else []
+    built: List[DistributedTrainer] = []
+
+    def trainer(*args, **kwargs) -> DistributedTrainer:
+        built.append(DistributedTrainer(*args, **kwargs))
+        return built[-1]
+
     # fit() builds its Trainer from the module global; swap in the distributed one for this call.
-    with mock.patch.object(api, "Trainer", DistributedTrainer):
+    with mock.patch.object(api, "Trainer", trainer):
         result = api.fit(x, device=device, callbacks=callbacks, **fit_kwargs)
+    if not built:
+        raise RuntimeError("pyro_causal.api.fit no longer builds its trainer through api.Trainer")
     result.settings.update(processes=dist.get_world_size(), backend=dist.get_backend())
     return result
 

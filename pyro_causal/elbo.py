@@ -182,9 +182,10 @@ class LatentInterventionELBO(ELBO):
         >>> svi.step(x)
     """
 
-    def __init__(self, num_particles: int = 1, supervision_weight: float = 0.5) -> None:
+    def __init__(self, num_particles: int = 1, supervision_weight: float = 0.5, assignment: str = "exact") -> None:
         super().__init__(num_particles=num_particles)
         self.supervision_weight = float(supervision_weight)
+        self.assignment = assignment
 
     @staticmethod
     def _owner(model_fn):
@@ -205,7 +206,7 @@ class LatentInterventionELBO(ELBO):
             rows = None if not batch_size or batch_size >= n else torch.randperm(n, device=x.device)[:batch_size]
             xb = x if rows is None else x[rows]
             rb = regimes if (regimes is None or rows is None) else regimes[rows]
-            terms = elbo_terms(owner, xb, rb, targets, n, self.supervision_weight)
+            terms = elbo_terms(owner, xb, rb, targets, n, self.supervision_weight, self.assignment)
             total = total - terms.objective
         return total / self.num_particles
 

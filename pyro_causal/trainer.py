@@ -38,13 +38,13 @@ class TrainingConfig:
         log_every: steps between progress events.
     """
 
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-2
     batch_size: Optional[int] = None
     schedule: PenaltySchedule = field(default_factory=PenaltySchedule)
     supervision_weight: float = 0.5
     num_particles: int = 1
     log_every: int = 100
-    assignment: str = "amortized"
+    assignment: str = "exact"
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -135,6 +135,8 @@ class Trainer:
     def step(self) -> float:
         """One Adam step; returns the loss.  Non-finite losses raise ``FloatingPointError``."""
         self.optimizer.zero_grad(set_to_none=True)
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         loss, elbo, h = self.loss()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {float(loss)} at step {self.step_count}")

@@ -1,4 +1,5 @@
 """One battery for every conditional-density family, plus the deep sigmoidal flow as a Transform."""
+import io
 import math
 
 import pyro.distributions as dist
@@ -42,6 +43,9 @@ def test_shapes(name, batched):
     draws = density.sample(x, PARENTS, embeddings)
     assert log_prob.shape == draws.shape == (C, N, D)
     assert torch.isfinite(log_prob).all() and torch.isfinite(draws).all()
+    if batched:  # component c sees its own x[c]
+        for c in range(C):
+            torch.testing.assert_close(log_prob[c], density.log_prob(x[c], PARENTS, embeddings)[c])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -54,6 +58,17 @@ def test_every_parameter_gets_a_gradient(name):
         assert tensor.grad is not None, tensor_name
         assert torch.isfinite(tensor.grad).all(), tensor_name
         assert tensor.grad.abs().sum() > 0, tensor_name
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_state_dict_round_trip(name):
+    density, buffer = build(name, perturb=0.3, dtype=torch.float32), io.BytesIO()
+    torch.save(density.state_dict(), buffer)
+    buffer.seek(0)
+    restored = make_density(name, D, H)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    x, embeddings = torch.randn(N, D), torch.randn(C, H)
+    torch.testing.assert_close(restored.log_prob(x, PARENTS, embeddings), density.log_prob(x, PARENTS, embeddings))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
