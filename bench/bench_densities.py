@@ -170,6 +170,9 @@ elementwise work outside the count, which is why the fraction of the float32 `to
 
 {notes}
 
+On a shared machine (load average above the core count) every OpenMP region waits for its
+descheduled threads, so 2 threads can be slower than 1: compare the blocks and the load.
+
 - machine: {platform.platform()}, `{cpu_model()}`, os.cpu_count() = {os.cpu_count()}
 - python {platform.python_version()}, torch {torch.__version__}
 - command: `{command}`

@@ -46,7 +46,7 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, warmup: int = 3) -> dict:
+def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, assignment: str = "exact", warmup: int = 3) -> dict:
     """Median step seconds and peak extra memory (MiB) of one configuration (run in a fresh process)."""
     import torch
 
@@ -58,7 +58,7 @@ def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, warmup: 
     model = LatentInterventionModel(d, truncation=K)
     with torch.no_grad():  # start at the prior's edge logit: at logit 0, h(0.5 * 1) overflows float32 for d = 100
         model.guide.edge_logits.fill_(-2.0)
-    trainer = Trainer(model, x, config=TrainingConfig(batch_size=batch))
+    trainer = Trainer(model, x, config=TrainingConfig(batch_size=batch, assignment=assignment))
     base, peak_before = _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for _ in range(warmup):
         trainer.step()
@@ -69,16 +69,16 @@ def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, warmup: 
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "n": n, "K": K, "d": d, "batch": batch, "seconds": statistics.median(times),
+        "n": n, "K": K, "d": d, "batch": batch, "assignment": assignment, "seconds": statistics.median(times),
         "memory_mib": max(peak - base, 0) / 2**20, "memory_exact": peak > peak_before,
     }
 
 
-def run_grid(repeats: int) -> List[dict]:
+def run_grid(repeats: int, assignment: str) -> List[dict]:
     rows = []
     for point in grid():
         for batch in BATCHES:
-            spec = json.dumps(dict(point, batch=batch, repeats=repeats))
+            spec = json.dumps(dict(point, batch=batch, repeats=repeats, assignment=assignment))
             done = subprocess.run([sys.executable, __file__, "_one", spec], capture_output=True, text=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -161,10 +161,29 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, torch {torch.__version__}, 1 thread"
 
 
+def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, schedule, learning_rate, assignment):
+    """``fit`` (linear density, defaults) with ``q(A)`` started at ``sigmoid(init_edge_logit)`` instead of 1/2."""
+    import pyro
+    import torch
+
+    from pyro_causal import LatentInterventionModel, Trainer, TrainingConfig
+    from pyro_causal.api import prepare_data
+
+    data, _, _ = prepare_data(x)
+    pyro.set_rng_seed(seed)
+    model = LatentInterventionModel(data.shape[1])
+    with torch.no_grad():
+        model.guide.edge_logits.fill_(init_edge_logit)
+    config = TrainingConfig(batch_size=batch_size, schedule=schedule, learning_rate=learning_rate, assignment=assignment)
+    trainer = Trainer(model, torch.as_tensor(data, dtype=torch.float32), config=config, callbacks=callbacks)
+    stop = trainer.run()
+    return model.guide.edge_probs().detach().numpy(), trainer.step_count, stop, trainer.h_trace[-1]
+
+
 def quality(args) -> dict:
     import torch
 
-    from pyro_causal import PenaltySchedule, fit, simulate
+    from pyro_causal import PenaltySchedule, dag_from_probabilities, fit, simulate
     from pyro_causal.metrics import evaluate
 
     torch.set_num_threads(args.threads)
@@ -174,14 +193,21 @@ def quality(args) -> dict:
                                max_rounds=args.max_rounds)
     rounds = []
     record = lambda event: rounds.append((event.step, f"{event.h:.3g}", f"{event.penalty:.0e}")) if event.kind == "round" else None  # noqa: E731
-    result = fit(data.x, batch_size=args.batch_size, schedule=schedule, seed=args.seed,
-                 learning_rate=args.learning_rate, callbacks=[record])
-    metrics = evaluate(data.adjacency, result.adjacency)
-    probs = result.edge_probs[~np.eye(args.variables, dtype=bool)]
+    options = dict(batch_size=args.batch_size, schedule=schedule, learning_rate=args.learning_rate,
+                   assignment=args.assignment)
+    start = time.perf_counter()
+    if args.init_edge_logit is None:
+        result = fit(data.x, seed=args.seed, callbacks=[record], **options)
+        edge_probs, steps, stop, h_last = result.edge_probs, len(result.elbo_trace), result.stop_reason, result.h_trace[-1:].sum() if len(result.h_trace) else float("nan")
+    else:
+        edge_probs, steps, stop, h_last = _fit_from(data.x, args.init_edge_logit, args.seed, [record], **options)
+    adjacency = dag_from_probabilities(edge_probs)
+    metrics = evaluate(data.adjacency, adjacency)
+    probs = edge_probs[~np.eye(args.variables, dtype=bool)]
     return {"d": args.variables, "edges_per_node": args.edges_per_node, "n": args.samples,
-            "true_edges": int(data.adjacency.sum()), "steps": len(result.elbo_trace), "stop": result.stop_reason,
-            "seconds": round(result.wall_time, 1), "final_h": float(result.h_trace[-1]),
-            "learning_rate": args.learning_rate, "max_edge_prob": float(probs.max()),
+            "true_edges": int(data.adjacency.sum()), "estimated_edges": int(adjacency.sum()), "steps": steps,
+            "stop": stop, "seconds": round(time.perf_counter() - start, 1), "final_h": float(h_last),
+            "learning_rate": args.learning_rate, "assignment": args.assignment, "init_edge_logit": args.init_edge_logit, "max_edge_prob": float(probs.max()),
             "mean_edge_prob": float(probs.mean()), "rounds (step, h, penalty)": rounds,
             **{k: metrics[k] for k in ("shd", "hamming", "tp", "fp", "fn", "reversed", "f1")}}
 
@@ -191,6 +217,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     timing = commands.add_parser("timing")
     timing.add_argument("--repeats", type=int, default=10)
+    timing.add_argument("--assignment", default="exact", choices=("exact", "amortized"))
     timing.add_argument("--plot", default="docs/scaling.png")
     timing.add_argument("--json", help="also write the measurements here")
     timing.add_argument("--from-json", help="plot and tabulate saved measurements instead of measuring")
@@ -205,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     q.add_argument("--round-steps", type=int, default=300)
     q.add_argument("--max-rounds", type=int, default=8)
     q.add_argument("--learning-rate", type=float, default=1e-2)
+    q.add_argument("--assignment", default="exact", choices=("exact", "amortized"))
+    q.add_argument("--init-edge-logit", type=float, help="start q(A) here instead of fit's default (logit 0)")
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -215,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             with open(args.from_json) as handle:
                 rows = json.load(handle)
         else:
-            rows = run_grid(args.repeats)
+            rows = run_grid(args.repeats, args.assignment)
         if args.json:
             with open(args.json, "w") as handle:
                 json.dump(rows, handle, indent=1)

@@ -16,18 +16,23 @@ to ``--out`` (default ``docs/results.md``) with the command.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pyro_causal import fit, simulate_cause_effect
 from pyro_causal.metrics import hamming_distance
-from sachs import QUICK, append_section, command_line
-from table1 import variant_options
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
+from sachs import QUICK, append_section, command_line  # noqa: E402
+from table1 import variant_options  # noqa: E402
 
 GRAPHS = ("A -> B", "B -> A", "no edge")
 
@@ -67,7 +72,8 @@ def histogram(records: Dict[str, List[dict]], path: str) -> None:
     axes.set_xticks(range(3), ["0 (right)", "1 (missing / extra)", "2 (reversed)"])
     axes.set_xlabel("Hamming distance")
     axes.set_ylabel("pairs")
-    axes.set_title(f"Cause-effect pairs (n = {len(next(iter(records.values())))})")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_title(f"Cause-effect pairs: {len(next(iter(records.values())))} pairs")
     axes.legend(frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -139,7 +139,7 @@ class Trainer:
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         loss, elbo, h = self.loss()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss)} at step {self.step_count}")
+            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.step_count}")
         loss.backward()
         self.optimizer.step()
         self.step_count += 1

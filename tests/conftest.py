@@ -2,6 +2,9 @@ import pyro
 import pytest
 import torch
 
+# Small tensors: one thread is fastest, and avoids oversubscribing shared CI cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def clean_pyro_state():

@@ -17,7 +17,7 @@ def chain():
 
 
 def test_recovers_a_small_graph_with_latent_interventions(chain):
-    result = fit(chain.x, schedule=FAST, learning_rate=3e-2, seed=0)
+    result = fit(chain.x, seed=0)
     assert is_dag(result.adjacency)
     assert hamming_distance(chain.adjacency, result.adjacency) <= 1
     assert result.edge_probs.shape == (4, 4) and np.all(np.diag(result.edge_probs) == 0)

@@ -48,7 +48,7 @@ class StackedConditioner(nn.Module):
     ) -> None:
         super().__init__()
         if min(hidden, layers, out_features) < 1:
-            raise ValueError(f"hidden, layers and out_features must be >= 1: {hidden}, {layers}, {out_features}")
+            raise ValueError(f"hidden, layers, out_features must be >= 1: {hidden}, {layers}, {out_features}")
         d, h, m = num_variables, embedding_dim, out_features
         self.num_variables, self.embedding_dim, self.out_features = d, h, m
         self.hidden, self.layers = hidden, layers

@@ -81,6 +81,9 @@ class DeepSigmoidalFlowTransform(Transform):
         self, a_raw: Tensor, b: Tensor, w_logits: Tensor, bisection_steps: int = 50, cache_size: int = 0
     ) -> None:
         super().__init__(cache_size=cache_size)
+        if not a_raw.shape == b.shape == w_logits.shape or b.dim() < 2:
+            shapes = [tuple(p.shape) for p in (a_raw, b, w_logits)]
+            raise ValueError(f"a_raw, b and w_logits must share one shape (L, F, *batch), got {shapes}")
         self.a_raw, self.b, self.w_logits = a_raw, b, w_logits
         self.bisection_steps = bisection_steps
         self.batch_shape = b.shape[2:]

@@ -1,0 +1,65 @@
+"""Seconds per SVI step and total time of a default linear fit (the setting of the core issue).
+
+10-variable Erdos-Renyi DAG, one expected edge per node, linear Gaussian mechanisms, one
+stochastic single-node intervention per variable, 10,000 rows, regimes hidden, default ``fit``.
+
+    python bench/bench_fit.py [--seed 0] [--threads 2] [--density linear]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from pyro_causal import Trainer, TrainingConfig, fit, simulate
+from pyro_causal.api import prepare_data
+from pyro_causal.metrics import hamming_distance
+from pyro_causal.model import LatentInterventionModel
+
+
+def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30) -> float:
+    trainer = Trainer(LatentInterventionModel(x.shape[1], density=density), x, config=TrainingConfig())
+    for _ in range(5):
+        trainer.step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        trainer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--density", default="linear")
+    parser.add_argument("--out", default="docs/benchmarks_fit.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
+    x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
+    step = seconds_per_step(x, args.density)
+    start = time.perf_counter()
+    result = fit(data.x, density=args.density, seed=args.seed)
+    total = time.perf_counter() - start
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads. "
+        f"Command: `python bench/bench_fit.py --seed {args.seed} --threads {args.threads} --density {args.density}`.",
+        "",
+        "| density | n | d | K | s per SVI step (median) | steps | total fit (s) | stop | Hamming |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {args.density} | 10000 | 10 | {result.model.truncation} | {step:.4f} | {len(result.elbo_trace)} | {total:.1f} | "
+        f"{result.stop_reason} | {hamming_distance(data.adjacency, result.adjacency)} |",
+    ]
+    print("\n".join(lines))
+    with open(args.out, "a", encoding="utf-8") as handle:
+        handle.write("\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
