@@ -68,3 +68,9 @@ __all__ += [
     "save_posterior",
     "to_inference_data",
 ]
+
+from . import priors  # noqa: E402
+from .distributed import fit_distributed  # noqa: E402
+from .selection import select_hyperparameters  # noqa: E402
+
+__all__ += ["fit_distributed", "priors", "select_hyperparameters"]
