@@ -61,7 +61,8 @@ class LatentInterventionGuide(nn.Module):
         self.num_variables, self.truncation, self.embedding_dim = d, K, h
         # Edges start at probability min(1/2, 5/(d-1)): h(sigmoid(Lambda)) ~ exp(p (d - 1)) stays
         # moderate for large d (at 1/2 it overflows float32 near d = 100).
-        self.edge_logits = nn.Parameter(torch.full((d, d), math.log(min(0.5, 5.0 / max(d - 1, 1)) / (1 - min(0.5, 5.0 / max(d - 1, 1))))))
+        start = min(0.5, 5.0 / max(d - 1, 1))
+        self.edge_logits = nn.Parameter(torch.full((d, d), math.log(start / (1 - start))))
         # Sticks start at equal expected weights: E[v_k] = 1 / (K - k).
         remaining = torch.arange(K - 1, 0, -1, dtype=torch.get_default_dtype())
         self.stick_mean_logit = nn.Parameter(torch.logit(1.0 / (remaining + 1.0)) if K > 1 else torch.zeros(0))

@@ -188,7 +188,7 @@ def map_assignments(result_or_model: ResultOrModel, x: Rows = None, *, sites: Op
     return trace.nodes["z"]["value"].reshape(-1).long().cpu().numpy()
 
 
-def expected_components_in_use(result: FitResult, x: Rows = None, *, assignment: str = "amortized") -> float:
+def expected_components_in_use(result: FitResult, x: Rows = None, *, assignment: str = "exact") -> float:
     """Expected number of non-empty components under the assignment posterior.
 
     ``E[#{k : some z_i = k}] = sum_k [1 - prod_i (1 - q(z_i = k))]`` with independent rows,
@@ -208,7 +208,7 @@ def expected_components_in_use(result: FitResult, x: Rows = None, *, assignment:
     return float((-torch.expm1(log_all_elsewhere)).sum())
 
 
-def component_summary(result: FitResult, x: Rows = None, *, assignment: str = "amortized", min_target_prob: float = 0.5) -> List[dict]:
+def component_summary(result: FitResult, x: Rows = None, *, assignment: str = "exact", min_target_prob: float = 0.5) -> List[dict]:
     """One record per component: weight, size, likely targets and mean shift.
 
     The shift is computed from assignment-weighted means of the data (not from predictive

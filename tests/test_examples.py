@@ -40,3 +40,13 @@ def test_cause_effect_example_runs(tmp_path):
     out, figure = tmp_path / "results.md", tmp_path / "hist.png"
     load("cause_effect").main(["--quick", "--pairs", "2", "--out", str(out), "--figure", str(figure)])
     assert figure.stat().st_size > 0 and out.exists()
+
+
+def test_tutorial_runs(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("tutorial", EXAMPLES.parent / "docs" / "tutorial.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "MAP agrees with argmax of exact q(z): True" in printed
+    assert (tmp_path / "graph.png").exists()

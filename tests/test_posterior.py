@@ -80,7 +80,7 @@ def test_expected_components_in_use_matches_brute_force(result, data):
 
 def test_component_summary(result, data):
     K = result.model.truncation
-    table = component_summary(result)
+    table = component_summary(result, assignment="amortized")
     assert [row["component"] for row in table] == list(range(K))
     assert sum(row["weight"] for row in table) == pytest.approx(1.0, rel=1e-5)
     assert sum(row["expected_size"] for row in table) == pytest.approx(300, rel=1e-4)
