@@ -409,7 +409,7 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False,
     clash = sorted(name for name in names if (folder / name).exists())
     if clash and not overwrite:
         raise FileExistsError(f"{folder}: already holds results ({', '.join(clash)}); "
-                              "choose another folder or pass overwrite=True")
+                              "choose another folder or overwrite them (--overwrite, overwrite=True)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
