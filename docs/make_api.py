@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import pyro_causal
 
 MODULES = [
     "pyro_causal", "pyro_causal.model", "pyro_causal.guide", "pyro_causal.elbo", "pyro_causal.likelihood",

@@ -6,19 +6,14 @@ non-zero exit status, never a traceback, and leaves no half-written output.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
-import tempfile
-from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 
 from . import __version__
 from .acyclicity import PenaltySchedule
 from .densities import available_densities
-from .io import DataError, OutputError, prepare_output_dir
+from .io import DataError, OutputError
 from .likelihood import INTERVENTIONS
 
 PROG = "pyro-causal"

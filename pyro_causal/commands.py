@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .acyclicity import PenaltySchedule
-from .io import DataError, OutputError, prepare_output_dir, read_csv_table, read_targets, write_csv, write_matrix_csv, atomic_write_text
+from .io import DataError, OutputError, prepare_output_dir, read_csv_table, read_targets, write_matrix_csv, atomic_write_text
 
 FIT_OUTPUTS = ("adjacency.csv", "edge_probs.csv", "assignments.csv", "targets.csv", "summary.json")
 
@@ -53,27 +51,28 @@ def _progress(quiet: bool):
 
 
 def run_fit(args) -> int:
-    from .api import fit
+    from .api import fit as fit_one_process
     from .distributed import fit_distributed, is_primary, launched_by_torchrun
 
-    processes = getattr(args, "processes", 1)
+    processes = args.processes
+    fit = fit_one_process
     if processes > 1 or launched_by_torchrun():  # data-parallel, see docs/distributed.md
         fit = functools.partial(fit_distributed, processes=processes)
     primary = is_primary()  # under torchrun only rank 0 reports and writes
 
-    plots = getattr(args, "plots", False)
-    posterior = getattr(args, "posterior", None)
+    plots = args.plots
+    posterior = args.posterior
     figures = ()
     if plots:
         from .plots import PLOT_FILES
 
         figures = tuple(PLOT_FILES.values())
+    x, names, regimes, targets, source = _load_fit_data(args)  # bad data: refused before any folder exists
     out = prepare_output_dir(args.out, overwrite=args.overwrite, names=FIT_OUTPUTS + figures) if primary else None
     if posterior and primary:  # refused now, not after training
         from .posterior import check_posterior_path
 
         check_posterior_path(posterior, overwrite=args.overwrite)
-    x, names, regimes, targets, source = _load_fit_data(args)
     schedule = PenaltySchedule(
         first_round_steps=args.first_round_steps,
         round_steps=args.round_steps,
@@ -103,7 +102,7 @@ def run_fit(args) -> int:
             device=args.device,
             callbacks=callbacks,
         )
-        if getattr(args, "select", False):  # section 4: lambda and gamma by held-out ELBO
+        if args.select:  # section 4: lambda and gamma by held-out ELBO
             if processes > 1 or launched_by_torchrun():
                 raise ValueError("--select runs in one process; drop --processes")
             from .selection import select_hyperparameters
@@ -132,7 +131,7 @@ def run_fit(args) -> int:
 
         save_posterior(result, posterior, overwrite=args.overwrite)
     if result.stop_reason == "diverged":
-        print(f"{'pyro-causal'}: warning: training diverged; wrote the last good state to {out}", file=sys.stderr)
+        print(f"pyro-causal: warning: training diverged; wrote the last good state to {out}", file=sys.stderr)
     if not args.quiet:
         print(f"{summary['num_edges']} edges, {summary['components_in_use']} components in use, "
               f"stopped: {result.stop_reason}; results in {out}", file=sys.stderr)
