@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import torch
@@ -19,18 +18,12 @@ from pyro_causal import Trainer, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.metrics import hamming_distance
 from pyro_causal.model import LatentInterventionModel
+from timing import median_step_seconds
 
 
 def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30) -> float:
     trainer = Trainer(LatentInterventionModel(x.shape[1], density=density), x, config=TrainingConfig())
-    for _ in range(5):
-        trainer.step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        trainer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_step_seconds(trainer, warmup=5, repeats=repeats)
 
 
 def main() -> None:

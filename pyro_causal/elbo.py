@@ -143,7 +143,7 @@ def elbo_terms(
         observed = joint.gather(-1, index).squeeze(-1)
         assignments_and_lik = torch.where(known, observed, latent).sum()
         auxiliary = supervision_weight * (encoder_log_q.gather(-1, index).squeeze(-1) * known).sum()
-        distillation = torch.where(known, 0.0, distillation) if distillation.dim() else distillation
+        distillation = distillation * ~known  # labelled rows do not use q(z)
     # Split the local term into its expected log-likelihood and its assignment part for reporting.
     with torch.no_grad():
         weights = log_q.exp() if regimes is None else torch.where(
