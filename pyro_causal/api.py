@@ -55,11 +55,13 @@ def fit(
     observational: bool = False,
     supervision_weight: float = 0.5,
     assignment: str = "exact",
+    graph_estimator: str = "straight-through",
     standardize: bool = True,
     log_transform: bool = False,
     learning_rate: float = 3e-2,
     batch_size: Optional[int] = None,
     schedule: Optional[PenaltySchedule] = None,
+    refit_steps: int = 0,
     num_particles: int = 1,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
@@ -84,9 +86,12 @@ def fit(
         supervision_weight: ``kappa`` of section 3.9.
         assignment: ``"exact"`` (``q(z)`` set to its optimum given the other factors, the
             default) or ``"amortized"`` (the paper's ``q(z | x)`` network); see ``docs/method.md``.
+        graph_estimator: gradient of the edge probabilities: ``"straight-through"`` (the paper's,
+            the default) or ``"local"`` (the exact gain of each edge given the other sampled edges,
+            unbiased, where the density provides it); see ``docs/method.md`` for what each measured.
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
-        learning_rate, batch_size, schedule, num_particles: see :class:`TrainingConfig`.
+        learning_rate, batch_size, schedule, refit_steps, num_particles: see :class:`TrainingConfig`.
         seed: seeds Python, NumPy, torch and Pyro; the same seed gives the same result.
         device: ``"cpu"``, ``"cuda"``...
         callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
@@ -123,6 +128,8 @@ def fit(
         supervision_weight=supervision_weight,
         num_particles=num_particles,
         assignment=assignment,
+        graph_estimator=graph_estimator,
+        refit_steps=refit_steps,
     )
     xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
     trainer = Trainer(
@@ -146,6 +153,8 @@ def fit(
         "edge_logit": edge_logit if np.ndim(edge_logit) == 0 else "matrix",
         "supervision_weight": supervision_weight,
         "assignment": assignment,
+        "graph_estimator": graph_estimator,
+        "refit_steps": refit_steps,
         "standardize": standardize,
         "log_transform": log_transform,
         "learning_rate": learning_rate,

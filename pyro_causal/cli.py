@@ -38,6 +38,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--target-logit", type=float, default=-2.0, help="prior logit gamma of each target (default -2)")
     m.add_argument("--edge-logit", type=float, default=-2.0, help="prior logit lambda of each edge (default -2)")
     m.add_argument("--assignment", default="exact", choices=("exact", "amortized"), help="q(z): exact optimum (default) or the amortised network")
+    m.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"), help="edge gradient: straight-through (default, the paper's) or the exact local gain where the density has it")
     m.add_argument("--select", action="store_true",
                    help="choose --edge-logit and --target-logit by held-out ELBO on a 20%% split (6 fits, then a refit)")
     s = f.add_argument_group("supervision (section 3.9)")
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--round-steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")
     t.add_argument("--max-rounds", type=_positive_int, default=defaults.max_rounds, help="budget of penalty updates")
     t.add_argument("--tolerance", type=_positive_float, default=defaults.tolerance, help="stop when h is below this")
+    t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -94,6 +94,8 @@ def run_fit(args) -> int:
             observational=args.observational,
             supervision_weight=args.supervision_weight,
             assignment=args.assignment,
+            graph_estimator=args.graph_estimator,
+            refit_steps=args.refit_steps,
             standardize=not args.no_standardize,
             log_transform=args.log_transform,
             learning_rate=args.learning_rate,

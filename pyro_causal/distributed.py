@@ -119,7 +119,16 @@ class ShardObjective(nn.Module):
         shard_rows = n * x.shape[0] / batch_rows
         objective = elbo = kl = x.new_zeros(())
         for _ in range(config.num_particles):
-            terms = elbo_terms(self.model, x, regimes, self.targets, shard_rows, config.supervision_weight, config.assignment)
+            terms = elbo_terms(
+                self.model,
+                x,
+                regimes,
+                self.targets,
+                shard_rows,
+                config.supervision_weight,
+                config.assignment,
+                graph_estimator=config.graph_estimator,
+            )
             local, global_ = _split(terms)
             objective = objective + local / config.num_particles
             elbo = elbo + (terms.elbo + global_).detach() / config.num_particles

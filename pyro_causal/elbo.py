@@ -12,7 +12,11 @@ For a batch ``B`` of the ``N`` rows (``s = N / |B|``):
 * ``E_q(v)[log beta_k]`` uses digammas (appendix A);
 * every KL is closed form when ``torch.distributions.kl_divergence`` knows the pair (Beta/Beta,
   Normal/Normal, Bernoulli/Bernoulli, i.e. all the defaults), once per data set, never per row;
-* only ``A`` (straight-through) and ``U`` (reparameterised) are sampled.
+* only ``A`` and ``U`` (reparameterised) are sampled.  The edge probabilities are differentiated
+  through the straight-through sample of section 3.8 or, with ``graph_estimator="local"``, by the
+  local expectation gradient (Titsias and Lazaro-Gredilla, 2015): the expected log-likelihood is
+  affine in each ``A_ij``, so its derivative in ``p_ij`` is the exact gain of the edge given the
+  other sampled edges (:func:`~pyro_causal.likelihood.edge_gain`).
 
 Rows with a known regime (``regimes[i] >= 0``) use ``z_i`` as observed and add the semi-supervised
 term ``kappa log q(z_i | x_i)`` of section 3.9.
@@ -28,6 +32,8 @@ from torch import Tensor
 from torch.distributions import Distribution, RelaxedBernoulli, kl_divergence
 
 from .distributions import expected_log_stick_weights, stick_breaking_log_weights
+
+GRAPH_ESTIMATORS = ("local", "straight-through")
 
 
 def kl_or_monte_carlo(q: Distribution, p: Distribution, sample: Tensor) -> Tensor:
@@ -79,6 +85,7 @@ def elbo_terms(
     supervision_weight: float = 0.5,
     assignment: str = "amortized",
     target_estimator: str = "exact",
+    graph_estimator: str = "straight-through",
 ) -> ElboTerms:
     """One-sample (in ``A`` and ``U``) estimate of the bound's terms for a batch ``x``.
 
@@ -93,13 +100,20 @@ def elbo_terms(
         target_estimator: ``"exact"`` evaluates the likelihood at ``pi`` (the exact expectation);
             ``"straight-through"`` and ``"relaxed"`` (Gumbel-softmax at temperature 0.5, as in the
             paper) sample the targets instead; they exist to measure the difference.
+        graph_estimator: ``"straight-through"`` (the paper's, the default) differentiates the edge
+            probabilities through the straight-through sample of the graph; ``"local"`` uses the
+            exact gain of each edge given the other sampled edges (local expectation gradient,
+            unbiased; for densities that provide ``log_prob_gain``, else straight-through).
     """
+    if graph_estimator not in GRAPH_ESTIMATORS:
+        raise ValueError(f"unknown graph_estimator {graph_estimator!r}; choose one of {', '.join(GRAPH_ESTIMATORS)}")
     guide = model.guide
     scale = (num_rows or x.shape[0]) / x.shape[0]
     K = model.truncation
 
     q_graph = guide.graph_dist()
-    adjacency = q_graph.rsample()
+    local_graph = graph_estimator == "local" and model.density.provides_edge_gain
+    adjacency = q_graph.sample() if local_graph else q_graph.rsample()
     kl_graph = torch.where(guide.free_edges(), kl_or_monte_carlo(q_graph, model.graph_prior(), adjacency), 0.0).sum()
 
     q_u = guide.embedding_dist()
@@ -150,8 +164,14 @@ def elbo_terms(
             (regimes >= 0).unsqueeze(-1), torch.nn.functional.one_hot(regimes.clamp_min(0), K).to(log_q), log_q.exp()
         )
     log_lik = (weights * (joint - e_log_weights)).sum()
+    graph_gradient = zero
+    if local_graph:
+        # d E_q(A)[E log p] / d p_ij = E_{A_-ij}[gain_ij]: a zero-valued term with that gradient.
+        with torch.no_grad():
+            gain = model.edge_gain(x, adjacency, u, targets, weights)
+        graph_gradient = ((q_graph.probs - q_graph.probs.detach()) * gain * guide.free_edges()).sum()
     return ElboTerms(
-        log_likelihood=scale * log_lik,
+        log_likelihood=scale * (log_lik + graph_gradient),
         assignments=scale * (assignments_and_lik - log_lik),
         auxiliary=scale * (auxiliary - distillation.sum()),
         kl_graph=kl_graph,
@@ -182,10 +202,19 @@ class LatentInterventionELBO(ELBO):
         >>> svi.step(x)
     """
 
-    def __init__(self, num_particles: int = 1, supervision_weight: float = 0.5, assignment: str = "exact") -> None:
+    def __init__(
+        self,
+        num_particles: int = 1,
+        supervision_weight: float = 0.5,
+        assignment: str = "exact",
+        graph_estimator: str = "straight-through",
+    ) -> None:
         super().__init__(num_particles=num_particles)
+        if graph_estimator not in GRAPH_ESTIMATORS:
+            raise ValueError(f"unknown graph_estimator {graph_estimator!r}; choose one of {', '.join(GRAPH_ESTIMATORS)}")
         self.supervision_weight = float(supervision_weight)
         self.assignment = assignment
+        self.graph_estimator = graph_estimator
 
     @staticmethod
     def _owner(model_fn):
@@ -206,7 +235,9 @@ class LatentInterventionELBO(ELBO):
             rows = None if not batch_size or batch_size >= n else torch.randperm(n, device=x.device)[:batch_size]
             xb = x if rows is None else x[rows]
             rb = regimes if (regimes is None or rows is None) else regimes[rows]
-            terms = elbo_terms(owner, xb, rb, targets, n, self.supervision_weight, self.assignment)
+            terms = elbo_terms(
+                owner, xb, rb, targets, n, self.supervision_weight, self.assignment, graph_estimator=self.graph_estimator
+            )
             total = total - terms.objective
         return total / self.num_particles
 

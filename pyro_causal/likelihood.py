@@ -12,6 +12,8 @@ removes the sampling noise of the targets.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
@@ -63,6 +65,34 @@ def component_log_likelihood(
     table = _mechanism_tables(density, x, adjacency, embeddings, perfect, "log_prob")
     # sum_j (1 - r_kj) l_0ij + r_kj l_kij as two contractions (no (K, n, d) temporary).
     return torch.einsum("knj,kj->kn", table, targets) + torch.einsum("nj,kj->kn", table[0], 1 - targets)
+
+
+def edge_gain(
+    density: ConditionalDensity,
+    x: Tensor,
+    adjacency: Tensor,
+    embeddings: Tensor,
+    targets: Tensor,
+    assignment_probs: Tensor,
+    perfect: bool = False,
+) -> Optional[Tensor]:
+    """``d E_q(z, r)[log p(x | z, r, A)] / d A_ij`` for a 0/1 ``A``: the gain of each edge, ``(d, d)``.
+
+    ``sum_i sum_k q(z_i = k) [(1 - pi_kj) l_0ij + pi_kj l_kij]`` (eq. 8) evaluated with edge
+    ``(i, j)`` present minus absent, every other edge as in ``adjacency``.  Since the expected
+    log-likelihood is affine in each ``A_ij`` separately, this is also its exact derivative in
+    the edge probability ``p_ij`` given the other edges.  ``None`` when the density does not
+    provide :meth:`~pyro_causal.densities.base.ConditionalDensity.log_prob_gain`.
+
+    Args:
+        assignment_probs: ``(n, K)`` weights ``q(z_i = k)`` (one-hot where the regime is known).
+    """
+    observational = torch.einsum("nk,kj->nj", assignment_probs, 1 - targets)  # weight of l_0
+    if perfect:  # intervened mechanisms have no parents, so no gain
+        return density.log_prob_gain(x, adjacency, embeddings[:1], observational.unsqueeze(0))
+    weights = torch.einsum("nk,kj->knj", assignment_probs, targets)
+    weights = torch.cat([weights[:1] + observational, weights[1:]], 0)
+    return density.log_prob_gain(x, adjacency, embeddings, weights)
 
 
 def ancestral_sample(

@@ -29,7 +29,7 @@ from .acyclicity import off_diagonal_mask
 from .densities import ConditionalDensity, make_density
 from .distributions import stick_breaking_log_weights
 from .guide import LatentInterventionGuide
-from .likelihood import INTERVENTIONS, InterventionalLikelihood, component_log_likelihood
+from .likelihood import INTERVENTIONS, InterventionalLikelihood, component_log_likelihood, edge_gain
 
 
 def default_truncation(num_variables: int) -> int:
@@ -155,6 +155,12 @@ class LatentInterventionModel(nn.Module):
     def log_likelihood(self, x: Tensor, adjacency: Tensor, embeddings: Tensor, targets: Tensor) -> Tensor:
         """``log p(x_i | z_i = k, ...)`` of eq. 8 for all k: ``(n, d) -> (K, n)``; ``targets`` is ``(K, d)``."""
         return component_log_likelihood(self.density, x, adjacency * self.off_diagonal, embeddings, targets, self.perfect)
+
+    def edge_gain(self, x: Tensor, adjacency: Tensor, embeddings: Tensor, targets: Tensor, assignment_probs: Tensor):
+        """Exact gain of toggling each edge on the expected log-likelihood: ``(d, d)`` or ``None``
+        (see :func:`~pyro_causal.likelihood.edge_gain`); ``assignment_probs`` is ``(n, K)``."""
+        gain = edge_gain(self.density, x, adjacency * self.off_diagonal, embeddings, targets, assignment_probs, self.perfect)
+        return None if gain is None else gain * self.off_diagonal
 
     # ----------------------------------------------------------------- Pyro program
     def model(

@@ -13,12 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional
 
+import networkx as nx
 import pyro
 import torch
 from torch import Tensor
 
-from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
-from .elbo import elbo_terms
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities
+from .elbo import GRAPH_ESTIMATORS, elbo_terms
+from .optim import Adam
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ class TrainingConfig:
         supervision_weight: ``kappa`` of section 3.9 (rows with known regime).
         num_particles: samples of ``(A, U)`` averaged per step.
         log_every: steps between progress events.
+        assignment: ``"exact"`` or ``"amortized"`` ``q(z)`` (see :func:`~pyro_causal.elbo.elbo_terms`).
+        graph_estimator: ``"local"`` or ``"straight-through"`` edge gradients (same).
+        tensorwise_edges: one second moment for the whole edge-logit matrix (see :mod:`.optim`).
+        refit_steps: steps after the penalty loop with the edges restricted to the order found
+            (:meth:`Trainer.start_refit`); 0 turns the refit off.
     """
 
     learning_rate: float = 3e-2
@@ -45,14 +52,31 @@ class TrainingConfig:
     num_particles: int = 1
     log_every: int = 100
     assignment: str = "exact"
+    graph_estimator: str = "straight-through"
+    tensorwise_edges: bool = False
+    refit_steps: int = 0
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.refit_steps < 0:
+            raise ValueError(f"refit_steps must be >= 0, got {self.refit_steps}")
         if self.num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
+        if self.graph_estimator not in GRAPH_ESTIMATORS:
+            raise ValueError(
+                f"unknown graph_estimator {self.graph_estimator!r}; choose one of {', '.join(GRAPH_ESTIMATORS)}"
+            )
+
+
+def make_optimizer(model, config: "TrainingConfig") -> torch.optim.Optimizer:
+    """Adam on every parameter; the edge logits get a tensor-wise second moment (see :mod:`.optim`)."""
+    edges = model.guide.edge_logits
+    others = [p for p in model.parameters() if p is not edges]
+    groups = [{"params": [edges], "tensorwise": config.tensorwise_edges}, {"params": others}]
+    return Adam(groups, lr=config.learning_rate)
 
 
 @dataclass
@@ -99,9 +123,11 @@ class Trainer:
         self.config = config or TrainingConfig()
         self.callbacks: List[Callable[[TrainingEvent], None]] = list(callbacks)
         self.lagrangian = AugmentedLagrangian(self.config.schedule).to(x.device)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
+        self.optimizer = make_optimizer(model, self.config)
         self.step_count = 0
         self.steps_this_round = 0
+        self.refit_done = 0
+        self.lagrangian_stop: Optional[str] = None
         self.elbo_trace: List[float] = []
         self.h_trace: List[float] = []
         self.stop_reason: Optional[str] = None
@@ -126,7 +152,16 @@ class Trainer:
         x, regimes = self.batch()
         objective = elbo = x.new_zeros(())
         for _ in range(self.config.num_particles):
-            terms = elbo_terms(self.model, x, regimes, self.targets, n, self.config.supervision_weight, self.config.assignment)
+            terms = elbo_terms(
+                self.model,
+                x,
+                regimes,
+                self.targets,
+                n,
+                self.config.supervision_weight,
+                self.config.assignment,
+                graph_estimator=self.config.graph_estimator,
+            )
             objective = objective + terms.objective / self.config.num_particles
             elbo = elbo + terms.elbo.detach() / self.config.num_particles
         h = self.constraint()
@@ -143,7 +178,10 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
-        self.steps_this_round += 1
+        if self.lagrangian_stop is None:
+            self.steps_this_round += 1
+        else:
+            self.refit_done += 1
         self.elbo_trace.append(float(elbo))
         self.h_trace.append(float(h.detach()))
         if self.step_count % self.config.log_every == 0:
@@ -173,21 +211,54 @@ class Trainer:
     def run(self) -> str:
         """Train until ``h`` is below tolerance or the budget is spent; returns why it stopped.
 
-        A non-finite loss stops training with ``"diverged"`` and restores the state at the
-        end of the last completed round.
+        Then, for ``config.refit_steps`` more steps, the edges are refitted inside the causal
+        order found (:meth:`start_refit`).  A non-finite loss stops training with ``"diverged"``
+        and restores the state at the end of the last completed round.
         """
         self.stop_reason = None
-        while self.stop_reason is None:
-            try:
+        try:
+            while self.lagrangian_stop is None:
                 while self.steps_this_round < self.lagrangian.steps_in_round():
                     self.step()
-            except FloatingPointError as error:
-                logger.warning("training diverged (%s); restoring the last good state", error)
-                self._restore(self._last_good)
-                self.stop_reason = "diverged"
-                break
-            self.stop_reason = self.end_round()
+                self.lagrangian_stop = self.end_round()
+            if self.refit_done < self.config.refit_steps:
+                if self.refit_done == 0:
+                    self.start_refit()
+                while self.refit_done < self.config.refit_steps:
+                    self.step()
+                self._last_good = self._snapshot()
+        except FloatingPointError as error:
+            logger.warning("training diverged (%s); restoring the last good state", error)
+            self._restore(self._last_good)
+            self.stop_reason = "diverged"
+            return self.stop_reason
+        self.stop_reason = self.lagrangian_stop
         return self.stop_reason
+
+    def start_refit(self) -> None:
+        """Restrict the graph to one causal order and let every edge of that order compete again.
+
+        The penalty decides the order, but while it grows it can push both directions of an edge
+        down together, and an edge whose probability collapsed gets almost no gradient.  With the
+        order fixed (a topological order of the current DAG, ties broken towards nodes whose
+        logits point outwards) every graph is acyclic, so the penalty is off; the edges against
+        the order are forbidden and those along it restart at probability at least 1/2, so the
+        likelihood and the prior alone decide which stay.
+        """
+        guide = self.model.guide
+        with torch.no_grad():
+            logits = guide.edge_logits
+            dag = dag_from_probabilities(guide.edge_probs().cpu().numpy())
+            outwards = (logits - logits.T).masked_fill(~guide.off_diagonal.bool(), 0.0).sum(1).cpu().numpy()
+            graph = nx.from_numpy_array(dag, create_using=nx.DiGraph)
+            order = list(nx.lexicographical_topological_sort(graph, key=lambda node: -outwards[node]))
+            position = torch.empty(len(order), dtype=torch.long)
+            position[torch.tensor(order)] = torch.arange(len(order))
+            position = position.to(logits.device)
+            along = position.unsqueeze(1) < position.unsqueeze(0)
+            guide.forbidden |= ~along & guide.off_diagonal.bool() & ~guide.required
+            logits.copy_(torch.where(along, logits.clamp_min(0.0), logits))
+        self.optimizer.state.pop(logits, None)
 
     # ----------------------------------------------------------------- state
     def _emit(self, kind: str) -> None:
@@ -206,6 +277,8 @@ class Trainer:
             "lagrangian": self.lagrangian.state_dict(),
             "step_count": self.step_count,
             "steps_this_round": self.steps_this_round,
+            "refit_done": self.refit_done,
+            "lagrangian_stop": self.lagrangian_stop,
             "elbo_trace": list(self.elbo_trace),
             "h_trace": list(self.h_trace),
             "rng": pyro.util.get_rng_state(),
@@ -217,6 +290,8 @@ class Trainer:
         self.lagrangian.load_state_dict(state["lagrangian"])
         self.step_count = state["step_count"]
         self.steps_this_round = state["steps_this_round"]
+        self.refit_done = state.get("refit_done", 0)
+        self.lagrangian_stop = state.get("lagrangian_stop")
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
         pyro.util.set_rng_state(state["rng"])
@@ -235,4 +310,5 @@ class Trainer:
         self.optimizer.load_state_dict(snapshot["optimizer"])
         self.lagrangian.load_state_dict(snapshot["lagrangian"])
         self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
+        self.refit_done, self.lagrangian_stop = snapshot["refit_done"], snapshot["lagrangian_stop"]
         self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])

@@ -171,3 +171,89 @@ def test_elbo_drives_stock_svi_and_needs_a_bound_model_method():
     assert not torch.equal(before, model.guide.edge_logits.detach())
     with pytest.raises(TypeError, match="bound method"):
         LatentInterventionELBO().loss(lambda x: None, model.guide, x)
+
+
+@pytest.mark.parametrize("intervention", ["imperfect", "perfect"])
+def test_edge_gain_equals_brute_force_toggle_of_each_edge(intervention):
+    torch.manual_seed(0)
+    d, K, n = 4, 3, 50
+    m = LatentInterventionModel(d, truncation=K, embedding_dim=3, intervention=intervention)
+    x = torch.randn(n, d)
+    u = torch.randn(K, 3)
+    targets = m.full_targets(torch.rand(K - 1, d))
+    q = torch.softmax(torch.randn(n, K), -1)
+    adjacency = torch.bernoulli(torch.full((d, d), 0.5)) * m.off_diagonal
+
+    def expected_log_lik(a):
+        return (q * m.log_likelihood(x, a, u, targets).T).sum()
+
+    expected = torch.zeros(d, d)
+    for i, j in itertools.permutations(range(d), 2):
+        on, off = adjacency.clone(), adjacency.clone()
+        on[i, j], off[i, j] = 1.0, 0.0
+        expected[i, j] = expected_log_lik(on) - expected_log_lik(off)
+    gain = m.edge_gain(x, adjacency, u, targets, q)
+    assert torch.allclose(gain, expected, atol=1e-3, rtol=1e-4)
+    assert gain.abs().max() > 0.1  # not trivially zero
+
+
+def test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy():
+    # With d = 2 the graph has four states, so d E_q(A)[ELBO] / d lambda is a finite sum.  The
+    # embeddings are made deterministic so that the graph is the only source of noise.
+    from unittest import mock
+
+    torch.manual_seed(1)
+    m = LatentInterventionModel(2, truncation=2, embedding_dim=2)
+    with torch.no_grad():
+        m.guide.embedding_log_scale.fill_(-30.0)
+        m.guide.edge_logits.copy_(torch.tensor([[0.0, 0.3], [-0.4, 0.0]]))
+        m.density.net[-1].weight.normal_(0.0, 0.5)  # coefficients far from zero
+    x = torch.randn(60, 2) @ torch.tensor([[1.0, 0.8], [0.0, 0.6]])
+    logits = m.guide.edge_logits
+    pairs = ([0, 1], [1, 0])
+
+    def at_graph(adjacency):
+        with mock.patch.object(StraightThroughBernoulli, "sample", lambda self, *a: adjacency):
+            terms = elbo_terms(m, x, graph_estimator="local")
+        return float((terms.elbo + terms.kl_graph).detach())  # the part that depends on the sample
+
+    probs = torch.sigmoid(logits.detach())[pairs]
+    baseline = at_graph(torch.zeros(2, 2))  # sum_A dq(A) = 0: subtracting it only removes rounding
+    exact = torch.zeros(2)
+    for a01, a10 in itertools.product([0.0, 1.0], repeat=2):
+        sample = torch.tensor([a01, a10])
+        q_a = torch.where(sample > 0, probs, 1 - probs).prod()
+        exact += q_a * (sample - probs) * (at_graph(torch.tensor([[0.0, a01], [a10, 0.0]])) - baseline)
+    logits.grad = None
+    elbo_terms(m, x).kl_graph.backward()
+    exact -= logits.grad[pairs]
+
+    def draws(estimator, count=400):
+        torch.manual_seed(2)
+        out = []
+        for _ in range(count):
+            logits.grad = None
+            elbo_terms(m, x, graph_estimator=estimator).elbo.backward()
+            out.append(logits.grad[pairs].clone())
+        return torch.stack(out)
+
+    local, straight = draws("local"), draws("straight-through")
+    standard_error = local.std(0) / 20
+    assert torch.all((local.mean(0) - exact).abs() < 4 * standard_error + 1e-3 * exact.abs())
+    # With two variables each mechanism has one possible parent: the local gradient is exact.
+    assert torch.all(local.std(0) < 1e-3 * exact.abs())
+    assert torch.all(straight.std(0) > 0.1 * exact.abs())
+
+
+def test_unknown_graph_estimator_is_refused_everywhere():
+    from pyro_causal import TrainingConfig
+
+    m = LatentInterventionModel(3, truncation=2)
+    with pytest.raises(ValueError, match="graph_estimator 'gumbel'"):
+        elbo_terms(m, torch.randn(5, 3), graph_estimator="gumbel")
+    with pytest.raises(ValueError, match="graph_estimator 'gumbel'"):
+        LatentInterventionELBO(graph_estimator="gumbel")
+    with pytest.raises(ValueError, match="graph_estimator 'gumbel'"):
+        TrainingConfig(graph_estimator="gumbel")
+    with pytest.raises(ValueError, match="refit_steps"):
+        TrainingConfig(refit_steps=-1)

@@ -12,6 +12,7 @@ reachable from ``fit(density="name")`` and the CLI.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,9 @@ class ConditionalDensity(nn.Module):
         ``embeddings``: ``(C, h)``, one embedding per component.
     """
 
+    #: Whether :meth:`log_prob_gain` is implemented (then the ELBO uses the exact edge gradient).
+    provides_edge_gain: bool = False
+
     def __init__(self, num_variables: int, embedding_dim: int) -> None:
         super().__init__()
         if num_variables < 1:
@@ -52,6 +56,18 @@ class ConditionalDensity(nn.Module):
         Called ``depth + 1`` times by ancestral sampling, so parents are final when used.
         """
         raise NotImplementedError
+
+    def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, weights: Tensor) -> Optional[Tensor]:
+        """Weighted gain of each single edge: ``(d_in, d_out)``, or ``None`` when not available.
+
+        Entry ``(i, j)`` is ``sum_{c, n} weights_cnj [log g_j(x_nj | mask with (i, j) = 1, u_c)
+        - log g_j(x_nj | mask with (i, j) = 0, u_c)]``, every other entry of the mask as given.
+        It is the exact derivative of the expected log-likelihood in the edge probability
+        ``p_ij`` given the other edges (the local expectation gradient), which the ELBO uses
+        instead of straight-through samples when the family provides it.  ``weights`` is
+        ``(C, n, d)``.
+        """
+        return None
 
     @staticmethod
     def masked_inputs(x: Tensor, parents_mask: Tensor) -> Tensor:
