@@ -62,6 +62,7 @@ def fit(
     batch_size: Optional[int] = None,
     schedule: Optional[PenaltySchedule] = None,
     refit_steps: int = 0,
+    tensorwise_edges: bool = False,
     num_particles: int = 1,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
@@ -91,7 +92,8 @@ def fit(
             unbiased, where the density provides it); see ``docs/method.md`` for what each measured.
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
-        learning_rate, batch_size, schedule, refit_steps, num_particles: see :class:`TrainingConfig`.
+        learning_rate, batch_size, schedule, refit_steps, tensorwise_edges, num_particles: see
+            :class:`TrainingConfig`.
         seed: seeds Python, NumPy, torch and Pyro; the same seed gives the same result.
         device: ``"cpu"``, ``"cuda"``...
         callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
@@ -130,6 +132,7 @@ def fit(
         assignment=assignment,
         graph_estimator=graph_estimator,
         refit_steps=refit_steps,
+        tensorwise_edges=tensorwise_edges,
     )
     xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
     trainer = Trainer(
@@ -155,6 +158,7 @@ def fit(
         "assignment": assignment,
         "graph_estimator": graph_estimator,
         "refit_steps": refit_steps,
+        "tensorwise_edges": tensorwise_edges,
         "standardize": standardize,
         "log_transform": log_transform,
         "learning_rate": learning_rate,

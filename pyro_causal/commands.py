@@ -96,6 +96,7 @@ def run_fit(args) -> int:
             assignment=args.assignment,
             graph_estimator=args.graph_estimator,
             refit_steps=args.refit_steps,
+            tensorwise_edges=args.tensorwise_edges,
             standardize=not args.no_standardize,
             log_transform=args.log_transform,
             learning_rate=args.learning_rate,

@@ -72,11 +72,13 @@ class TrainingConfig:
 
 
 def make_optimizer(model, config: "TrainingConfig") -> torch.optim.Optimizer:
-    """Adam on every parameter; the edge logits get a tensor-wise second moment (see :mod:`.optim`)."""
+    """``torch.optim.Adam`` on every parameter, or (``tensorwise_edges``) Adam whose edge logits
+    share one second moment (see :mod:`.optim`)."""
+    if not config.tensorwise_edges:
+        return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     edges = model.guide.edge_logits
     others = [p for p in model.parameters() if p is not edges]
-    groups = [{"params": [edges], "tensorwise": config.tensorwise_edges}, {"params": others}]
-    return Adam(groups, lr=config.learning_rate)
+    return Adam([{"params": [edges], "tensorwise": True}, {"params": others}], lr=config.learning_rate)
 
 
 @dataclass
