@@ -167,6 +167,7 @@ def elbo_terms(
     graph_gradient = zero
     if local_graph:
         # d E_q(A)[E log p] / d p_ij = E_{A_-ij}[gain_ij]: a zero-valued term with that gradient.
+        # With assignment="exact", q(z) is held at its value for the sampled graph (an EM gradient).
         with torch.no_grad():
             gain = model.edge_gain(x, adjacency, u, targets, weights)
         graph_gradient = ((q_graph.probs - q_graph.probs.detach()) * gain * guide.free_edges()).sum()

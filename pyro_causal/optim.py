@@ -5,8 +5,8 @@ about the learning rate whatever the size of its gradient.  Under the acyclicity
 erases the information that decides a two-cycle: both directions of an edge are pushed down at
 the same speed and die together.  With ``tensorwise=True`` a parameter's gradient is divided by
 the running RMS over the whole tensor instead, which keeps the steps of different edges in the
-ratio of their gradients (the better-supported direction survives) while the step size still
-adapts to the penalty's growth.
+ratio of their gradients (so the better-supported direction can outlive the other) while the
+step size still adapts to the penalty's growth.  ``docs/results.md`` measures what it changes.
 """
 from __future__ import annotations
 

@@ -64,8 +64,8 @@ class ConditionalDensity(nn.Module):
         - log g_j(x_nj | mask with (i, j) = 0, u_c)]``, every other entry of the mask as given.
         It is the exact derivative of the expected log-likelihood in the edge probability
         ``p_ij`` given the other edges (the local expectation gradient), which the ELBO uses
-        instead of straight-through samples when the family provides it.  ``weights`` is
-        ``(C, n, d)``.
+        instead of straight-through samples under ``graph_estimator="local"``.  ``weights`` is
+        ``(C, n, d)``.  Families that implement it set ``provides_edge_gain = True``.
         """
         return None
 
