@@ -68,6 +68,7 @@ def run_one(task, args, schedule):
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed, schedule=schedule,
                  batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
                  tensorwise_edges=args.tensorwise_edges,
+                 density_options={"activation": args.activation} if args.activation else None,
                  **variant_options(variant, data, seed, args.labelled))
     took = time.perf_counter() - start
     # For unknown/known this is the posterior of a model fitted with the labels: the ceiling
@@ -95,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"))
     parser.add_argument("--refit-steps", type=int, default=0)
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")
+    parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--no-write", action="store_true")

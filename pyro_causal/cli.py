@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--plots", action="store_true", help="also write PNG figures into --out")
     m = f.add_argument_group("model")
     m.add_argument("--density", default="linear", choices=available_densities(), help="conditional density family")
+    m.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of --density mlp (default leaky_relu; tanh is bounded, for heavy tails)")
     m.add_argument("--intervention", default="imperfect", choices=INTERVENTIONS, help="keep or cut the parents of targets")
     m.add_argument("--truncation", type=_positive_int, help="components K (default min(d + 2, 32))")
     m.add_argument("--embedding-dim", type=_positive_int, default=16, help="intervention embedding size h (default 16)")

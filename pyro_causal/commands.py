@@ -60,6 +60,8 @@ def run_fit(args) -> int:
         fit = functools.partial(fit_distributed, processes=processes)
     primary = is_primary()  # under torchrun only rank 0 reports and writes
 
+    if args.activation and args.density != "mlp":
+        raise ValueError(f"--activation applies to --density mlp, not {args.density}")
     plots = args.plots
     posterior = args.posterior
     figures = ()
@@ -85,6 +87,7 @@ def run_fit(args) -> int:
         options = dict(
             names=names,
             density=args.density,
+            density_options={"activation": args.activation} if args.activation else None,
             intervention=args.intervention,
             truncation=args.truncation,
             embedding_dim=args.embedding_dim,

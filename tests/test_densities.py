@@ -186,3 +186,21 @@ def test_flow_tails_are_finite(value):
     log_prob.sum().backward()
     assert torch.isfinite(log_prob).all()
     assert all(torch.isfinite(p.grad).all() for p in density.parameters())
+
+
+def test_tanh_mlp_stays_bounded_on_extreme_parents():
+    # Bounded hidden units: |loc_j| <= sum_h |W_out_jh| + |b_j| whatever the inputs, which keeps
+    # heavy-tailed rows from driving the network into huge activations.
+    torch.manual_seed(0)
+    density = make_density("mlp", 4, 3, activation="tanh")
+    x = 1e4 * torch.randn(50, 4)
+    loc, scale = density.loc_scale(x, torch.ones(4, 4) - torch.eye(4), torch.randn(2, 3))
+    head = density.conditioner
+    bound = head.weight_out[:, 0].abs().sum(-1) + head.bias_out[:, 0, 0].abs()  # (d,)
+    assert torch.all(loc.abs() <= bound.unsqueeze(-1) + 1e-5)
+    assert torch.isfinite(density.log_prob(x, torch.ones(4, 4), torch.randn(2, 3))).all()
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation 'relu6'"):
+        make_density("mlp", 3, 2, activation="relu6")

@@ -181,3 +181,23 @@ def test_resuming_in_the_middle_of_the_refit_gives_the_same_result(tmp_path):
     np.testing.assert_allclose(resumed.elbo_trace, straight.elbo_trace)
     torch.testing.assert_close(resumed.model.guide.edge_logits, straight.model.guide.edge_logits)
     assert torch.equal(resumed.model.guide.forbidden, straight.model.guide.forbidden)
+
+
+def test_cli_edge_and_density_options(chain, tmp_path, capsys):
+    import json
+
+    from pyro_causal.cli import main
+    from pyro_causal.io import write_csv
+
+    csv = tmp_path / "data.csv"
+    write_csv(csv, chain.names, chain.x.tolist())
+    tiny = ["--first-round-steps", "20", "--round-steps", "5", "--max-rounds", "1", "--quiet"]
+    out = tmp_path / "out"
+    assert main(["fit", str(csv), "--out", str(out), "--graph-estimator", "local", "--refit-steps", "7",
+                 "--tensorwise-edges", *tiny]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["graph_estimator"] == "local" and summary["settings"]["refit_steps"] == 7
+    assert summary["settings"]["tensorwise_edges"] is True
+    assert main(["fit", str(csv), "--out", str(tmp_path / "flow"), "--density", "flow", "--activation", "tanh", *tiny]) == 1
+    assert "--activation applies to --density mlp" in capsys.readouterr().err
+    assert not (tmp_path / "flow").exists()

@@ -19,6 +19,10 @@ from torch import Tensor, nn
 from torch.nn.functional import leaky_relu
 
 
+#: In-place hidden activations: LeakyReLU(0.2) (unbounded) or tanh (bounded, robust to heavy tails).
+ACTIVATIONS = {"leaky_relu": lambda t: leaky_relu(t, 0.2, inplace=True), "tanh": torch.tanh_}
+
+
 def inverse_softplus(value: float) -> float:
     """``softplus^{-1}(value)``, to initialise raw parameters that go through a softplus."""
     return math.log(math.expm1(value))
@@ -32,7 +36,8 @@ class StackedConditioner(nn.Module):
         embedding_dim: ``h``.
         out_features: ``m``, the parameters of ``g_j`` produced per sample and variable.
         hidden: ``H``, width of every hidden layer.
-        layers: number of hidden layers (``>= 1``), LeakyReLU(0.2) after each.
+        layers: number of hidden layers (``>= 1``).
+        activation: after each hidden layer, ``"leaky_relu"`` (slope 0.2) or ``"tanh"``.
 
     Activations are kept variable-major, ``(C, d, n, H)``, so every layer is one batched matmul
     over ``C * d`` blocks.
@@ -44,7 +49,13 @@ class StackedConditioner(nn.Module):
     """
 
     def __init__(
-        self, num_variables: int, embedding_dim: int, out_features: int, hidden: int = 16, layers: int = 2
+        self,
+        num_variables: int,
+        embedding_dim: int,
+        out_features: int,
+        hidden: int = 16,
+        layers: int = 2,
+        activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
         if min(hidden, layers, out_features) < 1:
@@ -52,6 +63,9 @@ class StackedConditioner(nn.Module):
         d, h, m = num_variables, embedding_dim, out_features
         self.num_variables, self.embedding_dim, self.out_features = d, h, m
         self.hidden, self.layers = hidden, layers
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        self.activation = ACTIVATIONS[activation]
 
         def uniform(*shape: int, fan_in: int) -> nn.Parameter:  # nn.Linear's default initialisation
             bound = 1.0 / math.sqrt(fan_in)
@@ -90,10 +104,10 @@ class StackedConditioner(nn.Module):
         context = torch.einsum("ck,jkh->cjh", embeddings, self.weight_u).unsqueeze(-2) + self.bias_in
         # In-place activations and biases fused into the products: on CPU every fresh (C, d, n, H)
         # buffer costs a round of page faults, more than the arithmetic done on it.
-        hidden = leaky_relu(data + context, 0.2, inplace=True).flatten(0, 1)  # (C * d, n, H)
+        hidden = self.activation(data + context).flatten(0, 1)  # (C * d, n, H)
         for weight, bias in zip(self.weight_hidden, self.bias_hidden):
             bias, weight = per_component(bias, weight)
-            hidden = leaky_relu(torch.baddbmm(bias, hidden, weight), 0.2, inplace=True)
+            hidden = self.activation(torch.baddbmm(bias, hidden, weight))
         bias, weight = per_component(self.bias_out, self.weight_out)
         out = torch.baddbmm(bias, weight, hidden.transpose(-1, -2))  # (C * d, m, n)
         return out.unflatten(0, (components, self.num_variables))

@@ -23,6 +23,8 @@ class MLPGaussian(ConditionalDensity):
         embedding_dim: ``h``.
         hidden: ``H``, width of each hidden layer of the per-variable networks.
         layers: number of hidden layers.
+        activation: ``"leaky_relu"`` (default) or ``"tanh"``, whose bounded units keep heavy-tailed
+            inputs from driving the network into huge activations (``docs/results.md``).
 
     The scale is ``softplus(raw) + 1e-3`` and starts near 1; the mean starts near 0.
 
@@ -32,9 +34,13 @@ class MLPGaussian(ConditionalDensity):
         torch.Size([2, 5, 3])
     """
 
-    def __init__(self, num_variables: int, embedding_dim: int, hidden: int = 16, layers: int = 2) -> None:
+    def __init__(
+        self, num_variables: int, embedding_dim: int, hidden: int = 16, layers: int = 2, activation: str = "leaky_relu"
+    ) -> None:
         super().__init__(num_variables, embedding_dim)
-        self.conditioner = StackedConditioner(num_variables, embedding_dim, 2, hidden=hidden, layers=layers)
+        self.conditioner = StackedConditioner(
+            num_variables, embedding_dim, 2, hidden=hidden, layers=layers, activation=activation
+        )
         with torch.no_grad():
             self.conditioner.bias_out[:, 1] = inverse_softplus(1.0 - _SCALE_FLOOR)
 
