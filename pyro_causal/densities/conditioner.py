@@ -65,7 +65,7 @@ class StackedConditioner(nn.Module):
         self.hidden, self.layers = hidden, layers
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-        self.activation = ACTIVATIONS[activation]
+        self.activation = activation  # a name, so that the module pickles
 
         def uniform(*shape: int, fan_in: int) -> nn.Parameter:  # nn.Linear's default initialisation
             bound = 1.0 / math.sqrt(fan_in)
@@ -104,10 +104,11 @@ class StackedConditioner(nn.Module):
         context = torch.einsum("ck,jkh->cjh", embeddings, self.weight_u).unsqueeze(-2) + self.bias_in
         # In-place activations and biases fused into the products: on CPU every fresh (C, d, n, H)
         # buffer costs a round of page faults, more than the arithmetic done on it.
-        hidden = self.activation(data + context).flatten(0, 1)  # (C * d, n, H)
+        activation = ACTIVATIONS[self.activation]
+        hidden = activation(data + context).flatten(0, 1)  # (C * d, n, H)
         for weight, bias in zip(self.weight_hidden, self.bias_hidden):
             bias, weight = per_component(bias, weight)
-            hidden = self.activation(torch.baddbmm(bias, hidden, weight))
+            hidden = activation(torch.baddbmm(bias, hidden, weight))
         bias, weight = per_component(self.bias_out, self.weight_out)
         out = torch.baddbmm(bias, weight, hidden.transpose(-1, -2))  # (C * d, m, n)
         return out.unflatten(0, (components, self.num_variables))

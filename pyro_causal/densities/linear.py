@@ -57,27 +57,28 @@ class LinearGaussian(ConditionalDensity):
             loc = torch.einsum("cnl,cjl->cnj", x, masked)
         return loc + bias.unsqueeze(-2), scale.unsqueeze(-2)
 
-    def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+    def _standardised_residual(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor):
+        """``(z, a, s)``: residuals ``(C, n, d)`` and the mechanisms' coefficients and scales."""
         weights, bias, scale = self.parameters_for(embeddings)
-        # Standardised residual in one batched matmul: z_cij = sum_l x_il M_cjl + c_cj with
-        # M = (I - W * A^T) / s_j (row-wise) and c = -b / s.
+        # z_cij = sum_l x_il M_cjl + c_cj in one batched matmul, with M = (I - W * A^T) / s_j
+        # (row-wise) and c = -b / s.
         inverse = scale.reciprocal()
         eye = torch.eye(self.num_variables, dtype=x.dtype, device=x.device)
         residual_map = (eye - weights * parents_mask.transpose(-1, -2)) * inverse.unsqueeze(-1)
         xs = x.expand(embeddings.shape[0], *x.shape[-2:])
         z = torch.baddbmm((-bias * inverse).unsqueeze(-2), xs, residual_map.transpose(-1, -2))
+        return z, weights, scale
+
+    def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+        z, _, scale = self._standardised_residual(x, parents_mask, embeddings)
         return standard_normal_log_prob(z, scale.log().unsqueeze(-2))
 
     def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, weights: Tensor) -> Tensor:
         # Toggling edge (i, j) moves the standardised residual z_cnj by delta = a_cji x_ni / s_cj, and
         # log N(z1) - log N(z0) = delta z + (A_ij - 1/2) delta^2 (z = the residual at the current mask),
         # so the gain is two weighted (n)-contractions: O(C n d^2), like log_prob itself.
-        coefficient, bias, scale = self.parameters_for(embeddings)
-        inverse = scale.reciprocal()
-        eye = torch.eye(self.num_variables, dtype=x.dtype, device=x.device)
-        residual_map = (eye - coefficient * parents_mask.transpose(-1, -2)) * inverse.unsqueeze(-1)
-        z = torch.baddbmm((-bias * inverse).unsqueeze(-2), x.expand(embeddings.shape[0], *x.shape), residual_map.transpose(-1, -2))
-        delta = (coefficient * inverse.unsqueeze(-1)).transpose(-1, -2)  # (C, i, j)
+        z, coefficient, scale = self._standardised_residual(x, parents_mask, embeddings)
+        delta = (coefficient / scale.unsqueeze(-1)).transpose(-1, -2)  # (C, i, j)
         first = torch.einsum("ni,cnj->cij", x, weights * z)
         second = torch.einsum("ni,cnj->cij", x * x, weights)
         return (delta * first).sum(0) + (parents_mask - 0.5) * (delta * delta * second).sum(0)
