@@ -71,7 +71,7 @@ def run_one(task, args, schedule):
     start = time.perf_counter()
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed, schedule=schedule,
                  batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
-                 tensorwise_edges=args.tensorwise_edges,
+                 tensorwise_edges=args.tensorwise_edges, restarts=args.restarts,
                  density_options={"activation": args.activation} if args.activation else None,
                  **options)
     took = time.perf_counter() - start
@@ -99,6 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
     parser.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"))
     parser.add_argument("--refit-steps", type=int, default=0)
+    parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
     parser.add_argument("--true-graph", action="store_true", help="fix the graph at the truth (ELBO of a perfect search)")

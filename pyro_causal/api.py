@@ -1,6 +1,8 @@
 """``fit``: data in, :class:`~pyro_causal.result.FitResult` out."""
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from dataclasses import asdict
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -11,11 +13,14 @@ import torch
 
 from .acyclicity import PenaltySchedule
 from .densities import ConditionalDensity
+from .elbo import mean_elbo
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .result import FitResult, Standardizer
 from .trainer import Trainer, TrainingConfig, TrainingEvent
 from .variants import resolve_supervision
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = True, log_transform: bool = False):
@@ -64,6 +69,7 @@ def fit(
     refit_steps: int = 0,
     tensorwise_edges: bool = False,
     num_particles: int = 1,
+    restarts: int = 1,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
     callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
@@ -94,6 +100,10 @@ def fit(
         log_transform: take ``log`` of the data first (all values must be > 0).
         learning_rate, batch_size, schedule, refit_steps, tensorwise_edges, num_particles: see
             :class:`TrainingConfig`.
+        restarts: independent fits from seeds ``seed, seed + 1, ...``; the one with the highest
+            ELBO on the data (16 draws, ``z`` summed out) is returned.  The bound is multimodal
+            (the graph and the mixture can settle in poor local optima), and every local optimum
+            is scored by the same bound, as for ``n_init`` in mixture-model libraries.
         seed: seeds Python, NumPy, torch and Pyro; the same seed gives the same result.
         device: ``"cpu"``, ``"cuda"``...
         callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
@@ -108,21 +118,13 @@ def fit(
     supervision = resolve_supervision(n, d, truncation or default_truncation(d), regimes, targets, observational)
     if assignment not in ("amortized", "exact"):
         raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
-    pyro.set_rng_seed(seed)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
     device = torch.device(device)
-    model = LatentInterventionModel(
-        d,
-        density=density,
-        truncation=supervision.truncation,
-        embedding_dim=embedding_dim,
-        alpha=alpha,
-        target_logit=target_logit,
-        edge_logit=torch.as_tensor(np.asarray(edge_logit, dtype=float), dtype=torch.get_default_dtype()),
-        intervention=intervention,
-        density_options=density_options,
-        **model_options,
-    ).to(device)
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
+    regimes_t = as_tensor(supervision.regimes, torch.long)
+    targets_t = as_tensor(supervision.targets, torch.get_default_dtype())
     config = TrainingConfig(
         learning_rate=learning_rate,
         batch_size=batch_size,
@@ -134,18 +136,36 @@ def fit(
         refit_steps=refit_steps,
         tensorwise_edges=tensorwise_edges,
     )
-    xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
-    trainer = Trainer(
-        model,
-        xt,
-        regimes=as_tensor(supervision.regimes, torch.long),
-        targets=as_tensor(supervision.targets, torch.get_default_dtype()),
-        config=config,
-        callbacks=callbacks,
-    )
     start = time.perf_counter()
-    stop_reason = trainer.run()
+    best = None
+    scores = []
+    for restart_seed in range(seed, seed + restarts):
+        pyro.set_rng_seed(restart_seed)
+        # A density object given by the user is copied so that every restart starts from it.
+        fresh = copy.deepcopy(density) if isinstance(density, ConditionalDensity) and restarts > 1 else density
+        model = LatentInterventionModel(
+            d,
+            density=fresh,
+            truncation=supervision.truncation,
+            embedding_dim=embedding_dim,
+            alpha=alpha,
+            target_logit=target_logit,
+            edge_logit=torch.as_tensor(np.asarray(edge_logit, dtype=float), dtype=torch.get_default_dtype()),
+            intervention=intervention,
+            density_options=density_options,
+            **model_options,
+        ).to(device)
+        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config, callbacks=callbacks)
+        stop_reason = trainer.run()
+        model.eval()
+        score = mean_elbo(model, xt, regimes_t, targets_t, seed=restart_seed)[0] if restarts > 1 else float("nan")
+        scores.append(score)
+        if best is None or score > best[0]:
+            best = (score, restart_seed, model, trainer, stop_reason)
+        if restarts > 1:
+            logger.info("restart %d (seed %d): elbo/row %.4f, %s", len(scores), restart_seed, score, stop_reason)
     wall_time = time.perf_counter() - start
+    _, chosen_seed, model, trainer, stop_reason = best
     settings = {
         "density": density if isinstance(density, str) else type(density).__name__,
         "intervention": intervention,
@@ -165,11 +185,14 @@ def fit(
         "batch_size": batch_size,
         "schedule": asdict(config.schedule),
         "num_particles": num_particles,
+        "restarts": restarts,
         "seed": seed,
         "device": str(device),
         "_targets": supervision.targets,
     }
-    model.eval()
+    if restarts > 1:
+        settings["chosen_seed"] = chosen_seed
+        settings["restart_elbos"] = [round(float(v), 6) for v in scores]
     return FitResult.from_model(
         model,
         names,

@@ -99,6 +99,7 @@ def run_fit(args) -> int:
             assignment=args.assignment,
             graph_estimator=args.graph_estimator,
             refit_steps=args.refit_steps,
+            restarts=args.restarts,
             tensorwise_edges=args.tensorwise_edges,
             standardize=not args.no_standardize,
             log_transform=args.log_transform,

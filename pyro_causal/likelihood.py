@@ -23,23 +23,6 @@ from .densities.base import ConditionalDensity
 INTERVENTIONS = ("imperfect", "perfect")
 
 
-def _mechanism_tables(
-    density: ConditionalDensity, x: Tensor, adjacency: Tensor, embeddings: Tensor, perfect: bool, fn: str
-) -> Tensor:
-    """``density.<fn>`` under the observational embedding (row 0) and each intervention: ``(K, n, d)``.
-
-    Row 0 always keeps the parents; rows ``k >= 1`` cut them when ``perfect``.
-    """
-    method = getattr(density, fn)
-    if not perfect:
-        return method(x, adjacency, embeddings)
-    observational = method(x if x.dim() == 2 else x[:1], adjacency, embeddings[:1])
-    if embeddings.shape[0] == 1:
-        return observational
-    interventional = method(x if x.dim() == 2 else x[1:], torch.zeros_like(adjacency), embeddings[1:])
-    return torch.cat([observational, interventional], 0)
-
-
 def component_log_likelihood(
     density: ConditionalDensity,
     x: Tensor,
@@ -62,9 +45,7 @@ def component_log_likelihood(
     Returns:
         ``(K, n)`` log-likelihoods.
     """
-    table = _mechanism_tables(density, x, adjacency, embeddings, perfect, "log_prob")
-    # sum_j (1 - r_kj) l_0ij + r_kj l_kij as two contractions (no (K, n, d) temporary).
-    return torch.einsum("knj,kj->kn", table, targets) + torch.einsum("nj,kj->kn", table[0], 1 - targets)
+    return density.component_log_prob(x, adjacency, embeddings, targets, perfect)
 
 
 def edge_gain(
@@ -115,7 +96,7 @@ def ancestral_sample(
     x = torch.zeros(num_components, n, d, dtype=embeddings.dtype, device=embeddings.device)
     rows = torch.arange(n, device=components.device)
     for _ in range(d):
-        draws = _mechanism_tables(density, x, adjacency, embeddings, perfect, "sample")  # (K, n, d)
+        draws = density.per_component("sample", x, adjacency, embeddings, perfect)  # (K, n, d)
         chosen = torch.where(hard_targets.bool(), draws[components, rows], draws[0])
         x = chosen.expand(num_components, n, d)
     return x[0]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .api import fit
-from .elbo import elbo_terms
+from .elbo import mean_elbo
 from .result import FitResult
 
 logger = logging.getLogger(__name__)
@@ -80,15 +80,8 @@ def heldout_scores(result: FitResult, x, *, regimes=None, targets=None, num_draw
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=param.device)  # noqa: E731
     xt = as_tensor(result.standardizer(x), param.dtype)
     rt, tt = as_tensor(regimes, torch.long), as_tensor(targets, param.dtype)
-    elbo, local = 0.0, 0.0
-    with torch.random.fork_rng(devices=[param.device] if param.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for _ in range(num_draws):
-            terms = elbo_terms(result.model, xt, rt, tt, assignment="exact")
-            elbo += float(terms.elbo)
-            local += float(terms.log_likelihood + terms.assignments)
-    m = xt.shape[0] * num_draws
-    return {"elbo": elbo / m, "log_likelihood": local / m}
+    elbo, local = mean_elbo(result.model, xt, rt, tt, num_draws=num_draws, seed=seed)
+    return {"elbo": elbo, "log_likelihood": local}
 
 
 @dataclass

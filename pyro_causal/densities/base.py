@@ -69,6 +69,33 @@ class ConditionalDensity(nn.Module):
         """
         return None
 
+    def per_component(self, fn: str, x: Tensor, adjacency: Tensor, embeddings: Tensor, perfect: bool) -> Tensor:
+        """``self.<fn>`` (``"log_prob"`` or ``"sample"``) under embedding 0 with the parents
+        ``adjacency`` and under every embedding ``k >= 1`` with the parents cut when ``perfect``:
+        ``(C, n, d)``.  Row 0 (observational) always keeps the parents."""
+        method = getattr(self, fn)
+        if not perfect:
+            return method(x, adjacency, embeddings)
+        observational = method(x if x.dim() == 2 else x[:1], adjacency, embeddings[:1])
+        if embeddings.shape[0] == 1:
+            return observational
+        interventional = method(x if x.dim() == 2 else x[1:], torch.zeros_like(adjacency), embeddings[1:])
+        return torch.cat([observational, interventional], 0)
+
+    def component_log_prob(
+        self, x: Tensor, adjacency: Tensor, embeddings: Tensor, targets: Tensor, perfect: bool = False
+    ) -> Tensor:
+        """``sum_j (1 - t_kj) log g_j(x_ij | A_j * x, u_0) + t_kj log g_j(x_ij | M_kj * x, u_k)``: ``(C, n)``.
+
+        The log-likelihood of each row under each component (eq. 8) with the targets ``t``
+        (``(C, d)``, row 0 zero) in ``[0, 1]``; ``M = A``, or 0 for perfect interventions.  This
+        generic version builds the ``(C, n, d)`` table of :meth:`log_prob`; families with a
+        cheaper closed form override it.
+        """
+        table = self.per_component("log_prob", x, adjacency, embeddings, perfect)
+        # Two contractions, no second (C, n, d) temporary.
+        return torch.einsum("knj,kj->kn", table, targets) + torch.einsum("nj,kj->kn", table[0], 1 - targets)
+
     @staticmethod
     def masked_inputs(x: Tensor, parents_mask: Tensor) -> Tensor:
         """``A_j * x`` for every j: ``(..., n, d_in)`` -> ``(..., n, d_out=j, d_in)``."""
@@ -89,7 +116,7 @@ def positive_scale(raw: Tensor, minimum: float = 1e-3) -> Tensor:
     return torch.nn.functional.softplus(raw) + minimum
 
 
-_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 def standard_normal_log_prob(z: Tensor, log_scale: Tensor) -> Tensor:
@@ -97,4 +124,4 @@ def standard_normal_log_prob(z: Tensor, log_scale: Tensor) -> Tensor:
 
     One fused pass over ``z`` (``-0.5 z^2 - log scale - log sqrt(2 pi)``); ``log_scale`` broadcasts.
     """
-    return torch.addcmul(-(log_scale + _HALF_LOG_TWO_PI), z, z, value=-0.5)
+    return torch.addcmul(-(log_scale + HALF_LOG_TWO_PI), z, z, value=-0.5)

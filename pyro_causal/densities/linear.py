@@ -6,11 +6,12 @@ shared by all interventions maps the embedding ``u`` to ``(a_j, b_j, s_j)`` for 
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import Tensor
 
-from .base import ConditionalDensity, embedding_network, positive_scale, standard_normal_log_prob
+from .base import HALF_LOG_TWO_PI, ConditionalDensity, embedding_network, positive_scale, standard_normal_log_prob
 
 
 class LinearGaussian(ConditionalDensity):
@@ -31,6 +32,7 @@ class LinearGaussian(ConditionalDensity):
 
     def __init__(self, num_variables: int, embedding_dim: int, hidden: int = 32) -> None:
         super().__init__(num_variables, embedding_dim)
+        self._moments_cache = None
         d = num_variables
         self.net = embedding_network(embedding_dim, hidden, d * d + 2 * d)
         last = self.net[-1]
@@ -57,17 +59,69 @@ class LinearGaussian(ConditionalDensity):
             loc = torch.einsum("cnl,cjl->cnj", x, masked)
         return loc + bias.unsqueeze(-2), scale.unsqueeze(-2)
 
+    def _augmented_residual_map(self, weights: Tensor, bias: Tensor, scale: Tensor, parents_mask: Tensor) -> Tensor:
+        """``(C, d_out, d_in + 1)``: row ``j`` maps ``[x, 1]`` to the standardised residual of ``x_j``.
+
+        ``z_cj = sum_l x_l M_cjl + c_cj`` with ``M = (I - W * A^T) / s_j`` (row-wise), ``c = -b / s``.
+        """
+        inverse = scale.reciprocal()
+        eye = torch.eye(self.num_variables, dtype=weights.dtype, device=weights.device)
+        residual_map = (eye - weights * parents_mask.transpose(-1, -2)) * inverse.unsqueeze(-1)
+        return torch.cat([residual_map, (-bias * inverse).unsqueeze(-1)], -1)
+
     def _standardised_residual(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor):
         """``(z, a, s)``: residuals ``(C, n, d)`` and the mechanisms' coefficients and scales."""
         weights, bias, scale = self.parameters_for(embeddings)
-        # z_cij = sum_l x_il M_cjl + c_cj in one batched matmul, with M = (I - W * A^T) / s_j
-        # (row-wise) and c = -b / s.
-        inverse = scale.reciprocal()
-        eye = torch.eye(self.num_variables, dtype=x.dtype, device=x.device)
-        residual_map = (eye - weights * parents_mask.transpose(-1, -2)) * inverse.unsqueeze(-1)
+        augmented = self._augmented_residual_map(weights, bias, scale, parents_mask)
         xs = x.expand(embeddings.shape[0], *x.shape[-2:])
-        z = torch.baddbmm((-bias * inverse).unsqueeze(-2), xs, residual_map.transpose(-1, -2))
+        z = torch.baddbmm(augmented[..., -1].unsqueeze(-2), xs, augmented[..., :-1].transpose(-1, -2))
         return z, weights, scale
+
+    def component_log_prob(
+        self, x: Tensor, adjacency: Tensor, embeddings: Tensor, targets: Tensor, perfect: bool = False
+    ) -> Tensor:
+        """Eq. 8 from second moments of the rows, without the ``(C, n, d)`` table.
+
+        With ``y = [x, 1]`` and ``rho_kj`` the augmented residual map of mechanism ``j`` (so
+        ``z_kj = rho_kj^T y``), the weighted sum of squared residuals is a quadratic form,
+        ``sum_j w_kj z_kj^2 = y^T Q_k y`` with ``Q_k = sum_j w_kj rho_kj rho_kj^T``, and
+        ``y^T Q_k y = <y y^T, Q_k>``: one ``(n, (d+1)^2) x ((d+1)^2, C)`` product.  The expansion
+        cancels (its terms are far larger than a residual), hence float64 for ``Q`` and ``y y^T``.
+        """
+        if x.dim() != 2:
+            return super().component_log_prob(x, adjacency, embeddings, targets, perfect)
+        weights, bias, scale = (t.double() for t in self.parameters_for(embeddings))
+        observational = self._augmented_residual_map(weights[:1], bias[:1], scale[:1], adjacency.double())[0]
+        intervened_mask = torch.zeros_like(adjacency) if perfect else adjacency
+        intervened = self._augmented_residual_map(weights, bias, scale, intervened_mask.double())
+        t = targets.double()
+        quadratic = torch.einsum("kj,ja,jb->kab", 1 - t, observational, observational) + torch.einsum(
+            "kj,kja,kjb->kab", t, intervened, intervened
+        )  # (C, d + 1, d + 1)
+        log_scale = ((1 - t) * scale[:1].log() + t * scale.log()).sum(-1)  # (C,)
+        moments = self._second_moments(x)  # (n, (d+1)^2)
+        squares = quadratic.flatten(1) @ moments.T  # (C, n)
+        constant = log_scale + self.num_variables * HALF_LOG_TWO_PI
+        return (-0.5 * squares - constant.unsqueeze(-1)).to(x.dtype)
+
+    def _second_moments(self, x: Tensor) -> Tensor:
+        """``vec(y y^T)`` of every row, ``y = [x, 1]``, in float64: ``(n, d) -> (n, (d+1)^2)``.
+
+        Full-batch training passes the same tensor at every step, so the last result is kept
+        (by reference to the tensor itself, never by address, and invalidated by in-place edits).
+        """
+        cached = self._moments_cache
+        if cached is not None and cached[0]() is x and cached[1] == x._version:
+            return cached[2]
+        y = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], -1)
+        moments = (y.unsqueeze(-1) * y.unsqueeze(-2)).flatten(1)
+        if not x.requires_grad:
+            self._moments_cache = (weakref.ref(x), x._version, moments)
+        return moments
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_moments_cache": None}
 
     def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         z, _, scale = self._standardised_residual(x, parents_mask, embeddings)
