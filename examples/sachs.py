@@ -58,6 +58,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"))
     parser.add_argument("--refit-steps", type=int, default=0, help="refit the edges in the order found (0 = off)")
+    parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--no-write", action="store_true")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace):
     """Fit (or select then fit) on Sachs; returns ``(data, result, selection or None)``."""
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention="imperfect",
-                   graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
+                   graph_estimator=args.graph_estimator, refit_steps=args.refit_steps, restarts=args.restarts,
                    log_transform=args.log_transform, seed=args.seed)
     if args.quick:
         options["schedule"] = QUICK
@@ -122,6 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     how = "lambda, gamma by held-out ELBO" if selection else "fit defaults"
     if args.graph_estimator != "straight-through" or args.refit_steps:
         how += f", --graph-estimator {args.graph_estimator} --refit-steps {args.refit_steps}"
+    if args.restarts > 1:
+        how += f", {args.restarts} restarts (highest ELBO: seed {result.settings['chosen_seed']})"
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings
     lines = [

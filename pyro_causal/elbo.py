@@ -137,8 +137,8 @@ def elbo_terms(
 
     if targets is None:  # K = 1: the observational model alone
         targets = x.new_zeros(1, model.num_variables)
-    # Everything per row is laid out (K, B): softmax over a short contiguous last axis is ~20x
-    # slower on CPU than over the leading one.
+    # Everything per row is laid out (K, B): on CPU a softmax over a short contiguous last axis
+    # is far slower than over the leading one.
     joint = model.log_likelihood(x, adjacency, u, targets) + e_log_weights.unsqueeze(-1)  # (K, B)
     batch = x.shape[0]
     # With exact assignments the network q(z | x) only learns to predict new rows (it does not

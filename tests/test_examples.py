@@ -29,6 +29,12 @@ def test_table1_runs(tmp_path, capsys):
     assert "| latent |" in text and "| observational |" in text and "5.9 ± 6.2" in text
 
 
+def test_edge_trajectories_runs(capsys):
+    scores = load("edge_trajectories").main(["--quick", "--samples", "300", "--every", "10"])
+    assert set(scores) == {"found", "truth"}
+    assert "p(A->B)" in capsys.readouterr().out
+
+
 def test_sachs_example_runs(tmp_path):
     out = tmp_path / "results.md"
     load("sachs").main(["--quick", "--out", str(out)])
