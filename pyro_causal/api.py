@@ -61,6 +61,7 @@ def fit(
     supervision_weight: float = 0.5,
     assignment: str = "exact",
     graph_estimator: str = "straight-through",
+    two_cycles: Optional[str] = None,
     standardize: bool = True,
     log_transform: bool = False,
     learning_rate: float = 3e-2,
@@ -96,6 +97,10 @@ def fit(
         graph_estimator: gradient of the edge probabilities: ``"straight-through"`` (the paper's,
             the default) or ``"local"`` (the exact gain of each edge given the other sampled edges,
             unbiased, where the density provides it); see ``docs/method.md`` for what each measured.
+        two_cycles: ``"resolve"`` (sampled graphs never hold both ``i -> j`` and ``j -> i``: a fair
+            coin keeps one; see :class:`~pyro_causal.distributions.TwoCycleFreeBernoulli`) or
+            ``"allow"`` (the paper's independent edges).  Default: ``"resolve"``, and ``"allow"``
+            with ``graph_estimator="local"`` (its exact edge gains assume independent edges).
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
         learning_rate, batch_size, schedule, refit_steps, tensorwise_edges, num_particles: see
@@ -120,6 +125,8 @@ def fit(
         raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if two_cycles is None:
+        two_cycles = "allow" if graph_estimator == "local" else "resolve"
     device = torch.device(device)
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
@@ -153,6 +160,7 @@ def fit(
             edge_logit=torch.as_tensor(np.asarray(edge_logit, dtype=float), dtype=torch.get_default_dtype()),
             intervention=intervention,
             density_options=density_options,
+            two_cycles=two_cycles,
             **model_options,
         ).to(device)
         trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config, callbacks=callbacks)
@@ -177,6 +185,7 @@ def fit(
         "supervision_weight": supervision_weight,
         "assignment": assignment,
         "graph_estimator": graph_estimator,
+        "two_cycles": two_cycles,
         "refit_steps": refit_steps,
         "tensorwise_edges": tensorwise_edges,
         "standardize": standardize,

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--round-steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")
     t.add_argument("--max-rounds", type=_positive_int, default=defaults.max_rounds, help="budget of penalty updates")
     t.add_argument("--tolerance", type=_positive_float, default=defaults.tolerance, help="stop when h is below this")
+    t.add_argument("--two-cycles", choices=("resolve", "allow"), help="resolve: sampled graphs never hold both i->j and j->i (default); allow: the paper's independent edges (default with --graph-estimator local)")
     t.add_argument("--restarts", type=_positive_int, default=1, help="independent fits from seeds SEED, SEED+1, ...; the highest ELBO is kept (default 1)")
     t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
     t.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits (see docs/method.md)")

@@ -100,6 +100,7 @@ def run_fit(args) -> int:
             graph_estimator=args.graph_estimator,
             refit_steps=args.refit_steps,
             restarts=args.restarts,
+            two_cycles=args.two_cycles,
             tensorwise_edges=args.tensorwise_edges,
             standardize=not args.no_standardize,
             log_transform=args.log_transform,

@@ -116,6 +116,8 @@ def elbo_terms(
 
     q_graph = guide.graph_dist()
     local_graph = graph_estimator == "local" and model.density.provides_edge_gain
+    if local_graph and guide.two_cycles != "allow":
+        raise ValueError("graph_estimator='local' assumes independent edges: build the model with two_cycles='allow'")
     adjacency = q_graph.sample() if local_graph else q_graph.rsample()
     kl_graph = torch.where(guide.free_edges(), kl_or_monte_carlo(q_graph, model.graph_prior(), adjacency), 0.0).sum()
 

@@ -18,7 +18,7 @@ from pyro.distributions import Bernoulli, Beta, Categorical, Normal
 from torch import Tensor, nn
 
 from .acyclicity import off_diagonal_mask
-from .distributions import StraightThroughBernoulli
+from .distributions import StraightThroughBernoulli, TwoCycleFreeBernoulli
 
 
 def single_target_logits(truncation: int, num_variables: int, on: float = 2.0, off: float = -3.0) -> Tensor:
@@ -36,6 +36,9 @@ def single_target_logits(truncation: int, num_variables: int, on: float = 2.0, o
     return logits
 
 
+TWO_CYCLES = ("resolve", "allow")
+
+
 class LatentInterventionGuide(nn.Module):
     """Variational posterior over graph, sticks, embeddings, targets and assignments.
 
@@ -45,6 +48,7 @@ class LatentInterventionGuide(nn.Module):
         embedding_dim: ``h``.
         encoder_hidden: width of the assignment network ``NN(x; phi_Z)``.
         forbidden, required: ``(d, d)`` bool masks of edges fixed by the prior.
+        two_cycles: ``"resolve"`` (two-cycles of a sample resolved by a fair coin) or ``"allow"``.
     """
 
     def __init__(
@@ -55,8 +59,12 @@ class LatentInterventionGuide(nn.Module):
         encoder_hidden: int = 64,
         forbidden: Optional[Tensor] = None,
         required: Optional[Tensor] = None,
+        two_cycles: str = "resolve",
     ) -> None:
         super().__init__()
+        if two_cycles not in TWO_CYCLES:
+            raise ValueError(f"unknown two_cycles {two_cycles!r}; choose one of {', '.join(TWO_CYCLES)}")
+        self.two_cycles = two_cycles
         d, K, h = num_variables, truncation, embedding_dim
         self.num_variables, self.truncation, self.embedding_dim = d, K, h
         # Edges start at probability min(1/2, 5/(d-1)): h(sigmoid(Lambda)) ~ exp(p (d - 1)) stays
@@ -88,8 +96,11 @@ class LatentInterventionGuide(nn.Module):
         return self.off_diagonal.bool() & ~self.forbidden & ~self.required
 
     def graph_dist(self) -> StraightThroughBernoulli:
-        """``q(A)``: batch ``(d, d)``."""
-        return StraightThroughBernoulli(probs=self.edge_probs())
+        """``q(A)``: batch ``(d, d)``; two-cycles resolved unless ``two_cycles="allow"``."""
+        if self.two_cycles == "allow":
+            return StraightThroughBernoulli(probs=self.edge_probs())
+        free = self.free_edges()
+        return TwoCycleFreeBernoulli(probs=self.edge_probs(), pairs=free & free.T)
 
     def stick_dist(self) -> Beta:
         """``q(v)``: batch ``(K - 1,)``."""

@@ -60,6 +60,9 @@ class LatentInterventionModel(nn.Module):
         edge_logit: ``lambda``, a scalar or a ``(d, d)`` matrix of prior edge logits;
             ``-inf`` forbids and ``+inf`` requires an edge.
         intervention: ``"imperfect"`` keeps the parents of targeted variables, ``"perfect"`` cuts them.
+        two_cycles: ``"resolve"`` (default): sampled graphs never hold both ``i -> j`` and
+            ``j -> i`` (a fair coin keeps one, :class:`~pyro_causal.distributions.TwoCycleFreeBernoulli`);
+            ``"allow"``: the paper's independent edges.
 
     Example:
         >>> m = LatentInterventionModel(3, truncation=4)
@@ -85,6 +88,7 @@ class LatentInterventionModel(nn.Module):
         target_prior: Optional[Distribution] = None,
         density_options: Optional[dict] = None,
         encoder_hidden: int = 64,
+        two_cycles: str = "resolve",
     ) -> None:
         super().__init__()
         if num_variables < 2:
@@ -121,6 +125,7 @@ class LatentInterventionModel(nn.Module):
             encoder_hidden=encoder_hidden,
             forbidden=torch.isneginf(logits) & self.off_diagonal.bool(),
             required=torch.isposinf(logits) & self.off_diagonal.bool(),
+            two_cycles=two_cycles,
         )
 
     # ----------------------------------------------------------------- priors (hooks)
