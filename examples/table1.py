@@ -69,7 +69,8 @@ def run_one(task, args, schedule):
         options["edge_logit"] = np.where(data.adjacency == 1, np.inf, -np.inf)
         np.fill_diagonal(options["edge_logit"], 0.0)  # the diagonal is never an edge
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed, schedule=schedule,
+    result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
+                 schedule=schedule, two_cycles=args.two_cycles,
                  batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
                  tensorwise_edges=args.tensorwise_edges, restarts=args.restarts,
                  density_options={"activation": args.activation} if args.activation else None,
@@ -99,6 +100,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
     parser.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"))
     parser.add_argument("--refit-steps", type=int, default=0)
+    parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
+    parser.add_argument("--two-cycles", choices=("resolve", "allow"), help="default: fit's")
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
