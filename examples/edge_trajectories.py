@@ -17,7 +17,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate_cause_effect
+from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, dag_from_probabilities, fit, simulate_cause_effect
 from pyro_causal.api import prepare_data
 from pyro_causal.elbo import mean_elbo
 from pyro_causal.metrics import hamming_distance
@@ -53,15 +53,14 @@ def main(argv=None) -> dict:
                       f"  {float(trainer.lagrangian.penalty):8.0e}  {elbo:8.3f}")
             trainer.step()
         trainer.lagrangian_stop = trainer.end_round()
-    model.eval()
-    # The same fit through the API, then one with the graph held at the truth.
-    found = fit(data.x, seed=args.pair, intervention=args.intervention, two_cycles=args.two_cycles, schedule=schedule)
+    model.eval()  # this is what fit(seed=pair) computes; now the same fit with the graph held at the truth
+    found = dag_from_probabilities(model.guide.edge_probs().detach().numpy())
     truth = np.where(data.adjacency == 1, np.inf, -np.inf)
     np.fill_diagonal(truth, 0.0)
     held = fit(data.x, seed=args.pair, intervention=args.intervention, two_cycles=args.two_cycles,
                edge_logit=truth, schedule=schedule)
-    scores = {name: mean_elbo(r.model, x)[0] for name, r in (("found", found), ("truth", held))}
-    print(f"found graph {found.adjacency.tolist()}: Hamming {hamming_distance(data.adjacency, found.adjacency)}, "
+    scores = {"found": mean_elbo(model, x)[0], "truth": mean_elbo(held.model, x)[0]}
+    print(f"found graph {found.tolist()}: Hamming {hamming_distance(data.adjacency, found)}, "
           f"ELBO/row {scores['found']:.4f}; graph held at the truth: ELBO/row {scores['truth']:.4f}")
     return scores
 
