@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     data = simulate(num_variables=10, num_samples=10000, seed=args.seed)
-    # Independent edges (the paper's q(A)): the local estimator is exact for that family only.
+    # Independent edges (the paper's q(A)), as when docs/benchmarks_gradient_variance.md was measured.
     result = fit(data.x, seed=args.seed, two_cycles="allow",
                  schedule=PenaltySchedule(first_round_steps=300, round_steps=50, max_rounds=2))
     model = result.model.train()

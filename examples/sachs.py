@@ -54,9 +54,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--density", default="linear", choices=available_densities())
     parser.add_argument("--log-transform", action=argparse.BooleanOptionalAction, default=True,
                         help="fit log(x) (default on)")
+    parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"),
+                        help="fit's intervention model (the paper: imperfect)")
     parser.add_argument("--select", action="store_true", help="choose lambda, gamma by held-out ELBO")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"))
+    parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--refit-steps", type=int, default=0, help="refit the edges in the order found (0 = off)")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
@@ -68,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def run(args: argparse.Namespace):
     """Fit (or select then fit) on Sachs; returns ``(data, result, selection or None)``."""
     data = sachs()
-    options = dict(names=data.names, density=args.density, intervention="imperfect",
+    options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
                    graph_estimator=args.graph_estimator, refit_steps=args.refit_steps, restarts=args.restarts,
                    log_transform=args.log_transform, seed=args.seed)
     if args.quick:
@@ -121,14 +123,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seconds = time.perf_counter() - start
     m = evaluate(data.adjacency, result.adjacency, data.regimes, exact_assignment_probs(result).argmax(1))
     how = "lambda, gamma by held-out ELBO" if selection else "fit defaults"
-    if args.graph_estimator != "straight-through" or args.refit_steps:
+    if args.graph_estimator or args.refit_steps:
         how += f", --graph-estimator {args.graph_estimator} --refit-steps {args.refit_steps}"
     if args.restarts > 1:
         how += f", {args.restarts} restarts (highest ELBO: seed {result.settings['chosen_seed']})"
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings
     lines = [
-        f"### Sachs (Table 2): {args.density} density, conditions hidden (latent), imperfect interventions, "
+        f"### Sachs (Table 2): {args.density} density, conditions hidden (latent), {args.model_intervention} interventions, "
         f"{'log' if args.log_transform else 'raw'} data, seed {args.seed}{' (quick smoke run)' if args.quick else ''}",
         "",
         command_line("sachs.py", argv),

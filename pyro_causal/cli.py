@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--target-logit", type=float, default=-2.0, help="prior logit gamma of each target (default -2)")
     m.add_argument("--edge-logit", type=float, default=-2.0, help="prior logit lambda of each edge (default -2)")
     m.add_argument("--assignment", default="exact", choices=("exact", "amortized"), help="q(z): exact optimum (default) or the amortised network")
-    m.add_argument("--graph-estimator", default="straight-through", choices=("straight-through", "local"), help="edge gradient: straight-through (default, the paper's) or the exact local gain where the density has it")
+    m.add_argument("--graph-estimator", choices=("straight-through", "local"), help="edge gradient: straight-through (the paper's) or the exact local gain where the density has it; default: local when some rows' regimes are given, else straight-through")
     m.add_argument("--select", action="store_true",
                    help="choose --edge-logit and --target-logit by held-out ELBO on a 20%% split (6 fits, then a refit)")
     s = f.add_argument_group("supervision (section 3.9)")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--round-steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")
     t.add_argument("--max-rounds", type=_positive_int, default=defaults.max_rounds, help="budget of penalty updates")
     t.add_argument("--tolerance", type=_positive_float, default=defaults.tolerance, help="stop when h is below this")
-    t.add_argument("--two-cycles", choices=("resolve", "allow"), help="resolve: sampled graphs never hold both i->j and j->i (default); allow: the paper's independent edges (default with --graph-estimator local)")
+    t.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"), help="resolve: sampled graphs never hold both i->j and j->i (default); allow: the paper's independent edges")
     t.add_argument("--restarts", type=_positive_int, default=1, help="independent fits from seeds SEED, SEED+1, ...; the highest ELBO is kept (default 1)")
     t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
     t.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits (see docs/method.md)")

@@ -32,6 +32,10 @@ class StraightThroughBernoulli(Bernoulli):
         hard = torch.bernoulli(probs.detach())
         return hard + (probs - probs.detach())
 
+    def marginal_probs(self) -> Tensor:
+        """``P(A_ij = 1)`` under this law: the probabilities themselves (independent entries)."""
+        return self.probs
+
 
 class TwoCycleFreeBernoulli(StraightThroughBernoulli):
     """``q(A)`` of a graph: independent edge proposals ``Bernoulli(p)``; where both ``i -> j`` and
@@ -76,6 +80,10 @@ class TwoCycleFreeBernoulli(StraightThroughBernoulli):
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         with torch.no_grad():
             return self._resolve(torch.bernoulli(self.probs.expand(self._extended_shape(sample_shape))))
+
+    def marginal_probs(self) -> Tensor:
+        """``P(A_ij = 1)``: ``p_ij (1 - p_ji / 2)`` on free pairs, ``p_ij`` elsewhere."""
+        return torch.where(self.pairs, self.probs * (1 - self.probs.transpose(-1, -2) / 2), self.probs)
 
     def pair_log_probs(self) -> tuple[Tensor, Tensor, Tensor]:
         """``log q`` of the states none, ``i -> j``, ``j -> i`` of every pair, each ``(d, d)``

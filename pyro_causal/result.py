@@ -80,7 +80,13 @@ class FitResult:
 
     @property
     def final_elbo(self) -> float:
+        """The last training step's one-draw ELBO per row (noisy; see :attr:`elbo`)."""
         return float(self.elbo_trace[-1]) if len(self.elbo_trace) else float("nan")
+
+    @property
+    def elbo(self) -> float:
+        """The ELBO per training row of the returned fit: 16 draws of ``(A, U)``, ``z`` summed out."""
+        return float(self.settings.get("elbo", float("nan")))
 
     @property
     def final_h(self) -> float:
@@ -135,6 +141,7 @@ class FitResult:
             "settings": {k: v for k, v in self.settings.items() if not k.startswith("_")},
             "stop_reason": self.stop_reason,
             "steps": int(len(self.elbo_trace)),
+            "elbo_per_row": self.elbo,
             "final_elbo_per_row": self.final_elbo,
             "final_h": self.final_h,
             "num_edges": int(self.adjacency.sum()),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional
 
@@ -25,6 +27,13 @@ from .optim import Adam
 logger = logging.getLogger(__name__)
 
 STOP_REASONS = ("converged", "budget", "diverged", "stopped")
+OUTLIER_WINDOW = 200
+"""Recent accepted steps whose ELBO the outlier test compares against."""
+OUTLIER_MIN_HISTORY = 50
+OUTLIER_MAX_CONSECUTIVE = 10
+"""After this many outliers in a row the level has really moved: the window restarts."""
+OUTLIER_MIN_SPREAD = 0.1
+"""Floor of the robust spread (nats per row), so a very steady trace does not flag small dips."""
 
 
 @dataclass
@@ -43,6 +52,10 @@ class TrainingConfig:
         tensorwise_edges: one second moment for the whole edge-logit matrix (see :mod:`.optim`).
         refit_steps: steps after the penalty loop with the edges restricted to the order found
             (:meth:`Trainer.start_refit`); 0 turns the refit off.
+        outlier_tolerance: a step whose one-sample ELBO per row lies more than this many robust
+            standard deviations (1.4826 x median absolute deviation) below the median of the
+            last accepted steps is not applied (:meth:`Trainer.is_outlier`); ``None`` applies
+            every step.
     """
 
     learning_rate: float = 3e-2
@@ -55,6 +68,7 @@ class TrainingConfig:
     graph_estimator: str = "straight-through"
     tensorwise_edges: bool = False
     refit_steps: int = 0
+    outlier_tolerance: Optional[float] = 10.0
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -65,6 +79,8 @@ class TrainingConfig:
             raise ValueError(f"refit_steps must be >= 0, got {self.refit_steps}")
         if self.num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
+        if self.outlier_tolerance is not None and not self.outlier_tolerance > 0:
+            raise ValueError(f"outlier_tolerance must be > 0 or None, got {self.outlier_tolerance}")
         if self.graph_estimator not in GRAPH_ESTIMATORS:
             raise ValueError(
                 f"unknown graph_estimator {self.graph_estimator!r}; choose one of {', '.join(GRAPH_ESTIMATORS)}"
@@ -133,6 +149,9 @@ class Trainer:
         self.elbo_trace: List[float] = []
         self.h_trace: List[float] = []
         self.stop_reason: Optional[str] = None
+        self.skipped_steps = 0
+        self._recent: deque = deque(maxlen=OUTLIER_WINDOW)
+        self._consecutive_outliers = 0
         self._last_good = self._snapshot()
 
     # ----------------------------------------------------------------- one step
@@ -169,22 +188,54 @@ class Trainer:
         h = self.constraint()
         return -objective / n + self.lagrangian(h), elbo / n, h
 
+    def is_outlier(self, elbo: float) -> bool:
+        """Whether a step's ELBO per row is far below the recent ones (then it is not applied).
+
+        The bound is estimated from one draw of ``(A, U)``: a rare draw (an edge of probability
+        0.999 left out, an embedding in the tail of ``q(u)``) can score tens of nats per row
+        below the others and give a gradient thousands of times larger.  Adam's second moment
+        remembers such a gradient for thousands of steps, and the jump it takes can leave the
+        mixture in a much worse state (seen on fits of ``examples/table1.py``).  Such draws are
+        skipped, as large-scale training skips loss spikes; after
+        :data:`OUTLIER_MAX_CONSECUTIVE` in a row the level has moved and the window restarts.
+        """
+        tolerance = self.config.outlier_tolerance
+        if tolerance is None or len(self._recent) < OUTLIER_MIN_HISTORY:
+            return False
+        if self._consecutive_outliers >= OUTLIER_MAX_CONSECUTIVE:
+            self._recent.clear()
+            self._consecutive_outliers = 0
+            return False
+        median = statistics.median(self._recent)
+        spread = 1.4826 * statistics.median(abs(v - median) for v in self._recent)
+        return elbo < median - tolerance * max(spread, OUTLIER_MIN_SPREAD)
+
     def step(self) -> float:
-        """One Adam step; returns the loss.  Non-finite losses raise ``FloatingPointError``."""
+        """One Adam step; returns the loss.  Non-finite losses raise ``FloatingPointError``.
+
+        A step whose ELBO :meth:`is_outlier` is counted (``skipped_steps``) but not applied.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         loss, elbo, h = self.loss()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.step_count}")
-        loss.backward()
-        self.optimizer.step()
+        loss.backward()  # also for a skipped step: data-parallel processes reduce every backward
+        value = float(elbo)
+        if self.is_outlier(value):
+            self.skipped_steps += 1
+            self._consecutive_outliers += 1
+        else:
+            self._consecutive_outliers = 0
+            self._recent.append(value)
+            self.optimizer.step()
         self.step_count += 1
         if self.lagrangian_stop is None:
             self.steps_this_round += 1
         else:
             self.refit_done += 1
-        self.elbo_trace.append(float(elbo))
+        self.elbo_trace.append(value)
         self.h_trace.append(float(h.detach()))
         if self.step_count % self.config.log_every == 0:
             self._emit("step")
@@ -283,6 +334,9 @@ class Trainer:
             "lagrangian_stop": self.lagrangian_stop,
             "elbo_trace": list(self.elbo_trace),
             "h_trace": list(self.h_trace),
+            "skipped_steps": self.skipped_steps,
+            "recent_elbos": list(self._recent),
+            "consecutive_outliers": self._consecutive_outliers,
             "rng": pyro.util.get_rng_state(),
         }
 
@@ -296,7 +350,13 @@ class Trainer:
         self.lagrangian_stop = state.get("lagrangian_stop")
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
+        self._restore_outlier_state(state)
         pyro.util.set_rng_state(state["rng"])
+
+    def _restore_outlier_state(self, state: dict) -> None:
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self._recent = deque(state.get("recent_elbos", ()), maxlen=OUTLIER_WINDOW)
+        self._consecutive_outliers = state.get("consecutive_outliers", 0)
 
     def save_checkpoint(self, path) -> None:
         torch.save(self.state_dict(), path)
@@ -314,3 +374,4 @@ class Trainer:
         self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
         self.refit_done, self.lagrangian_stop = snapshot["refit_done"], snapshot["lagrangian_stop"]
         self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])
+        self._restore_outlier_state(snapshot)

@@ -27,6 +27,7 @@ def test_table1_runs(tmp_path, capsys):
                          "--first-round-steps", "5", "--max-rounds", "1", "--out", str(out)])
     text = out.read_text()
     assert "| latent |" in text and "| observational |" in text and "5.9 ± 6.2" in text
+    assert "ARI of the Bayes classifier" in text
 
 
 def test_edge_trajectories_runs(capsys):
@@ -43,8 +44,9 @@ def test_sachs_example_runs(tmp_path):
 
 def test_cause_effect_example_runs(tmp_path):
     out, figure = tmp_path / "results.md", tmp_path / "hist.png"
-    load("cause_effect").main(["--quick", "--pairs", "2", "--out", str(out), "--figure", str(figure)])
-    assert figure.stat().st_size > 0 and out.exists()
+    load("cause_effect").main(["--quick", "--pairs", "2", "--model-intervention", "perfect",
+                               "--out", str(out), "--figure", str(figure)])
+    assert figure.stat().st_size > 0 and "perfect intervention model" in out.read_text()
 
 
 def test_tutorial_runs(tmp_path, capsys):

@@ -132,6 +132,70 @@ def test_divergence_stops_and_keeps_the_last_good_state():
         torch.testing.assert_close(value, good[key], equal_nan=False)
 
 
+def test_a_step_far_below_the_recent_elbos_is_not_applied():
+    from pyro_causal.trainer import OUTLIER_MAX_CONSECUTIVE, OUTLIER_MIN_HISTORY
+
+    torch.manual_seed(0)
+    model = LatentInterventionModel(3, truncation=3)
+    trainer = Trainer(model, torch.randn(100, 3))
+    assert not trainer.is_outlier(-1e6)  # no history yet
+    trainer._recent.extend(-10.0 + 0.2 * torch.randn(OUTLIER_MIN_HISTORY).numpy())
+    assert not trainer.is_outlier(-10.5) and trainer.is_outlier(-25.0)
+
+    real_loss = trainer.loss
+
+    def spike():
+        loss, elbo, h = real_loss()
+        return loss * 1e4, elbo - 1e3, h
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.loss = spike
+    trainer.step()
+    assert trainer.skipped_steps == 1 and trainer.step_count == 1
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    # a level that has really moved is accepted after a few outliers in a row
+    for _ in range(OUTLIER_MAX_CONSECUTIVE - 1):
+        trainer.step()
+    assert trainer.skipped_steps == OUTLIER_MAX_CONSECUTIVE
+    trainer.step()
+    assert trainer.skipped_steps == OUTLIER_MAX_CONSECUTIVE and len(trainer._recent) == 1
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="outlier_tolerance"):
+        TrainingConfig(outlier_tolerance=0.0)
+
+
+def test_the_edge_gradient_default_follows_the_supervision(chain):
+    short = PenaltySchedule(first_round_steps=20, round_steps=10, max_rounds=1)
+    latent = fit(chain.x, schedule=short)
+    unknown = fit(chain.x, regimes=chain.regimes, schedule=short)
+    semi = fit(chain.x, regimes=np.where(np.arange(len(chain.x)) % 2 == 0, chain.regimes, -1), schedule=short)
+    mlp = fit(chain.x, regimes=chain.regimes, density="mlp", schedule=short)
+    observational = fit(chain.x, observational=True, schedule=short)
+    assert latent.settings["graph_estimator"] == observational.settings["graph_estimator"] == "straight-through"
+    assert unknown.settings["graph_estimator"] == semi.settings["graph_estimator"] == "local"
+    assert mlp.settings["graph_estimator"] == "straight-through"  # no exact edge gains
+    assert fit(chain.x, regimes=chain.regimes, graph_estimator="straight-through",
+               schedule=short).settings["graph_estimator"] == "straight-through"
+    for result in (latent, unknown):  # the reported bound is the 16-draw one, not the last step's
+        x = torch.as_tensor(result.standardizer(chain.x), dtype=torch.float32)
+        regimes = None if result is latent else torch.as_tensor(chain.regimes)
+        assert result.elbo == pytest.approx(mean_elbo(result.model, x, regimes, seed=0)[0], rel=1e-6)
+        assert result.summary()["elbo_per_row"] == result.elbo
+
+
+def test_mean_elbo_in_chunks_is_the_same_bound():
+    torch.manual_seed(0)
+    model = LatentInterventionModel(3, truncation=3)
+    with torch.no_grad():  # a deterministic q(A, U): the bound no longer depends on the draw
+        model.guide.edge_logits.copy_(torch.tensor([[0.0, 30.0, -30.0], [-30.0, 0.0, 30.0], [-30.0, -30.0, 0.0]]))
+        model.guide.embedding_log_scale.fill_(-30.0)
+    x = torch.randn(101, 3)
+    whole, whole_local = mean_elbo(model, x, num_draws=2)
+    chunked, chunked_local = mean_elbo(model, x, num_draws=2, batch_size=17)
+    assert chunked == pytest.approx(whole, rel=1e-5) and chunked_local == pytest.approx(whole_local, rel=1e-5)
+
+
 def test_resuming_from_a_checkpoint_gives_the_same_result(tmp_path):
     x = torch.randn(200, 3)
     schedule = PenaltySchedule(first_round_steps=10, round_steps=5, max_rounds=3)

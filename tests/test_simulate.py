@@ -1,4 +1,6 @@
 """Tests of the SCM simulator (paper, section 4)."""
+from dataclasses import replace
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -159,3 +161,46 @@ def test_write_simulation_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "other_targets.csv").read_text() == "keep"
     assert not (tmp_path / "other_adjacency.csv").exists()  # nothing written
     write_simulation(data, tmp_path / "sim.csv", overwrite=True)
+
+
+def test_regime_log_likelihood_matches_the_pair_written_out():
+    """A -> B with a stochastic intervention: each regime's density by hand."""
+    data = next(d for d in (simulate_cause_effect(300, s) for s in range(20)) if d.adjacency[0, 1])
+    (mech_a, mech_b), _ = data.mechanisms
+    a, b = data.x[:, 0], data.x[:, 1]
+
+    def log_normal(value, mean, std):
+        return -0.5 * ((value - mean) / std) ** 2 - np.log(std * np.sqrt(2 * np.pi))
+
+    obs_a, obs_b = log_normal(a, 0.0, mech_a.noise_std), log_normal(b, mech_b.w_in[0] * a, mech_b.noise_std)
+    expected = np.column_stack([obs_a + obs_b, log_normal(a, 2.0, 1.0) + obs_b, obs_a + log_normal(b, 2.0, 1.0)])
+    np.testing.assert_allclose(data.regime_log_likelihood(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mechanism,intervention", [("linear", "imperfect"), ("mlp", "stochastic")])
+def test_regime_log_likelihood_is_the_sampling_density(mechanism, intervention):
+    """Rows score higher under their own regime than under the others, on average."""
+    data = simulate(5, 1.0, 3000, mechanism, intervention, seed=2)
+    table = data.regime_log_likelihood()
+    own = table[np.arange(len(table)), data.regimes]
+    for k in range(1, data.num_regimes):
+        rows = data.regimes == k
+        assert own[rows].mean() > table[rows, 0].mean()  # the intervention is visible
+        assert own[rows].mean() >= table[rows].mean(0).max() - 1e-12
+
+
+def test_regime_posterior_is_the_bayes_classifier():
+    weak = simulate(6, 1.0, 3000, seed=3)
+    strong = simulate(6, 1.0, 3000, seed=3, intervention_mean=12.0)
+    for data in (weak, strong):
+        probs = data.regime_posterior()
+        np.testing.assert_allclose(probs.sum(1), 1.0)
+    accuracy = lambda d: (d.regime_posterior().argmax(1) == d.regimes).mean()  # noqa: E731
+    assert accuracy(strong) > 0.99 > accuracy(weak) > 1.0 / weak.num_regimes
+
+
+def test_regime_log_likelihood_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="no closed form"):
+        simulate(4, 1.0, 200, "nonadditive", seed=0).regime_log_likelihood()
+    with pytest.raises(ValueError, match="no true mechanisms"):
+        replace(simulate(4, 1.0, 200, seed=0), mechanisms=None).regime_log_likelihood()

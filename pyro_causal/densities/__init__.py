@@ -1,7 +1,7 @@
 """Conditional density families ``g_j`` (paper, section 3.4) and their registry."""
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Union
 
 from .base import ConditionalDensity
 from .flow import DeepSigmoidalFlow, DeepSigmoidalFlowTransform
@@ -25,6 +25,15 @@ def available_densities() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
+    """Whether a family (a registered name or an instance) computes exact edge gains."""
+    if isinstance(density, ConditionalDensity):
+        return density.provides_edge_gain
+    if density not in _REGISTRY:
+        raise ValueError(f"unknown density {density!r}; choose one of {', '.join(available_densities())}")
+    return bool(getattr(_REGISTRY[density], "provides_edge_gain", False))
+
+
 def make_density(name: str, num_variables: int, embedding_dim: int, **options) -> ConditionalDensity:
     """Build the density family called ``name``; unknown names raise ``ValueError``."""
     if name not in _REGISTRY:
@@ -39,6 +48,7 @@ __all__ = [
     "DeepSigmoidalFlow",
     "DeepSigmoidalFlowTransform",
     "make_density",
+    "provides_edge_gain",
     "register_density",
     "available_densities",
 ]
