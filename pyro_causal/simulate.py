@@ -109,8 +109,7 @@ class SimulatedData:
         if self.mechanism == "nonadditive":
             raise ValueError("the non-additive mechanisms' conditional density has no closed form")
         observed, intervened = self.mechanisms
-        zero = np.zeros(len(self.x))
-
+        zero = np.zeros(len(self.x))  # noise 0: the mechanisms return their conditional means
         log_obs = np.empty_like(self.x)
         log_int = np.empty_like(self.x)
         for j, (before, after) in enumerate(zip(observed, intervened)):
