@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -34,7 +33,7 @@ from pyro_causal.metrics import hamming_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
 from sachs import QUICK, append_section, command_line  # noqa: E402
-from table1 import variant_options  # noqa: E402
+from table1 import map_in_processes, variant_options  # noqa: E402
 
 GRAPHS = ("A -> B", "B -> A", "no edge")
 
@@ -67,13 +66,10 @@ def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool
     tasks = [(seed, variant) for seed in seeds for variant in variants]
     one = partial(fit_pair, samples=samples, quick=quick, intervention=intervention, restarts=restarts,
                   graph_estimator=graph_estimator)
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
-    for (seed, variant), record in zip(tasks, pool.map(one, tasks) if pool else map(one, tasks)):
+    for (seed, variant), record in zip(tasks, map_in_processes(one, tasks, jobs)):
         records[variant].append(record)
         print(f"pair {seed:2d} ({record['graph']:>7}) {variant:>13}: HD {record['hd']}  "
               f"{record['seconds']:.1f}s ({record['stop']})", flush=True)
-    if pool:
-        pool.shutdown()
     return records
 
 

@@ -59,6 +59,15 @@ def variant_options(variant: str, data, seed: int, labelled: float) -> dict:
     raise SystemExit(f"unknown variant {variant!r}")
 
 
+def map_in_processes(function, tasks, jobs: int):
+    """``function`` over ``tasks`` in order, ``jobs`` processes at a time (in this one if 1)."""
+    if jobs <= 1:
+        yield from map(function, tasks)
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        yield from pool.map(function, tasks)
+
+
 def run_one(task, args, schedule):
     """Fit one (graph seed, variant): ``(HD, SHD, F1, ARI, seconds, stop reason, ELBO per row)``."""
     torch.set_num_threads(1)
@@ -132,15 +141,12 @@ def main(argv=None) -> None:
                                    round_steps=min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
                                    max_rounds=args.max_rounds or defaults.max_rounds)
     tasks = [(seed, variant) for seed in range(args.first_seed, args.first_seed + args.graphs) for variant in variants]
-    run = partial(run_one, args=args, schedule=schedule)
     rows = {v: [] for v in variants}
-    pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
-    for (seed, variant), row in zip(tasks, pool.map(run, tasks) if pool else map(run, tasks)):
+    for (seed, variant), row in zip(tasks, map_in_processes(partial(run_one, args=args, schedule=schedule),
+                                                            tasks, args.jobs)):
         rows[variant].append(row)
         print(f"seed {seed} {variant:>13}: HD {row[0]:3d}  SHD {row[1]:3d}  F1 {row[2]:.2f}  "
               f"ARI {row[3]:.2f}  ELBO/row {row[6]:.3f}  {row[4]:.0f}s  ({row[5]})", flush=True)
-    if pool:
-        pool.shutdown()
     key = ("flow" if args.density == "flow" else args.mechanism if args.mechanism != "nonadditive" else "flow",
            args.intervention, int(args.edges_per_node))
     paper = PAPER.get(key, {})

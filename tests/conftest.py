@@ -1,6 +1,11 @@
+from unittest import mock
+
 import pyro
 import pytest
 import torch
+
+from pyro_causal.elbo import elbo_terms
+from pyro_causal.model import LatentInterventionModel
 
 # Small tensors: one thread is fastest, and avoids oversubscribing shared CI cores.
 torch.set_num_threads(1)
@@ -15,3 +20,29 @@ def clean_pyro_state():
     torch.set_default_dtype(torch.float32)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def two_variable_problem():
+    """``make(two_cycles) -> (model, x, at_graph)``: a two-variable model whose only noise is
+    the graph (embeddings deterministic, coefficients far from zero), 60 correlated rows, and
+    ``at_graph(A)``, the part of the local-estimator ELBO that depends on the sampled graph."""
+
+    def make(two_cycles):
+        torch.manual_seed(1)
+        model = LatentInterventionModel(2, truncation=2, embedding_dim=2, two_cycles=two_cycles)
+        with torch.no_grad():
+            model.guide.embedding_log_scale.fill_(-30.0)
+            model.guide.edge_logits.copy_(torch.tensor([[0.0, 0.3], [-0.4, 0.0]]))
+            model.density.net[-1].weight.normal_(0.0, 0.5)
+        x = torch.randn(60, 2) @ torch.tensor([[1.0, 0.8], [0.0, 0.6]])
+        law = type(model.guide.graph_dist())
+
+        def at_graph(adjacency):
+            with mock.patch.object(law, "sample", lambda self, *a: adjacency):
+                terms = elbo_terms(model, x, graph_estimator="local")
+            return float((terms.elbo + terms.kl_graph).detach())
+
+        return model, x, at_graph
+
+    return make

@@ -197,25 +197,12 @@ def test_edge_gain_equals_brute_force_toggle_of_each_edge(intervention):
     assert gain.abs().max() > 0.1  # not trivially zero
 
 
-def test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy():
+def test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy(two_variable_problem):
     # With d = 2 the graph has four states, so d E_q(A)[ELBO] / d lambda is a finite sum.  The
     # embeddings are made deterministic so that the graph is the only source of noise.
-    from unittest import mock
-
-    torch.manual_seed(1)
-    m = LatentInterventionModel(2, truncation=2, embedding_dim=2, two_cycles="allow")
-    with torch.no_grad():
-        m.guide.embedding_log_scale.fill_(-30.0)
-        m.guide.edge_logits.copy_(torch.tensor([[0.0, 0.3], [-0.4, 0.0]]))
-        m.density.net[-1].weight.normal_(0.0, 0.5)  # coefficients far from zero
-    x = torch.randn(60, 2) @ torch.tensor([[1.0, 0.8], [0.0, 0.6]])
+    m, x, at_graph = two_variable_problem("allow")
     logits = m.guide.edge_logits
     pairs = ([0, 1], [1, 0])
-
-    def at_graph(adjacency):
-        with mock.patch.object(StraightThroughBernoulli, "sample", lambda self, *a: adjacency):
-            terms = elbo_terms(m, x, graph_estimator="local")
-        return float((terms.elbo + terms.kl_graph).detach())  # the part that depends on the sample
 
     probs = torch.sigmoid(logits.detach())[pairs]
     baseline = at_graph(torch.zeros(2, 2))  # sum_A dq(A) = 0: subtracting it only removes rounding
