@@ -10,7 +10,7 @@ MODULES = [
     "pyro_causal.acyclicity", "pyro_causal.optim", "pyro_causal.trainer", "pyro_causal.api", "pyro_causal.result",
     "pyro_causal.variants", "pyro_causal.priors", "pyro_causal.distributions", "pyro_causal.densities",
     "pyro_causal.posterior", "pyro_causal.plots", "pyro_causal.metrics", "pyro_causal.simulate",
-    "pyro_causal.datasets", "pyro_causal.io", "pyro_causal.selection", "pyro_causal.distributed",
+    "pyro_causal.datasets", "pyro_causal.io", "pyro_causal.selection", "pyro_causal.search", "pyro_causal.distributed",
 ]
 
 

@@ -44,7 +44,7 @@ def true_graph(adjacency: np.ndarray) -> str:
 
 
 def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int = 1,
-             graph_estimator: Optional[str] = None) -> dict:
+             graph_estimator: Optional[str] = None, edge_search: int = 0, search: Optional[dict] = None) -> dict:
     """Fit one ``(pair seed, variant)``: a record (graph, hd, seconds, stop reason)."""
     torch.set_num_threads(1)
     seed, variant = task
@@ -52,20 +52,20 @@ def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int =
     start = time.perf_counter()
     options = variant_options(variant, data, seed, labelled=0.1)
     result = fit(data.x, names=data.names, seed=seed, intervention=intervention, restarts=restarts,
-                 graph_estimator=graph_estimator, **options,
+                 graph_estimator=graph_estimator, edge_search=edge_search, **(search or {}), **options,
                  **({"schedule": QUICK} if quick else {}))
     return {"graph": true_graph(data.adjacency), "seconds": time.perf_counter() - start,
             "hd": hamming_distance(data.adjacency, result.adjacency), "stop": result.stop_reason}
 
 
 def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool,
-        intervention: str = "imperfect", jobs: int = 1, restarts: int = 1,
-        graph_estimator: Optional[str] = None) -> Dict[str, List[dict]]:
+        intervention: str = "imperfect", jobs: int = 1, restarts: int = 1, edge_search: int = 0,
+        graph_estimator: Optional[str] = None, search: Optional[dict] = None) -> Dict[str, List[dict]]:
     """Fit every pair in every variant (``jobs`` fits at a time, one thread each)."""
     records: Dict[str, List[dict]] = {v: [] for v in variants}
     tasks = [(seed, variant) for seed in seeds for variant in variants]
     one = partial(fit_pair, samples=samples, quick=quick, intervention=intervention, restarts=restarts,
-                  graph_estimator=graph_estimator)
+                  graph_estimator=graph_estimator, edge_search=edge_search, search=search)
     for (seed, variant), record in zip(tasks, map_in_processes(one, tasks, jobs)):
         records[variant].append(record)
         print(f"pair {seed:2d} ({record['graph']:>7}) {variant:>13}: HD {record['hd']}  "
@@ -120,6 +120,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
+    parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
+    parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
+    parser.add_argument("--search-restarts", type=int, default=3, help="fit's search_restarts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     parser.add_argument("--figure", default="docs/cause_effect.png")
     parser.add_argument("--out", default="docs/results.md")
@@ -128,11 +131,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.set_num_threads(1)
     seeds = range(args.first_seed, args.first_seed + args.pairs)
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
-                  args.restarts, args.graph_estimator)
+                  args.restarts, args.edge_search, args.graph_estimator,
+                  {"search_moves": tuple(args.search_moves.split(",")), "search_restarts": args.search_restarts})
     lines = [
         f"### Cause-effect pairs (Figure 3): {args.pairs} pairs, seeds {seeds[0]}..{seeds[-1]}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
         f"{args.restarts} restart(s)"
+        f"{f', edge search {args.edge_search} round(s) of {args.search_moves}, {args.search_restarts} seeds per graph' if args.edge_search else ''}"
         f"{' (quick smoke run)' if args.quick else ''}",
         "",
         command_line("cause_effect.py", argv),

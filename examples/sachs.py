@@ -61,6 +61,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--refit-steps", type=int, default=0, help="refit the edges in the order found (0 = off)")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
+    parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
+    parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--no-write", action="store_true")
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace):
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
                    graph_estimator=args.graph_estimator, refit_steps=args.refit_steps, restarts=args.restarts,
+                   edge_search=args.edge_search, search_moves=tuple(args.search_moves.split(",")),
                    log_transform=args.log_transform, seed=args.seed)
     if args.quick:
         options["schedule"] = QUICK
@@ -127,6 +130,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         how += f", --graph-estimator {args.graph_estimator} --refit-steps {args.refit_steps}"
     if args.restarts > 1:
         how += f", {args.restarts} restarts (highest ELBO: seed {result.settings['chosen_seed']})"
+    if args.edge_search:
+        how += (f", edge search {args.edge_search} round(s) of {args.search_moves}: "
+                f"{len(result.settings['edge_search']['moves'])} move(s)")
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings
     lines = [

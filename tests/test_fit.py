@@ -289,3 +289,11 @@ def test_cli_edge_and_density_options(chain, tmp_path, capsys):
     assert main(["fit", str(csv), "--out", str(tmp_path / "flow"), "--density", "flow", "--activation", "tanh", *tiny]) == 1
     assert "--activation applies to --density mlp" in capsys.readouterr().err
     assert not (tmp_path / "flow").exists()
+    searched = tmp_path / "searched"
+    assert main(["fit", str(csv), "--out", str(searched), "--edge-search", "1", "--search-moves", "reverse,remove",
+                 "--search-restarts", "1", *tiny]) == 0
+    settings = json.loads((searched / "summary.json").read_text())["settings"]
+    assert settings["edge_search"]["scores"] and settings["search_moves"] == ["reverse", "remove"]
+    assert main(["fit", str(csv), "--out", str(tmp_path / "flip"), "--edge-search", "1", "--search-moves", "flip", *tiny]) == 1
+    err = capsys.readouterr().err
+    assert "unknown search move(s) ['flip']" in err and "Traceback" not in err
