@@ -17,7 +17,7 @@ from .elbo import mean_elbo
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .result import FitResult, Standardizer
-from .search import DEFAULT_MOVES, held_logits, neighbours, search_edges
+from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
 from .trainer import Trainer, TrainingConfig, TrainingEvent
 from .variants import resolve_supervision
 
@@ -143,7 +143,7 @@ def fit(
     """
     if edge_search < 0 or search_restarts < 1:
         raise ValueError(f"edge_search must be >= 0 and search_restarts >= 1, got {edge_search} and {search_restarts}")
-    neighbours(np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1)), search_moves)  # unknown moves fail now
+    check_moves(search_moves)
     pristine = copy.deepcopy(density) if edge_search and isinstance(density, ConditionalDensity) else density
     data, names, standardizer = prepare_data(x, names, standardize, log_transform)
     n, d = data.shape

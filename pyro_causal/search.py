@@ -4,16 +4,15 @@ The penalty loop picks each edge's direction within one round, while the mixture
 almost every row in the observational component (``docs/method.md``, "The mixture before the
 direction is chosen"), so the interventions that orient an edge can be missing from that choice.
 Once a DAG is found, its neighbours (each edge reversed or removed and, on request, each absent
-edge added, the moves of bnlearn's hill climbing) are scored by the
-quantity variational Bayes compares models with: the bound of a fit whose graph is held at the
-candidate, plus the candidate's log prior,
+edge added) are scored by the quantity variational Bayes compares models with: the bound of a
+fit whose graph is held at the candidate, plus the candidate's log prior,
 
     score(G) = max over seeds of ELBO(q | G) / N + log p(G) / N,
 
-with ``q`` refitted from scratch for every ``G`` (the mixture, targets and mechanisms then adapt
-to that graph; starting from the found state would favour it).  The best neighbour replaces the
-graph while it scores higher, for at most ``rounds`` rounds (hill climbing, as greedy
-equivalence search does with BIC).
+with ``q`` refitted from scratch for every ``G``, so that the mixture, targets and mechanisms
+adapt to that graph (continuing from the state found gave scores too noisy to rank).  The best
+neighbour replaces the graph while it scores higher, for at most ``rounds`` rounds: hill
+climbing, as bnlearn's ``hc`` does with BIC.
 """
 from __future__ import annotations
 
@@ -34,6 +33,13 @@ DEFAULT_MOVES = ("reverse", "remove")
 mechanisms' weights are point estimates), less than the spread of held fits (``fit``'s docstring)."""
 
 
+def check_moves(moves: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming any move that is not one of :data:`MOVES`."""
+    unknown = set(moves) - set(MOVES)
+    if unknown:
+        raise ValueError(f"unknown search move(s) {sorted(unknown)}; choose from {', '.join(MOVES)}")
+
+
 def neighbours(adjacency: np.ndarray, edge_logit: np.ndarray, moves: Sequence[str] = DEFAULT_MOVES) -> List[Tuple[Move, np.ndarray]]:
     """The DAGs one edge away that the prior allows: an edge reversed or removed, or one added.
 
@@ -46,9 +52,7 @@ def neighbours(adjacency: np.ndarray, edge_logit: np.ndarray, moves: Sequence[st
         ``[((move, i, j), graph), ...]``: reversals and removals of each edge ``i -> j``, then
         additions of each absent ``i -> j`` whose graph stays acyclic.
     """
-    unknown = set(moves) - set(MOVES)
-    if unknown:
-        raise ValueError(f"unknown search move(s) {sorted(unknown)}; choose from {', '.join(MOVES)}")
+    check_moves(moves)
     found = []
     for i, j in zip(*np.nonzero(adjacency)):
         i, j = int(i), int(j)
