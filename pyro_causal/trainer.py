@@ -200,7 +200,7 @@ class Trainer:
         spikes; the edge logits still take the step, because a draw that left out an edge the
         data need is the one whose straight-through gradient defends that edge (with the whole
         step skipped, the prior and the penalty eroded true edges of cause-effect pairs from
-        0.95 to 0.27 and one fit ended at -124 nats per row).  After
+        0.96 to 0.27 and one fit ended at -124 nats per row).  After
         :data:`OUTLIER_MAX_CONSECUTIVE` in a row the level has moved and the window restarts.
         """
         tolerance = self.config.outlier_tolerance
@@ -231,19 +231,14 @@ class Trainer:
         if self.is_outlier(value):
             self.skipped_steps += 1
             self._consecutive_outliers += 1
-            # The edges still learn from the draw: a draw far below the others is mostly one that
-            # left out an edge the data need, and its straight-through gradient is the only one
-            # that defends that edge (the gradient of a present edge is ~0 once its weight fits;
-            # without it the prior and the penalty erode true edges).
-            edges = self.model.guide.edge_logits
+            edges = self.model.guide.edge_logits  # only the edges learn from it (see is_outlier)
             for parameter in self.model.parameters():
                 if parameter is not edges:
-                    parameter.grad = None
-            self.optimizer.step()
+                    parameter.grad = None  # Adam skips parameters without a gradient
         else:
             self._consecutive_outliers = 0
             self._recent.append(value)
-            self.optimizer.step()
+        self.optimizer.step()
         self.step_count += 1
         if self.lagrangian_stop is None:
             self.steps_this_round += 1
