@@ -28,6 +28,16 @@ SACHS_CONDITIONS = (
 )
 """Reagents added to the cells in each condition; condition 0 is the usual baseline."""
 
+SACHS_NOMINAL_TARGETS = (
+    (), (), ("pakts473",), ("PKC",), ("PIP2",), ("pmek",), ("PIP3",), ("PKC",), ("PKA",),
+)
+"""The measured variable each condition's reagent acts on, per Sachs et al. (2005), Figure 1.
+
+CD3/CD28 and ICAM-2 stimulate the whole pathway (no target); LY294002 inhibits PI3K, which is
+not measured, so its target is PI3K's product PIP3, as in IGSP's and GIES's use of these data.
+The reagents' actual effects are broader (e.g. U0126 raises, not lowers, pmek): these are the
+targets a "known" variant assumes, not ground truth."""
+
 
 @dataclass
 class SachsData:
@@ -40,6 +50,8 @@ class SachsData:
         adjacency: ``(11, 11)`` int 0/1 consensus network, ``(i, j) = 1`` iff ``i -> j``;
             18 edges.
         conditions: the 9 condition names, indexed by regime.
+        targets: ``(9, 11)`` int 0/1 nominal reagent targets (:data:`SACHS_NOMINAL_TARGETS`),
+            row = condition, for the regimes-and-targets-known variant.
 
     Example:
         >>> data = sachs(log_transform=True)
@@ -52,6 +64,7 @@ class SachsData:
     names: List[str]
     adjacency: np.ndarray
     conditions: List[str]
+    targets: np.ndarray
 
 
 def _data_file(name: str) -> "Traversable":
@@ -97,6 +110,7 @@ def sachs(log_transform: bool = False) -> SachsData:
     if len(table.x) != sum(SACHS_BLOCK_SIZES):
         raise DataError(f"{source}: {len(table.x)} rows, expected {sum(SACHS_BLOCK_SIZES)}")
     regimes = np.repeat(np.arange(len(SACHS_BLOCK_SIZES)), SACHS_BLOCK_SIZES)
+    targets = np.array([[int(name in hit) for name in table.names] for hit in SACHS_NOMINAL_TARGETS])
     return SachsData(x=table.x, regimes=regimes, names=table.names,
                      adjacency=_consensus_adjacency(table.names),
-                     conditions=list(SACHS_CONDITIONS))
+                     conditions=list(SACHS_CONDITIONS), targets=targets)

@@ -49,3 +49,11 @@ def test_log_transform(data):
     assert np.isfinite(logged.x).all()
     np.testing.assert_allclose(logged.x, np.log(data.x))
     np.testing.assert_array_equal(logged.regimes, data.regimes)
+
+
+def test_nominal_targets(data):
+    """One nominal target per reagent condition, none for the two stimulation-only conditions."""
+    assert data.targets.shape == (9, 11)
+    assert data.targets.sum(1).tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1]
+    named = {k: NAMES[int(np.argmax(data.targets[k]))] for k in range(2, 9)}
+    assert named == {2: "pakts473", 3: "PKC", 4: "PIP2", 5: "pmek", 6: "PIP3", 7: "PKC", 8: "PKA"}

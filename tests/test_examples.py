@@ -38,8 +38,14 @@ def test_edge_trajectories_runs(capsys):
 
 def test_sachs_example_runs(tmp_path):
     out = tmp_path / "results.md"
-    load("sachs").main(["--quick", "--out", str(out)])
-    assert "SHD" in out.read_text()
+    load("sachs").main(["--quick", "--dependence", "--out", str(out)])
+    text = out.read_text()
+    assert "Gaussian classifier given the conditions" in text and "in-sample argmax) reaches 0.56." in text
+    assert "| CD3/CD28 + U0126 (MEK inhibitor) | +1.49 | **+2.65** |" in text
+    assert text.count(" -> ") >= 18 and "| praf -> pmek | +0.78 | +0.69 | +0.69 | +0.68 |" in text
+    assert "| p44/42 - pakts473 (not in the consensus) | +0.64 | +0.82 | +0.77 | +0.82 |" in text
+    assert "| SHD | tp | fn | fp | rev | F1 (Table 2) | F1 (directed) | ARI |" in text
+    assert "| IGSP | 18 | 4 | 6 | 5 | 7 | 0.42 | 0.24 | — |" in text  # printed F1; directed from its counts
 
 
 def test_cause_effect_example_runs(tmp_path):

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pyro_causal.metrics import (adjusted_rand_index, edge_counts, evaluate, f1, fdr,
+from pyro_causal.metrics import (adjusted_rand_index, edge_counts, evaluate, f1, f1_excluding_reversed, fdr,
                                  format_metrics, hamming_distance, match_components, precision,
                                  recall, shd, target_recovery, tpr)
 
@@ -22,7 +22,7 @@ def _all(true, est):
     """Every single-number metric, for comparing against hand-worked values."""
     return {**edge_counts(true, est), "shd": shd(true, est), "hamming": hamming_distance(true, est),
             "precision": precision(true, est), "recall": recall(true, est), "f1": f1(true, est),
-            "tpr": tpr(true, est), "fdr": fdr(true, est)}
+            "tpr": tpr(true, est), "fdr": fdr(true, est), "f1_excluding_reversed": f1_excluding_reversed(true, est)}
 
 
 UPPER = np.triu(np.ones((4, 4), int), 1)  # complete DAG on 4 nodes, 6 edges
@@ -62,6 +62,41 @@ def test_hand_worked(true, est, expected):
     assert got["tpr"] == got["recall"]
     for key, value in expected.items():
         assert got[key] == pytest.approx(value), key
+
+
+@pytest.mark.parametrize("est, directed, excluding_reversed", [
+    (_graph((0, 1), (2, 1)), 0.5, 1.0),  # one hit, one reversal: only the directed F1 pays for it
+    (_graph((1, 0), (2, 1)), 0.0, 0.0),
+    (_graph((0, 1), (1, 2), (0, 2)), 0.8, 0.8),  # no reversal: both agree
+    (_graph((0, 1)), 2 / 3, 2 / 3),
+])
+def test_two_f1_conventions(est, directed, excluding_reversed):
+    assert f1(CHAIN, est) == pytest.approx(directed)
+    assert f1_excluding_reversed(CHAIN, est) == pytest.approx(excluding_reversed)
+    assert evaluate(CHAIN, est)["f1_excluding_reversed"] == pytest.approx(excluding_reversed)
+
+
+def _graphs_with_counts(tp, fn, fp, rev, d=12):
+    """A true and an estimated graph with exactly these edge counts (pairs ``a < b`` in turn)."""
+    pairs = iter(itertools.combinations(range(d), 2))
+    true, est = np.zeros((d, d), int), np.zeros((d, d), int)
+    for kind, count in (("tp", tp), ("fn", fn), ("fp", fp), ("rev", rev)):
+        for _ in range(count):
+            a, b = next(pairs)
+            true[a, b] = kind in ("tp", "fn", "rev")
+            est[a, b] = kind in ("tp", "fp")
+            est[b, a] = kind == "rev"
+    return true, est
+
+
+@pytest.mark.parametrize("tp, fn, fp, rev, printed", [  # the paper's Table 2 rows (CAM's 0.51 left out)
+    (4, 6, 5, 7, 0.42), (10, 0, 41, 7, 0.33), (6, 2, 25, 9, 0.31), (6, 2, 22, 9, 0.33),
+    (7, 11, 22, 3, 0.30), (7, 11, 8, 0, 0.42), (9, 9, 21, 1, 0.38),
+])
+def test_table2_f1_is_the_excluding_reversed_convention(tp, fn, fp, rev, printed):
+    true, est = _graphs_with_counts(tp, fn, fp, rev)
+    assert edge_counts(true, est) == {"tp": tp, "fp": fp, "fn": fn, "reversed": rev}
+    assert round(f1_excluding_reversed(true, est), 2) == pytest.approx(printed)
 
 
 def test_input_types_agree():
