@@ -81,7 +81,8 @@ def run_one(task, args, schedule):
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
                  schedule=schedule, two_cycles=args.two_cycles,
                  batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
-                 tensorwise_edges=args.tensorwise_edges, restarts=args.restarts, edge_search=args.edge_search,
+                 tensorwise_edges=args.tensorwise_edges, restarts=args.restarts, held_refit=args.held_refit,
+                 edge_search=args.edge_search,
                  search_moves=tuple(args.search_moves.split(",")),
                  density_options={"activation": args.activation} if args.activation else None,
                  **options)
@@ -126,6 +127,8 @@ def main(argv=None) -> None:
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
     parser.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"))
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
+    parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")

@@ -284,6 +284,9 @@ def test_cli_edge_and_density_options(chain, tmp_path, capsys):
     assert summary["settings"]["graph_estimator"] == "local" and summary["settings"]["refit_steps"] == 7
     assert summary["settings"]["tensorwise_edges"] is True
     assert summary["settings"]["restarts"] == 2 and len(summary["settings"]["restart_elbos"]) == 2
+    assert set(summary["settings"]["held_refit"]) == {"elbo_before", "elbo_after", "kept"}
+    assert main(["fit", str(csv), "--out", str(tmp_path / "unrefitted"), "--no-held-refit", *tiny]) == 0
+    assert json.loads((tmp_path / "unrefitted" / "summary.json").read_text())["settings"]["held_refit"] is None
     assert main(["fit", str(csv), "--out", str(tmp_path / "none"), "--restarts", "0", *tiny]) != 0
     assert "--restarts: must be >= 1" in capsys.readouterr().err and not (tmp_path / "none").exists()
     assert main(["fit", str(csv), "--out", str(tmp_path / "flow"), "--density", "flow", "--activation", "tanh", *tiny]) == 1
