@@ -119,8 +119,8 @@ def fit(
             ELBO on the data (16 draws, ``z`` summed out) is returned.  The bound is multimodal
             (the graph and the mixture can settle in poor local optima), and every local optimum
             is scored by the same bound, as for ``n_init`` in mixture-model libraries.
-        held_refit: after the penalty loop (and ``refit_steps``), fit a fresh model (same seed)
-            for one penalty round with its graph held at the DAG found, give it the loop's edge
+        held_refit: after the penalty loop (and ``refit_steps``), fit a fresh model (same seed,
+            no ``callbacks``) for one penalty round with its graph held at the DAG found, give it the loop's edge
             posterior, and keep it when its bound with the graph held is higher (the graph every
             posterior summary uses; :mod:`pyro_causal.held_refit`): the
             mixture and mechanisms are then fitted to the final graph instead of to the random
@@ -185,9 +185,7 @@ def fit(
         refit_steps=refit_steps,
         tensorwise_edges=tensorwise_edges,
     )
-    start = time.perf_counter()
-    best = None
-    scores = []
+
     def build(restart_seed: int, density_object) -> LatentInterventionModel:
         pyro.set_rng_seed(restart_seed)
         return LatentInterventionModel(
@@ -211,6 +209,9 @@ def fit(
         with graph_held(model, graph):
             return mean_elbo(model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=batch_size)[0]
 
+    start = time.perf_counter()
+    best = None
+    scores = []
     refit_record = None
     for restart_seed in range(seed, seed + restarts):
         # A density object given by the user is copied so that every restart starts from it.
