@@ -195,8 +195,8 @@ def held_refit_sentence(settings: dict) -> str:
     record = settings.get("held_refit")
     if not record:
         return ""
-    return (f" Held refit: bound with the graph held {record['elbo_before']:.3f} -> {record['elbo_after']:.3f} "
-            f"per row, {'kept' if record['kept'] else 'not kept'}.")
+    return (f" Held refit: bound {record['elbo_before']:.3f} -> {record['elbo_after']:.3f} per row, "
+            f"{'kept' if record['kept'] else 'not kept'}.")
 
 
 def metrics_row(label: str, m: Dict[str, float]) -> str:

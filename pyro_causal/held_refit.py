@@ -5,9 +5,9 @@ while the graph is still random and often wrong; their optimum for the final DAG
 another basin.  A fresh model trained for one penalty round with its edges held at that DAG
 (``guide.required`` / ``guide.forbidden``, :func:`graph_held`; ``h = 0`` throughout) reaches
 it, and its edge posterior is then set back to the loop's, so ``edge_probs`` and the DAG are
-unchanged.  :func:`pyro_causal.fit` keeps the refitted model when its bound with the graph held
-at the DAG (the graph the posterior summaries use) is higher.  ``docs/results.md`` measures
-the gain (bound and ARI of the assignments).
+unchanged.  :func:`pyro_causal.fit` keeps the refitted model when the bound of that posterior,
+``q(A)`` included, is higher than the loop's.  ``docs/results.md`` measures the gain (ARI of
+the assignments).
 """
 from __future__ import annotations
 

