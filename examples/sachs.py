@@ -69,7 +69,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--refit-steps", type=int, default=0, help="refit the edges in the order found (0 = off)")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
-    parser.add_argument("--batch-size", type=int, help="fit's batch_size: rows per step (default all; 1000 for mlp, flow)")
+    parser.add_argument("--batch-size", type=int,
+                        help="fit's batch_size: rows per step (default all; 1000 for mlp, flow)")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
@@ -77,7 +78,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--score-graphs", action="store_true",
                         help="also score the graph found, the consensus and the empty graph by held fits (3 seeds each)")
     parser.add_argument("--dependence", action="store_true",
-                        help="also tabulate pooled and within-condition correlations of the consensus pairs")
+                        help="also tabulate how the consensus pairs depend within and across conditions "
+                             "(correlations, partial correlations) and each condition's median shifts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--no-write", action="store_true")
@@ -95,8 +97,8 @@ def run(args: argparse.Namespace):
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
                    graph_estimator=args.graph_estimator, refit_steps=args.refit_steps, restarts=args.restarts,
-                   batch_size=args.batch_size, held_refit=args.held_refit, edge_search=args.edge_search, search_moves=tuple(args.search_moves.split(",")),
-                   log_transform=args.log_transform, seed=args.seed)
+                   batch_size=args.batch_size, held_refit=args.held_refit, edge_search=args.edge_search,
+                   search_moves=tuple(args.search_moves.split(",")), log_transform=args.log_transform, seed=args.seed)
     options.update(variant_options(data, args.variant))
     if args.quick:
         options["schedule"] = QUICK
@@ -110,7 +112,8 @@ def held_scores(data, result, args) -> List[str]:
     """Markdown rows: each graph's edge-search score (held fit, 3 seeds) = ELBO / N + log p(G) / N."""
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
                    graph_estimator=args.graph_estimator, log_transform=args.log_transform, seed=args.seed,
-                   batch_size=args.batch_size, held_refit=False, restarts=3, **({"schedule": QUICK} if args.quick else {}), **variant_options(data, args.variant))
+                   batch_size=args.batch_size, held_refit=False, restarts=3, **variant_options(data, args.variant),
+                   **({"schedule": QUICK} if args.quick else {}))
     prior = np.full(data.adjacency.shape, float(result.settings["edge_logit"]))
     lines = ["", "Held fits, scored as by the edge search (`pyro_causal.search`; 3 seeds each):", "",
              "| graph | edges | ELBO / row | score / row |", "|---|---|---|---|"]

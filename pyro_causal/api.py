@@ -221,6 +221,8 @@ def fit(
             refitted.eval()
             after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=batch_size)[0]
             record = {"elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
+            logger.info("held refit (seed %d): elbo/row %.4f -> %.4f, %s", restart_seed, score, after,
+                        "kept" if after > score else "not kept")
             if after > score:
                 model, score = refitted, after
         scores.append(score)
@@ -285,7 +287,8 @@ def fit(
             graph_estimator=graph_estimator, two_cycles=two_cycles, standardize=standardize,
             log_transform=log_transform, learning_rate=learning_rate, batch_size=batch_size, schedule=schedule,
             refit_steps=0, tensorwise_edges=tensorwise_edges, num_particles=num_particles,
-            restarts=search_restarts, held_refit=False, seed=seed, device=device, density_options=density_options, **model_options,
+            restarts=search_restarts, held_refit=False, seed=seed, device=device, density_options=density_options,
+            **model_options,
         )
 
     prior_logits = np.broadcast_to(np.asarray(torch.as_tensor(edge_logit).cpu(), dtype=float), (d, d)).copy()

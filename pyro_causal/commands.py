@@ -145,8 +145,10 @@ def run_fit(args) -> int:
     if result.stop_reason == "diverged":
         print(f"pyro-causal: warning: training diverged; wrote the last good state to {out}", file=sys.stderr)
     if not args.quiet:
+        refit = result.settings.get("held_refit")
+        refit_note = f"; held refit {'kept' if refit['kept'] else 'not kept'}" if refit else ""
         print(f"{summary['num_edges']} edges, {summary['components_in_use']} components in use, "
-              f"stopped: {result.stop_reason}; results in {out}", file=sys.stderr)
+              f"stopped: {result.stop_reason}{refit_note}; results in {out}", file=sys.stderr)
     return 0
 
 
