@@ -15,7 +15,6 @@ import io as _stdio
 import os
 import re
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
@@ -40,6 +39,10 @@ class DataError(ValueError):
 
 class OutputError(DataError):
     """An output cannot be written (a ``DataError`` so that one ``except`` serves both)."""
+
+
+class DataWarning(UserWarning):
+    """Data that can be fitted but probably should not be as they are (e.g. duplicate columns)."""
 
 
 @dataclass
@@ -395,21 +398,48 @@ def load_dcdi(path: PathLike, index: Optional[int] = None) -> DcdiData:
 # ----------------------------------------------------------------------------- writing
 
 
+def check_output_dir(path: PathLike, overwrite: bool = False,
+                     names: Iterable[str] = OUTPUT_NAMES) -> Path:
+    """Check, creating nothing, that results can be written into the folder ``path``.
+
+    ``~`` is expanded.  The folder may be missing (its nearest existing parent must then be a
+    writable folder).
+
+    Raises:
+        FileExistsError: the folder already holds one of ``names`` and ``overwrite`` is false.
+        OutputError: ``path`` is a file, one of ``names`` in it is a symbolic link or a
+            folder, or the folder cannot be created or written.
+    """
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    for name in names:
+        target = folder / name
+        if target.is_symlink():
+            raise OutputError(f"{target}: is a symbolic link; remove it (results are never written through links)")
+        if target.is_dir():
+            raise OutputError(f"{target}: is a folder, where a result file goes")
+    clash = sorted(name for name in names if (folder / name).exists())
+    if clash and not overwrite:
+        raise FileExistsError(f"{folder}: already holds results ({', '.join(clash)}); "
+                              "choose another folder or overwrite them (--overwrite, overwrite=True)")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: cannot write there ({parent} is not a writable folder)")
+    return folder
+
+
 def prepare_output_dir(path: PathLike, overwrite: bool = False,
                        names: Iterable[str] = OUTPUT_NAMES) -> Path:
-    """Create the output folder ``path`` (and its parents) and check that it is writable.
+    """:func:`check_output_dir`, then create the folder (and its parents) and check that it is writable.
 
     Raises:
         FileExistsError: the folder already holds one of ``names`` and ``overwrite`` is false.
         OutputError: ``path`` is a file, or the folder cannot be created or written.
     """
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: exists and is not a folder")
-    clash = sorted(name for name in names if (folder / name).exists())
-    if clash and not overwrite:
-        raise FileExistsError(f"{folder}: already holds results ({', '.join(clash)}); "
-                              "choose another folder or overwrite them (--overwrite, overwrite=True)")
+    folder = check_output_dir(path, overwrite, names)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -419,33 +449,98 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False,
     return folder
 
 
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` all at once: a temporary file beside it, then ``os.replace``.
+def write_outputs(folder: PathLike, writers: "dict[str, Callable[[Path], object]]") -> "dict[str, Path]":
+    """Write several files into ``folder``, all or none: the one way results reach the disk.
+
+    Each ``writers[name](scratch)`` writes its file at a random scratch name in ``folder``
+    (``.<stem>.<random>.partial<suffix>``, created exclusively, the suffix kept so that writers
+    that read it still work); once every writer has succeeded, each scratch file is renamed
+    onto ``folder / name`` with ``os.replace``.  The folder must exist.
 
     Raises:
-        OutputError: the file cannot be written (its folder is missing or read-only...).
+        OutputError: a target is a symbolic link (even a dangling one) or a folder, or a file
+            cannot be written; no target has then been changed and no scratch file remains.
+
+    Returns:
+        ``{name: path}`` of the files written.
     """
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    folder = Path(folder).expanduser()
+    targets = {name: folder / name for name in writers}
+    for target in targets.values():
+        if target.is_symlink():
+            raise OutputError(f"{target}: is a symbolic link; refusing to write through it")
+        if target.is_dir():
+            raise OutputError(f"{target}: is a folder, not a file")
+    scratch: dict = {}
+    target = folder
     try:
-        with open(tmp, "x", encoding="utf-8", newline="") as handle:
+        for name, write in writers.items():
+            target = targets[name]
+            handle, path = tempfile.mkstemp(dir=folder, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}")
+            os.close(handle)
+            scratch[name] = Path(path)
+            write(scratch[name])
+        for name, path in scratch.items():
+            target = targets[name]
+            os.replace(path, target)
+    except OSError as err:
+        raise OutputError(f"{target}: cannot be written ({err.strerror or err})") from err
+    finally:
+        for path in scratch.values():
+            path.unlink(missing_ok=True)
+    return targets
+
+
+def atomic_write(path: PathLike, write: "Callable[[Path], object]") -> Path:
+    """Write one file through :func:`write_outputs`: ``write(scratch)``, then ``os.replace``."""
+    path = Path(path).expanduser()
+    return write_outputs(path.parent, {path.name: write})[path.name]
+
+
+def remove_stale_outputs(folder: PathLike, names: Iterable[str], keep: Iterable[str]) -> List[str]:
+    """Delete the files (or links) among ``names`` in ``folder`` that are not in ``keep``.
+
+    Used with ``--overwrite``: results of an earlier fit that this one did not write (its PNGs,
+    its checkpoint) do not stay beside the new ones.  Returns the names removed.
+    """
+    folder, keep = Path(folder), set(keep)
+    removed = []
+    for name in names:
+        target = folder / name
+        if name not in keep and (target.is_symlink() or target.is_file()):
+            target.unlink()
+            removed.append(name)
+    return removed
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` all at once (:func:`atomic_write`).
+
+    Raises:
+        OutputError: the file cannot be written (its folder is read-only, it is a link...).
+    """
+
+    def write(scratch: Path) -> None:
+        with open(scratch, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{target}: cannot be written ({err.strerror or err})") from err
-    return target
+
+    return atomic_write(path, write)
 
 
-def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
-    """Write a header and rows as CSV, atomically; floats keep their exact (shortest) repr."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A header and rows as CSV text; floats keep their exact (shortest) repr."""
     buffer = _stdio.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a header and rows as CSV (:func:`csv_text`), atomically."""
+    return atomic_write_text(path, csv_text(header, rows))
 
 
 def write_matrix_csv(path: PathLike, matrix: np.ndarray, names: Sequence[str],

@@ -7,7 +7,7 @@ state, no display needed), optionally saves it to ``path`` and returns it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import networkx as nx
 import numpy as np
@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .io import PathLike
+from .io import PathLike, atomic_write, write_outputs
 from .result import FitResult
 
 PLOT_FILES = {
@@ -38,8 +38,8 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _finish(figure: Figure, path: Optional[PathLike]) -> Figure:
-    if path is not None:
-        figure.savefig(Path(path), dpi=_DPI)
+    if path is not None:  # a scratch file, then a rename; never through a link
+        atomic_write(path, lambda scratch: figure.savefig(scratch, dpi=_DPI))
     return figure
 
 
@@ -208,17 +208,24 @@ def plot_components(result: FitResult, *, path: Optional[PathLike] = None) -> Fi
     return _finish(figure, path)
 
 
+def figure_writers(result: FitResult, truth: Optional[np.ndarray] = None) -> Dict[str, Callable[[Path], object]]:
+    """``{file name: write(path)}`` of the four figures, for :func:`pyro_causal.io.write_outputs`."""
+    return {
+        PLOT_FILES["edge_probs"]: lambda path: plot_edge_probs(result).savefig(path, dpi=_DPI),
+        PLOT_FILES["graph"]: lambda path: plot_graphs(result, truth).savefig(path, dpi=_DPI),
+        PLOT_FILES["training"]: lambda path: plot_training(result).savefig(path, dpi=_DPI),
+        PLOT_FILES["components"]: lambda path: plot_components(result).savefig(path, dpi=_DPI),
+    }
+
+
 def save_all_plots(result: FitResult, folder: PathLike, truth: Optional[np.ndarray] = None) -> Dict[str, Path]:
-    """Write ``edge_probs.png``, ``graph.png``, ``training.png`` and ``components.png`` into ``folder``.
+    """Write ``edge_probs.png``, ``graph.png``, ``training.png`` and ``components.png`` into ``folder``
+    (created when missing), all or none, never through a symbolic link (:func:`~pyro_causal.io.write_outputs`).
 
     Returns:
         ``{name: path}`` of the files written.
     """
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / filename for name, filename in PLOT_FILES.items()}
-    plot_edge_probs(result, path=paths["edge_probs"])
-    plot_graphs(result, truth, path=paths["graph"])
-    plot_training(result, path=paths["training"])
-    plot_components(result, path=paths["components"])
-    return paths
+    written = write_outputs(folder, figure_writers(result, truth))
+    return {name: written[filename] for name, filename in PLOT_FILES.items()}

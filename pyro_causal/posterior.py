@@ -10,7 +10,6 @@ Rows ``x`` are in the original units (as given to :func:`~pyro_causal.fit`) when
 """
 from __future__ import annotations
 
-import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from .acyclicity import dag_from_probabilities
 from .distributions import expected_log_stick_weights, stick_breaking_log_weights
-from .io import PathLike
+from .io import OutputError, PathLike, atomic_write
 from .model import LatentInterventionModel
 from .result import FitResult
 
@@ -347,22 +346,21 @@ def save_posterior(result: FitResult, path: PathLike, *, num_draws: int = 200, s
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
-    path = Path(path)
-    check_posterior_path(path, overwrite)
+    path = check_posterior_path(path, overwrite)
     idata = to_inference_data(result, num_draws=num_draws, seed=seed)
-    scratch = path.with_name(f".{path.name}.partial")
-    try:
-        idata.to_netcdf(str(scratch))
-        os.replace(scratch, path)
-    finally:
-        scratch.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda scratch: idata.to_netcdf(str(scratch)))
 
 
 def check_posterior_path(path: PathLike, overwrite: bool = False) -> Path:
-    """Raise ``FileExistsError`` for an existing ``path`` (unless ``overwrite``) and
-    ``FileNotFoundError`` for a missing folder: the check to run before any work."""
-    path = Path(path)
+    """Raise ``FileExistsError`` for an existing ``path`` (unless ``overwrite``),
+    ``FileNotFoundError`` for a missing folder and :class:`~pyro_causal.io.OutputError` for a
+    folder or a symbolic link at ``path``: the check to run before any work.  Returns ``path``
+    with ``~`` expanded."""
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; refusing to write through it")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; name a file (e.g. {path / 'posterior.nc'})")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists; choose another file or pass overwrite=True")
     if not path.parent.is_dir():
