@@ -20,6 +20,7 @@ import pyro
 import torch
 from torch import Tensor
 
+from . import checkpoint as _checkpoint
 from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities
 from .elbo import GRAPH_ESTIMATORS, elbo_terms
 from .optim import Adam
@@ -71,7 +72,7 @@ class TrainingConfig:
     outlier_tolerance: Optional[float] = 10.0
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0:
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -120,6 +121,9 @@ class Trainer:
         targets: ``(K, d)`` known targets or ``None``.
         config: :class:`TrainingConfig`.
         callbacks: callables receiving a :class:`TrainingEvent`.
+        checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing` (its ``folder`` and
+            ``every``): :meth:`run` then saves the state at step boundaries and defers SIGINT
+            to the end of the step (see :mod:`pyro_causal.checkpoint`).
 
     Example:
         >>> trainer = Trainer(model, x)
@@ -136,8 +140,13 @@ class Trainer:
         targets: Optional[Tensor] = None,
         config: Optional[TrainingConfig] = None,
         callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
+        checkpoint: Optional["_checkpoint.Checkpointing"] = None,
     ) -> None:
         self.model, self.x, self.regimes, self.targets = model, x, regimes, targets
+        self.checkpoint = checkpoint
+        self.checkpoint_tag = ""
+        """Extra identity of the run (options outside ``config``) stored in its checkpoints."""
+        self.divergence: Optional[str] = None
         self.config = config or TrainingConfig()
         self.callbacks: List[Callable[[TrainingEvent], None]] = list(callbacks)
         self.lagrangian = AugmentedLagrangian(self.config.schedule).to(x.device)
@@ -223,7 +232,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
-        loss, elbo, h = self.loss()
+        try:
+            loss, elbo, h = self.loss()
+        except ValueError as error:  # torch's validation of a distribution built from overflowed values
+            if "to satisfy the constraint" not in str(error):
+                raise
+            raise FloatingPointError(f"non-finite or invalid distribution parameters at step {self.step_count}") from None
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.step_count}")
         loss.backward()  # also for a skipped step: data-parallel processes reduce every backward
@@ -239,6 +253,8 @@ class Trainer:
             self._consecutive_outliers = 0
             self._recent.append(value)
         self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise FloatingPointError(f"non-finite parameters after step {self.step_count}")
         self.step_count += 1
         if self.lagrangian_stop is None:
             self.steps_this_round += 1
@@ -278,24 +294,44 @@ class Trainer:
         and restores the state at the end of the last completed round.
         """
         self.stop_reason = None
-        try:
-            while self.lagrangian_stop is None:
-                while self.steps_this_round < self.lagrangian.steps_in_round():
-                    self.step()
-                self.lagrangian_stop = self.end_round()
-            if self.refit_done < self.config.refit_steps:
-                if self.refit_done == 0:
-                    self.start_refit()
-                while self.refit_done < self.config.refit_steps:
-                    self.step()
-                self._last_good = self._snapshot()
-        except FloatingPointError as error:
-            logger.warning("training diverged (%s); restoring the last good state", error)
-            self._restore(self._last_good)
-            self.stop_reason = "diverged"
-            return self.stop_reason
+        saving = self.checkpoint is not None and self.checkpoint.path is not None
+        with _checkpoint.deferred_interrupts(saving) as signals:
+            try:
+                while self.lagrangian_stop is None:
+                    while self.steps_this_round < self.lagrangian.steps_in_round():
+                        self.step()
+                        self._at_step_boundary(signals)
+                    self.lagrangian_stop = self.end_round()
+                if self.refit_done < self.config.refit_steps:
+                    if self.refit_done == 0:
+                        self.start_refit()
+                    while self.refit_done < self.config.refit_steps:
+                        self.step()
+                        self._at_step_boundary(signals)
+                    self._last_good = self._snapshot()
+            except FloatingPointError as error:
+                logger.warning("training diverged (%s); restoring the last good state", error)
+                self._restore(self._last_good)
+                self.divergence = str(error)
+                self.stop_reason = "diverged"
+                return self.stop_reason
+            if saving:
+                self.save_checkpoint(self.checkpoint.path)
+            self._at_step_boundary(signals)
         self.stop_reason = self.lagrangian_stop
         return self.stop_reason
+
+    def _at_step_boundary(self, signals: dict) -> None:
+        """Save a checkpoint every ``checkpoint.every`` steps; after a deferred SIGINT save one
+        and raise :class:`~pyro_causal.checkpoint.TrainingInterrupted`."""
+        if self.checkpoint is None or self.checkpoint.path is None:
+            return
+        every = self.checkpoint.every
+        if signals["interrupted"]:
+            path = self.save_checkpoint(self.checkpoint.path)
+            raise _checkpoint.TrainingInterrupted(f"interrupted at step {self.step_count}; checkpoint saved in {path}")
+        if every and self.step_count % every == 0:
+            self.save_checkpoint(self.checkpoint.path)
 
     def start_refit(self) -> None:
         """Restrict the graph to one causal order and let every edge of that order compete again.
@@ -332,7 +368,10 @@ class Trainer:
             callback(event)
 
     def state_dict(self) -> dict:
-        """Everything needed to resume bit-for-bit: parameters, optimiser, penalty state, RNG, traces."""
+        """Everything needed to resume bit-for-bit: parameters, optimiser, penalty state, RNG, traces.
+
+        Tensors and plain Python data only (``torch.load(..., weights_only=True)`` reads it).
+        """
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -346,7 +385,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "recent_elbos": list(self._recent),
             "consecutive_outliers": self._consecutive_outliers,
-            "rng": pyro.util.get_rng_state(),
+            "rng": _checkpoint.rng_state(cuda=self.x.device.type == "cuda"),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -360,18 +399,39 @@ class Trainer:
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
         self._restore_outlier_state(state)
-        pyro.util.set_rng_state(state["rng"])
+        rng = state["rng"]
+        (_checkpoint.set_rng_state if "python" in rng else pyro.util.set_rng_state)(rng)
 
     def _restore_outlier_state(self, state: dict) -> None:
         self.skipped_steps = state.get("skipped_steps", 0)
         self._recent = deque(state.get("recent_elbos", ()), maxlen=OUTLIER_WINDOW)
         self._consecutive_outliers = state.get("consecutive_outliers", 0)
 
-    def save_checkpoint(self, path) -> None:
-        torch.save(self.state_dict(), path)
+    def fingerprint(self) -> str:
+        """What this run's checkpoints must match: data, regimes, targets, options, parameter shapes."""
+        shapes = [(name, tuple(p.shape)) for name, p in self.model.state_dict().items()]
+        return _checkpoint.fingerprint(self.x, self.regimes, self.targets, repr(self.config), repr(shapes),
+                                       type(self.model).__name__, self.checkpoint_tag)
 
-    def load_checkpoint(self, path) -> None:
-        self.load_state_dict(torch.load(path, weights_only=False))
+    def save_checkpoint(self, path):
+        """Save :meth:`state_dict` (plus the last good state and :meth:`fingerprint`) atomically;
+        returns the path."""
+        state = self.state_dict()
+        state["last_good"] = self._last_good
+        state["fingerprint"] = self.fingerprint()
+        return _checkpoint.save_checkpoint(state, path)
+
+    def load_checkpoint(self, path, check: bool = False) -> None:
+        """Continue from a checkpoint (read with ``weights_only=True``).
+
+        With ``check``, a checkpoint written for other data or options raises ``ValueError``.
+        """
+        state = _checkpoint.load_checkpoint(path, map_location=self.x.device)
+        if check and state.get("fingerprint") != self.fingerprint():
+            raise ValueError(f"{path}: this checkpoint was written by a fit of other data or options")
+        self.load_state_dict(state)
+        if "last_good" in state:
+            self._last_good = state["last_good"]
 
     def _snapshot(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.state_dict().items() if k != "rng"})
