@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities, is_dag
 from .api import fit
+from .checkpoint import Checkpointing
 from .densities import ConditionalDensity, available_densities, make_density, register_density
 from .elbo import LatentInterventionELBO, elbo_terms
 from .guide import LatentInterventionGuide
@@ -19,6 +20,7 @@ from .trainer import Trainer, TrainingConfig, TrainingEvent
 
 __all__ = [
     "AugmentedLagrangian",
+    "Checkpointing",
     "ConditionalDensity",
     "DataError",
     "FitResult",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import asdict
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -15,18 +16,39 @@ from .acyclicity import PenaltySchedule
 from .densities import ConditionalDensity, provides_edge_gain
 from .elbo import mean_elbo
 from .held_refit import held_config, refit_with_graph_held
+from .checks import as_array, check_device, check_options, check_spread
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .result import FitResult, Standardizer
 from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
+from .checkpoint import Checkpointing
 from .trainer import Trainer, TrainingConfig, TrainingEvent
 from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
 
 
+SCORE_CHUNK_ROWS = 256
+"""Fewest rows per chunk when a fit scores its bound (with ``batch_size``, chunks of
+``max(batch_size, SCORE_CHUNK_ROWS)`` rows): scoring one row at a time costs minutes."""
+
+
 def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = True, log_transform: bool = False):
-    """Validate ``x`` (``(n, d)``) and return ``(standardised array, names, Standardizer)``."""
+    """Validate ``x`` (``(n, d)``) and return ``(standardised array, names, Standardizer)``.
+
+    ``x`` may be an array, nested lists, a pandas ``DataFrame`` (its column names are the
+    default ``names``) or a torch tensor (detached).  Complex values, duplicate names,
+    non-finite, constant, nearly constant or subnormal columns raise :class:`DataError`;
+    exactly collinear columns give a :class:`~pyro_causal.io.DataWarning`.
+    """
+    if names is None and hasattr(x, "columns") and hasattr(x, "to_numpy"):
+        names = [str(c) for c in x.columns]
+    try:
+        x = as_array(x)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"data must be a numeric (n, d) array: {error}") from None
+    if np.iscomplexobj(x):
+        raise DataError("data must be real numbers, got complex values")
     try:
         x = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as error:
@@ -36,14 +58,25 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
     names = [f"X{j}" for j in range(x.shape[1])] if names is None else [str(n) for n in names]
     if len(names) != x.shape[1]:
         raise DataError(f"{len(names)} names for {x.shape[1]} columns")
+    duplicate = next((name for j, name in enumerate(names) if name in names[:j]), None)
+    if duplicate is not None:
+        raise DataError(f"names: {duplicate!r} is given twice; variable names must be distinct")
     check_matrix(x, names, "data", lambda i: f"row {i}")
     if log_transform:
         bad = np.argwhere(x <= 0)
         if bad.size:
             i, j = bad[0]
             raise DataError(f"data, row {i}, column {names[j]!r}: {x[i, j]!r} <= 0 cannot be log-transformed")
-    standardizer = Standardizer.fit(np.log(x) if log_transform else x, standardize, log_transform)
-    return standardizer(x), names, standardizer
+    values = np.log(x) if log_transform else x
+    check_spread(values, names)
+    standardizer = Standardizer.fit(values, standardize, log_transform)
+    data = standardizer(x)
+    largest = np.abs(data).max(0)
+    too_large = np.flatnonzero(largest > np.finfo(np.float32).max)
+    if too_large.size:
+        raise DataError(f"data, column {names[too_large[0]]!r}: values up to {largest[too_large[0]]:.3g} "
+                        "exceed float32, the precision of the fit; standardise (the default) or rescale")
+    return data, names, standardizer
 
 
 def fit(
@@ -81,6 +114,7 @@ def fit(
     device: Union[str, torch.device] = "cpu",
     callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
     density_options: Optional[dict] = None,
+    checkpoint: Optional[Checkpointing] = None,
     **model_options,
 ) -> FitResult:
     """Learn one causal DAG from data mixing observational and intervened samples.
@@ -147,10 +181,22 @@ def fit(
         device: ``"cpu"``, ``"cuda"``...
         callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
         density_options: keyword arguments of the density family.
+        checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing`: save the training state
+            to a folder (every ``every`` steps, at the end of training and on Ctrl-C, which then
+            waits for the step to end) and/or resume from one.  Covers the training loop of a
+            single fit (``restarts=1``); the held refit and the edge search run again after a
+            resume, with the same result as without the interruption.
         **model_options: other :class:`LatentInterventionModel` arguments (``stick_prior=`` ...).
 
     Returns:
-        A :class:`FitResult`.
+        A :class:`FitResult`.  When training diverged (a non-finite loss or parameter) in
+        every restart, its ``stop_reason`` is ``"diverged"`` and it holds the last good state;
+        ``settings["diverged"]`` says where.
+
+    Raises:
+        DataError: unusable data, regimes or targets.
+        ValueError: an option out of range (``truncation`` not an int in
+            ``1..min(n, MAX_TRUNCATION)``, a negative ``supervision_weight``, an absent device...).
     """
     if edge_search < 0 or search_restarts < 1:
         raise ValueError(f"edge_search must be >= 0 and search_restarts >= 1, got {edge_search} and {search_restarts}")
@@ -158,7 +204,14 @@ def fit(
     pristine = copy.deepcopy(density) if isinstance(density, ConditionalDensity) else density
     data, names, standardizer = prepare_data(x, names, standardize, log_transform)
     n, d = data.shape
-    supervision = resolve_supervision(n, d, truncation or default_truncation(d), regimes, targets, observational)
+    check_options(truncation, supervision_weight, seed, n)
+    device = check_device(device)
+    if checkpoint is not None and restarts > 1:
+        raise ValueError("checkpoint covers a single fit: use restarts=1")
+    regimes = None if regimes is None else as_array(regimes)
+    targets = None if targets is None else as_array(targets)
+    default_k = min(default_truncation(d), n)
+    supervision = resolve_supervision(n, d, truncation or default_k, regimes, targets, observational)
     if graph_estimator is None:
         labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
         graph_estimator = "local" if labelled and provides_edge_gain(density) else "straight-through"
@@ -166,7 +219,6 @@ def fit(
         raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    device = torch.device(device)
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
     regimes_t = as_tensor(supervision.regimes, torch.long)
@@ -202,6 +254,7 @@ def fit(
     def copy_of_pristine():
         return copy.deepcopy(pristine) if isinstance(pristine, ConditionalDensity) else pristine
 
+    score_rows = None if batch_size is None else max(batch_size, SCORE_CHUNK_ROWS)
     start = time.perf_counter()
     best = None
     scores = []
@@ -209,17 +262,26 @@ def fit(
     for restart_seed in range(seed, seed + restarts):
         # A density object given by the user is copied so that every restart starts from it.
         model = build(restart_seed, copy_of_pristine() if restarts > 1 else density)
-        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config, callbacks=callbacks)
+        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config, callbacks=callbacks,
+                          checkpoint=checkpoint)
+        if checkpoint is not None:
+            trainer.checkpoint_tag = repr((density if isinstance(density, str) else type(density).__name__,
+                                           intervention, embedding_dim, alpha, target_logit, np.asarray(edge_logit).tolist(),
+                                           two_cycles, seed, density_options, sorted(model_options)))
+            if checkpoint.resume is not None:
+                trainer.load_checkpoint(checkpoint.resume_path, check=True)
         stop_reason = trainer.run()
         model.eval()
-        score = mean_elbo(model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=batch_size)[0]
+        # a diverged restart never beats one that finished
+        score = -math.inf if stop_reason == "diverged" else mean_elbo(
+            model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
         record = None
         if held_refit and stop_reason != "diverged" and bool(model.guide.free_edges().any()):
             refitted = build(restart_seed, copy_of_pristine())
             refit_with_graph_held(model, refitted, lambda m: Trainer(m, xt, regimes=regimes_t, targets=targets_t,
                                                                      config=held_config(config)))
             refitted.eval()
-            after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=batch_size)[0]
+            after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
             record = {"elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
             logger.info("held refit (seed %d): elbo/row %.4f -> %.4f, %s", restart_seed, score, after,
                         "kept" if after > score else "not kept")
@@ -260,6 +322,9 @@ def fit(
         "elbo": score,
         "skipped_steps": trainer.skipped_steps,
     }
+    if stop_reason == "diverged":
+        settings["diverged"] = trainer.divergence
+        logger.warning("training diverged: %s", trainer.divergence)
     if restarts > 1:
         settings["chosen_seed"] = chosen_seed
         settings["restart_elbos"] = [round(float(v), 6) for v in scores]
@@ -275,7 +340,7 @@ def fit(
         standardizer=standardizer,
         train_x=data,
     )
-    if not edge_search:
+    if not edge_search or stop_reason == "diverged":
         return result
 
     def fit_held(graph: np.ndarray) -> FitResult:

@@ -302,6 +302,7 @@ def fit_distributed(
     backend: Optional[str] = None,
     threads: Optional[int] = None,
     callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
+    oversubscribe: bool = False,
     **fit_kwargs,
 ) -> FitResult:
     """:func:`pyro_causal.fit` with each batch shared by ``processes`` processes.
@@ -323,6 +324,7 @@ def fit_distributed(
         backend: ``"gloo"`` or ``"nccl"`` (default: ``nccl`` for CUDA, else ``gloo``).
         threads: torch threads per spawned process (default: CPU cores / ``W``, at least 1).
         callbacks: as for :func:`pyro_causal.fit`.
+        oversubscribe: allow more spawned processes than CPU cores (refused otherwise).
         **fit_kwargs: every other :func:`pyro_causal.fit` option (``seed``, ``batch_size``...).
 
     Returns:
@@ -346,6 +348,8 @@ def fit_distributed(
         raise ValueError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         return api.fit(x, callbacks=callbacks, **fit_kwargs)
+    if processes > (os.cpu_count() or 1) and not oversubscribe:
+        raise ValueError(f"{processes} processes on {os.cpu_count() or 1} CPU cores; pass oversubscribe=True to run them anyway")
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this build of PyTorch")
     batch_size = fit_kwargs.get("batch_size")

@@ -21,10 +21,22 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, standardize: bool = True, log_transform: bool = False) -> "Standardizer":
+        """Column means and standard deviations of ``x`` (``(n, d)``).
+
+        Where ``x.std`` would overflow (values beyond about ``1e150``), each column is divided
+        by its largest absolute value first and the moments scaled back, so huge but finite
+        values standardise like any others.
+        """
         d = x.shape[1]
         if not standardize:
             return cls(np.zeros(d), np.ones(d), log_transform)
-        return cls(x.mean(0), x.std(0), log_transform)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, scale = x.mean(0), x.std(0)
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
+            size = np.abs(x).max(0)
+            y = x / size
+            mean, scale = y.mean(0) * size, y.std(0) * size
+        return cls(mean, scale, log_transform)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -135,8 +147,11 @@ class FitResult:
 
     # ----------------------------------------------------------------- summary
     def summary(self) -> dict:
-        """JSON-serialisable overview, written as ``summary.json`` by the CLI."""
-        return {
+        """JSON-serialisable overview, written as ``summary.json`` by the CLI.
+
+        Strict JSON: a non-finite number (an ELBO of a fit that never stepped...) is ``None``.
+        """
+        return strict_json({
             "variant": self.variant,
             "settings": {k: v for k, v in self.settings.items() if not k.startswith("_")},
             "stop_reason": self.stop_reason,
@@ -149,4 +164,22 @@ class FitResult:
             "cluster_weights": [round(float(w), 6) for w in self.cluster_weights],
             "wall_time_seconds": round(self.wall_time, 3),
             "variables": list(self.names),
-        }
+        })
+
+
+def strict_json(value):
+    """``value`` with every non-finite float (and numpy scalar) replaced by ``None`` or a plain
+    number, nested in dicts, lists and tuples: what ``json.dumps(..., allow_nan=False)`` accepts."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value

@@ -34,6 +34,19 @@ class Supervision:
     targets: Optional[np.ndarray]
 
 
+def _compact(regimes: np.ndarray, targets: Optional[np.ndarray]):
+    """Renumber labels with gaps (``0, 5, 1000000`` -> ``0, 1, 2``), keeping 0 observational and
+    -1 unknown, so that the number of components follows the number of distinct labels; the
+    rows of ``targets`` follow."""
+    labels = np.union1d([0], regimes[regimes >= 0])
+    if labels[-1] == len(labels) - 1:
+        return regimes, targets
+    if targets is not None and targets.shape[0] <= labels[-1]:
+        raise DataError(f"targets has {targets.shape[0]} rows but regimes go up to {labels[-1]}")
+    compact = np.where(regimes >= 0, np.searchsorted(labels, regimes), -1)
+    return compact, None if targets is None else targets[labels]
+
+
 def resolve_supervision(
     n: int,
     d: int,
@@ -54,6 +67,10 @@ def resolve_supervision(
         regimes = np.asarray(regimes)
         if regimes.shape != (n,):
             raise DataError(f"regimes must have one label per row ({n}), got shape {regimes.shape}")
+        if not (np.issubdtype(regimes.dtype, np.integer) or np.issubdtype(regimes.dtype, np.floating)
+                or np.issubdtype(regimes.dtype, np.bool_)):
+            raise DataError(f"regimes must be integers 0..R-1 (-1 for unknown), got {regimes.dtype} values "
+                            f"such as {regimes[0].item()!r}; map the labels to integers first")
         if not np.issubdtype(regimes.dtype, np.integer):
             if not np.all(np.isfinite(regimes)) or not np.all(regimes == np.round(regimes)):
                 raise DataError("regimes must be integers (-1 for unknown)")
@@ -75,6 +92,7 @@ def resolve_supervision(
             raise DataError("targets: row 0 is the observational regime and must be all zero")
     if regimes is None:
         return Supervision("latent", truncation, None, None)
+    regimes, targets = _compact(regimes, targets)
     num_regimes = int(regimes.max()) + 1
     if targets is not None:
         if targets.shape[0] < num_regimes:
