@@ -6,14 +6,16 @@ non-zero exit status, never a traceback, and leaves no half-written output.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from typing import List, Optional
 
 
 from . import __version__
 from .acyclicity import PenaltySchedule
 from .densities import available_densities
-from .io import DataError, OutputError
+from .io import DataError, DataWarning, OutputError
 from .likelihood import INTERVENTIONS
 
 PROG = "pyro-causal"
@@ -47,8 +49,22 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{2**32 - 1}, got {value}")
     return value
 
 
@@ -64,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", choices=("sachs", "simulated"), help="use a built-in data set instead of a file")
     f.add_argument("--out", required=True, help="output folder (created; existing results are not overwritten)")
     f.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     f.add_argument("--posterior", metavar="FILE.nc", help="also write posterior draws as an ArviZ netCDF file")
     f.add_argument("--plots", action="store_true", help="also write PNG figures into --out")
     m = f.add_argument_group("model")
@@ -74,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--truncation", type=_positive_int, help="components K (default min(d + 2, 32))")
     m.add_argument("--embedding-dim", type=_positive_int, default=16, help="intervention embedding size h (default 16)")
     m.add_argument("--alpha", type=_positive_float, default=1.0, help="Dirichlet-process concentration (default 1)")
-    m.add_argument("--target-logit", type=float, default=-2.0, help="prior logit gamma of each target (default -2)")
-    m.add_argument("--edge-logit", type=float, default=-2.0, help="prior logit lambda of each edge (default -2)")
+    m.add_argument("--target-logit", type=_finite_float, default=-2.0, help="prior logit gamma of each target (default -2)")
+    m.add_argument("--edge-logit", type=_finite_float, default=-2.0, help="prior logit lambda of each edge (default -2)")
     m.add_argument("--assignment", default="exact", choices=("exact", "amortized"), help="q(z): exact optimum (default) or the amortised network")
     m.add_argument("--graph-estimator", choices=("straight-through", "local"), help="edge gradient: straight-through (the paper's) or the exact local gain where the density has it; default: local when some rows' regimes are given, else straight-through")
     m.add_argument("--select", action="store_true",
@@ -105,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
     t.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits (see docs/method.md)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1)")
+    t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1; at most the CPU cores)")
+    t.add_argument("--oversubscribe", action="store_true", help="allow --processes above the number of CPU cores")
+    t.add_argument("--checkpoint-every", type=_positive_int, metavar="N", help="save the training state to --out/checkpoint.pt every N steps (and at the end, and on Ctrl-C)")
+    t.add_argument("--resume", metavar="DIR", help="continue the training saved in DIR/checkpoint.pt (same data and options)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sim = commands.add_parser("simulate", help="write a simulated mixture of interventions and its truth")
@@ -116,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mechanism", default="linear", choices=("linear", "mlp", "nonadditive"))
     sim.add_argument("--intervention", default="stochastic", choices=("stochastic", "perfect", "imperfect"))
     sim.add_argument("--include-regimes", action="store_true", help="add a 'regime' column to the data")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=_seed, default=0)
     sim.add_argument("--overwrite", action="store_true")
 
     ev = commands.add_parser("evaluate", help="compare a result folder with the true graph")
@@ -137,11 +156,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     handler = {"fit": commands.run_fit, "simulate": commands.run_simulate, "evaluate": commands.run_evaluate}[args.command]
     try:
-        return handler(args) or 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _warn
+            return handler(args) or 0
     except (DataError, OutputError, FileExistsError, FileNotFoundError, ValueError) as error:
         return _fail(str(error))
-    except KeyboardInterrupt:
-        return _fail("interrupted", status=130)
+    except KeyboardInterrupt as error:
+        resume = f"; continue with --resume {args.out}" if str(error) and args.command == "fit" else ""
+        return _fail((str(error) or "interrupted") + resume, status=130)
+
+
+def _warn(message, category, *args, **kwargs) -> None:
+    """Warnings on one line, as errors are."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,15 +5,19 @@ import functools
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .acyclicity import PenaltySchedule
-from .io import DataError, OutputError, prepare_output_dir, read_csv_table, read_targets, write_matrix_csv, atomic_write_text
+from .checkpoint import CHECKPOINT_FILE, Checkpointing
+from .io import (DataError, OutputError, check_output_dir, read_csv_table, read_targets, remove_stale_outputs,
+                 csv_text, write_outputs)
+from .result import strict_json
 
 FIT_OUTPUTS = ("adjacency.csv", "edge_probs.csv", "assignments.csv", "targets.csv", "summary.json")
+PLOT_OUTPUTS = ("edge_probs.png", "graph.png", "training.png", "components.png")
+"""The figures ``--plots`` writes (:data:`pyro_causal.plots.PLOT_FILES`)."""
 
 
 def _load_fit_data(args):
@@ -30,7 +34,7 @@ def _load_fit_data(args):
 
         data = simulate(seed=args.seed)
         return data.x, data.names, None, None, "simulated (10 variables, 1 edge per node, seed {})".format(args.seed)
-    table = read_csv_table(args.data, regime_column=args.regime_column, log_transform=False)
+    table = read_csv_table(Path(args.data).expanduser(), regime_column=args.regime_column, log_transform=False)
     targets = read_targets(args.targets, table.names) if args.targets else None
     return table.x, table.names, table.regimes, targets, str(args.data)
 
@@ -54,23 +58,40 @@ def run_fit(args) -> int:
     from .api import fit as fit_one_process
     from .distributed import fit_distributed, is_primary, launched_by_torchrun
 
+    from .checks import MAX_TRUNCATION, check_device
+
+    try:  # before anything is read or created
+        check_device(args.device)
+    except ValueError as error:
+        raise ValueError(f"--device {args.device}: {str(error).split(': ', 1)[-1]}") from None
     processes = args.processes
+    cores = os.cpu_count() or 1
+    if processes > cores and not args.oversubscribe:
+        raise ValueError(f"--processes {processes} is more than the {cores} CPU cores; pass --oversubscribe to run them anyway")
+    if (args.checkpoint_every or args.resume) and (processes > 1 or launched_by_torchrun() or args.select or args.restarts > 1):
+        raise ValueError("--checkpoint-every/--resume cover one fit in one process: drop --processes, --select and --restarts")
     fit = fit_one_process
     if processes > 1 or launched_by_torchrun():  # data-parallel, see docs/distributed.md
-        fit = functools.partial(fit_distributed, processes=processes)
+        fit = functools.partial(fit_distributed, processes=processes, oversubscribe=args.oversubscribe)
     primary = is_primary()  # under torchrun only rank 0 reports and writes
 
     if args.activation and args.density != "mlp":
         raise ValueError(f"--activation applies to --density mlp, not {args.density}")
     plots = args.plots
-    posterior = args.posterior
-    figures = ()
-    if plots:
-        from .plots import PLOT_FILES
-
-        figures = tuple(PLOT_FILES.values())
+    posterior = Path(args.posterior).expanduser() if args.posterior else None
     x, names, regimes, targets, source = _load_fit_data(args)  # bad data: refused before any folder exists
-    out = prepare_output_dir(args.out, overwrite=args.overwrite, names=FIT_OUTPUTS + figures) if primary else None
+    if args.truncation is not None and args.truncation > min(len(x), MAX_TRUNCATION):
+        raise ValueError(f"--truncation {args.truncation}: more components than "
+                         + (f"the {len(x)} rows" if len(x) < MAX_TRUNCATION else f"the maximum, {MAX_TRUNCATION}"))
+    out = Path(args.out).expanduser()
+    resume = Path(args.resume).expanduser() if args.resume else None
+    if resume is not None and not (resume / CHECKPOINT_FILE).is_file():
+        raise DataError(f"--resume {args.resume}: no {CHECKPOINT_FILE} there")
+    checkpointing = bool(args.checkpoint_every or resume)
+    # A checkpoint of another run is not overwritten silently; the one being resumed is continued.
+    guarded = FIT_OUTPUTS + PLOT_OUTPUTS + ((CHECKPOINT_FILE,) if checkpointing and resume != out else ())
+    if primary:  # checked now, created only when something is written
+        check_output_dir(out, overwrite=args.overwrite, names=guarded)
     if posterior and primary:  # refused now, not after training
         from .posterior import check_posterior_path
 
@@ -114,6 +135,8 @@ def run_fit(args) -> int:
             device=args.device,
             callbacks=callbacks,
         )
+        if checkpointing:
+            options["checkpoint"] = Checkpointing(out, every=args.checkpoint_every, resume=resume)
         if args.select:  # section 4: lambda and gamma by held-out ELBO
             if processes > 1 or launched_by_torchrun():
                 raise ValueError("--select runs in one process; drop --processes")
@@ -128,22 +151,22 @@ def run_fit(args) -> int:
             bar.close()
     if not primary:
         return 0
+    if result.stop_reason == "diverged":
+        raise ValueError(f"training diverged ({result.settings.get('diverged')}); no results written; "
+                         "try a smaller --learning-rate")
     summary = result.summary()
     summary["data"] = source
     summary["rows"] = int(x.shape[0])
     if selection is not None:
         summary["selection"] = selection.summary()
-    write_fit_outputs(result, out, summary)
-    if plots:
-        from .plots import save_all_plots
-
-        save_all_plots(result, out)
+    written = write_fit_outputs(result, out, summary, plots=plots)
+    if args.overwrite:  # outputs of an earlier fit that this one did not write
+        remove_stale_outputs(out, FIT_OUTPUTS + PLOT_OUTPUTS + (CHECKPOINT_FILE,),
+                             keep=set(written) | ({CHECKPOINT_FILE} if checkpointing else set()))
     if posterior:
         from .posterior import save_posterior
 
         save_posterior(result, posterior, overwrite=args.overwrite)
-    if result.stop_reason == "diverged":
-        print(f"pyro-causal: warning: training diverged; wrote the last good state to {out}", file=sys.stderr)
     if not args.quiet:
         refit = result.settings.get("held_refit")
         refit_note = f"; held refit {'kept' if refit['kept'] else 'not kept'}" if refit else ""
@@ -152,26 +175,44 @@ def run_fit(args) -> int:
     return 0
 
 
-def write_fit_outputs(result, out: Path, summary: dict) -> None:
-    """Write every output into a scratch folder first, then move them in: all or nothing."""
+def _matrix_writer(matrix, header, row_names=None):
+    """A writer for :func:`write_outputs`: the CSV of :func:`pyro_causal.io.write_matrix_csv`."""
+    rows = np.asarray(matrix).tolist()
+    if row_names is not None:
+        header, rows = ["", *header], [[name, *row] for name, row in zip(row_names, rows)]
+    text = csv_text(list(header), rows)
+    return lambda path: path.write_text(text, encoding="utf-8", newline="")
+
+
+def _text_writer(text: str):
+    return lambda path: path.write_text(text, encoding="utf-8")
+
+
+def write_fit_outputs(result, out: Path, summary: dict, plots: bool = False) -> tuple:
+    """Write the result files (and, with ``plots``, the figures) into ``out``, all or nothing,
+    through :func:`pyro_causal.io.write_outputs`; returns the names written."""
     names = result.names
-    K = result.model.truncation
-    with tempfile.TemporaryDirectory(dir=out, prefix=".partial-") as scratch:
-        scratch = Path(scratch)
-        write_matrix_csv(scratch / "adjacency.csv", result.adjacency, names, row_names=names)
-        write_matrix_csv(scratch / "edge_probs.csv", np.round(result.edge_probs, 6), names, row_names=names)
-        components = [f"component_{k}" for k in range(K)]
-        write_matrix_csv(scratch / "assignments.csv", np.round(result.assignment_probs(), 6), components)
-        write_matrix_csv(scratch / "targets.csv", np.round(result.target_probs, 6), names, row_names=components)
-        atomic_write_text(scratch / "summary.json", json.dumps(summary, indent=2) + "\n")
-        for name in FIT_OUTPUTS:
-            os.replace(scratch / name, out / name)
+    components = [f"component_{k}" for k in range(result.model.truncation)]
+    writers = {
+        "adjacency.csv": _matrix_writer(result.adjacency, names, names),
+        "edge_probs.csv": _matrix_writer(np.round(result.edge_probs, 6), names, names),
+        "assignments.csv": _matrix_writer(np.round(result.assignment_probs(), 6), components),
+        "targets.csv": _matrix_writer(np.round(result.target_probs, 6), names, components),
+        "summary.json": _text_writer(json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n"),
+    }
+    if plots:
+        from .plots import figure_writers
+
+        writers.update(figure_writers(result))
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, writers)
+    return tuple(writers)
 
 
 def run_simulate(args) -> int:
     from .simulate import write_simulation, simulate
 
-    path = Path(args.out)
+    path = Path(args.out).expanduser()
     if path.suffix.lower() != ".csv":
         raise DataError(f"{path}: --out must name a .csv file")
     if not path.parent.exists():
@@ -193,11 +234,15 @@ def read_adjacency_csv(path) -> tuple:
     """``(matrix, names)`` from an adjacency CSV whose header row and first column name the variables."""
     import csv
 
+    if Path(path).is_dir():
+        raise DataError(f"{path}: is a folder; expected an adjacency CSV file")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if row]
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot be read ({getattr(error, 'strerror', None) or error})") from None
     if len(rows) < 2:
         raise DataError(f"{path}: expected a header row and one row per variable")
     names = rows[0][1:]
@@ -215,9 +260,12 @@ def read_adjacency_csv(path) -> tuple:
 def run_evaluate(args) -> int:
     from .metrics import evaluate, format_metrics
 
-    folder = Path(args.result)
+    folder = Path(args.result).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {'no such folder' if not folder.exists() else 'is a file'}; "
+                        "expected the --out folder of 'pyro-causal fit'")
     est, names = read_adjacency_csv(folder / "adjacency.csv")
-    truth, true_names = read_adjacency_csv(args.truth)
+    truth, true_names = read_adjacency_csv(Path(args.truth).expanduser())
     if names != true_names:
         raise DataError(f"{args.truth}: variables {true_names} differ from the result's {names}")
     labels = assignments = None
