@@ -6,6 +6,10 @@ of intervened structural causal models, fitted by SVI inside an augmented-Lagran
 """
 __version__ = "0.1.0"
 
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # the application chooses where logs go
+
 from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities, is_dag
 from .api import fit
 from .checkpoint import Checkpointing

@@ -324,7 +324,6 @@ def fit(
     }
     if stop_reason == "diverged":
         settings["diverged"] = trainer.divergence
-        logger.warning("training diverged: %s", trainer.divergence)
     if restarts > 1:
         settings["chosen_seed"] = chosen_seed
         settings["restart_elbos"] = [round(float(v), 6) for v in scores]

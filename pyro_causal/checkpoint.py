@@ -141,7 +141,7 @@ def load_checkpoint(path: PathLike, map_location=None) -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # unpickling errors have many types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = str(error).strip().split(".")[0] if str(error).strip() else type(error).__name__
         raise DataError(f"{path}: not a readable checkpoint ({first})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(f"{path}: not a pyro_causal checkpoint")

@@ -29,7 +29,8 @@ def check_spread(x: np.ndarray, names: Sequence[str]) -> None:
     """Refuse subnormal or near-constant columns of ``x`` (``(n, d)``); warn about exactly
     collinear pairs (:class:`~pyro_causal.io.DataWarning`)."""
     size = np.abs(x).max(0)
-    spread = np.ptp(x, axis=0)
+    with np.errstate(over="ignore"):  # a spread beyond the float range is still a spread
+        spread = np.ptp(x, axis=0)
     for j, name in enumerate(names):
         if size[j] < np.finfo(float).tiny:
             raise DataError(f"data, column {name!r}: every value is below {np.finfo(float).tiny:.1e} "
@@ -37,10 +38,10 @@ def check_spread(x: np.ndarray, names: Sequence[str]) -> None:
         if spread[j] <= 1e3 * np.finfo(float).eps * size[j]:
             raise DataError(f"data, column {name!r}: nearly constant (values differ by {spread[j]:.3g} "
                             f"around {size[j]:.3g}, within rounding error); drop or rescale it")
-    y = (x - x.mean(0)) / size
+    y = x / size
+    y = y - y.mean(0)
     y = y / np.linalg.norm(y, axis=0)
-    with np.errstate(all="ignore"):
-        corr = np.abs(y.T @ y)
+    corr = np.abs(y.T @ y)
     for i, j in zip(*np.nonzero(np.triu(corr > 1 - 1e-10, 1))):
         kind = "identical" if np.array_equal(x[:, i], x[:, j]) else "exactly collinear"
         warnings.warn(f"data: columns {names[i]!r} and {names[j]!r} are {kind}; "
@@ -73,8 +74,8 @@ def check_device(device: Union[str, torch.device]) -> torch.device:
     """
     try:
         device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {error}") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine")

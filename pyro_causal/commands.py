@@ -56,9 +56,8 @@ def _progress(quiet: bool):
 
 def run_fit(args) -> int:
     from .api import fit as fit_one_process
-    from .distributed import fit_distributed, is_primary, launched_by_torchrun
-
     from .checks import MAX_TRUNCATION, check_device
+    from .distributed import fit_distributed, is_primary, launched_by_torchrun
 
     try:  # before anything is read or created
         check_device(args.device)

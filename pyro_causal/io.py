@@ -176,7 +176,8 @@ def check_matrix(x: np.ndarray, names: Sequence[str], source: PathLike,
         i, j = bad[0]
         raise DataError(f"{source}, {row_label(i)}, column {names[j]!r}: {float(x[i, j])!r} is "
                         f"not a finite number ({len(bad)} non-finite value(s) in all)")
-    constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+    with np.errstate(over="ignore"):
+        constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
     if constant.size:
         j = constant[0]
         raise DataError(f"{source}, column {names[j]!r}: constant (every row is "
