@@ -13,15 +13,15 @@ import pyro
 import torch
 
 from .acyclicity import PenaltySchedule
+from .checkpoint import Checkpointing
+from .checks import as_array, check_device, check_options, check_spread
 from .densities import ConditionalDensity, provides_edge_gain
 from .elbo import mean_elbo
 from .held_refit import held_config, refit_with_graph_held
-from .checks import as_array, check_device, check_options, check_spread
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .result import FitResult, Standardizer
 from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
-from .checkpoint import Checkpointing
 from .trainer import Trainer, TrainingConfig, TrainingEvent
 from .variants import resolve_supervision
 

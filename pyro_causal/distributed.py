@@ -335,6 +335,8 @@ def fit_distributed(
         ...     result = fit_distributed(data.x, processes=4, batch_size=4096, seed=0)
     """
     device = fit_kwargs.get("device", "cpu")
+    if fit_kwargs.get("checkpoint") is not None and (processes > 1 or launched_by_torchrun()):
+        raise ValueError("checkpoint covers a fit in one process: use pyro_causal.fit")
     if dist.is_available() and (dist.is_initialized() or launched_by_torchrun()):
         joined = not dist.is_initialized()
         if joined:

@@ -230,7 +230,7 @@ class Trainer:
         edge logits.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+        if not self._finite():
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         try:
             loss, elbo, h = self.loss()
@@ -253,7 +253,7 @@ class Trainer:
             self._consecutive_outliers = 0
             self._recent.append(value)
         self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+        if not self._finite():
             raise FloatingPointError(f"non-finite parameters after step {self.step_count}")
         self.step_count += 1
         if self.lagrangian_stop is None:
@@ -265,6 +265,10 @@ class Trainer:
         if self.step_count % self.config.log_every == 0:
             self._emit("step")
         return float(loss.detach())
+
+    def _finite(self) -> bool:
+        """Whether every parameter is finite (one device synchronisation)."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
 
     # ----------------------------------------------------------------- the loop
     def end_round(self) -> Optional[str]:

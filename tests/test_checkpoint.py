@@ -71,7 +71,7 @@ def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path)
 def test_cli_resumes_after_a_real_sigint(data, tmp_path, capsys):
     csv = tmp_path / "data.csv"
     write_csv(csv, data.names, data.x.tolist())
-    options = ["--first-round-steps", "1500", "--round-steps", "100", "--max-rounds", "2", "--quiet", "--seed", "2"]
+    options = ["--first-round-steps", "600", "--round-steps", "50", "--max-rounds", "2", "--quiet", "--seed", "2"]
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "-m", "pyro_causal.cli", "fit", str(csv), "--out", str(out),
@@ -84,7 +84,7 @@ def test_cli_resumes_after_a_real_sigint(data, tmp_path, capsys):
     assert process.returncode == 130, err
     assert "interrupted at step" in err and f"--resume {out}" in err and "Traceback" not in err
     step = torch.load(out / CHECKPOINT_FILE, weights_only=True)["step_count"]
-    assert 5 <= step < 1600 and not (out / "summary.json").exists()
+    assert 5 <= step < 650 and not (out / "summary.json").exists()
 
     assert main(["fit", str(csv), "--out", str(out), "--resume", str(out), *options]) == 0
     assert main(["fit", str(csv), "--out", str(tmp_path / "straight"), *options]) == 0
@@ -101,3 +101,18 @@ def test_cli_resumes_after_a_real_sigint(data, tmp_path, capsys):
     assert main(["fit", str(csv), "--out", str(tmp_path / "other"), "--resume", str(tmp_path)]) == 1
     assert f"--resume {tmp_path}: no checkpoint.pt there" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_checkpoint_options_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
+    csv = tmp_path / "data.csv"
+    write_csv(csv, data.names, data.x.tolist())
+    out = tmp_path / "out"
+    assert main(["fit", str(csv), "--out", str(out), "--checkpoint-every", "5", "--restarts", "2"]) == 1
+    assert "--checkpoint-every/--resume cover one fit in one process" in capsys.readouterr().err
+    out.mkdir()
+    (out / CHECKPOINT_FILE).write_bytes(b"another run's")
+    assert main(["fit", str(csv), "--out", str(out), "--checkpoint-every", "5"]) == 1
+    assert "already holds results (checkpoint.pt)" in capsys.readouterr().err
+    assert (out / CHECKPOINT_FILE).read_bytes() == b"another run's"
+    assert main(["fit", str(csv), "--out", str(out), "--resume", str(out)]) == 1
+    assert f"{out / CHECKPOINT_FILE}: not a readable checkpoint" in capsys.readouterr().err
