@@ -7,9 +7,9 @@ last good state, and the torch, CUDA, NumPy and Python random states), saved wit
 weights_only=True)`` reads it and no code in a checkpoint can run.  It is written atomically
 (:func:`pyro_causal.io.atomic_write`): a scratch file, then a rename.
 
-While a trainer with checkpointing runs, SIGINT (Ctrl-C) is deferred to the end of the current
-step: the checkpoint is saved there and :class:`TrainingInterrupted` raised, so a resumed run
-takes exactly the steps the interrupted one would have taken.
+While a trainer runs (in the main thread), SIGINT (Ctrl-C) is deferred to the end of the current
+step: the checkpoint, if any, is saved there and :class:`TrainingInterrupted` raised, so a
+resumed run takes exactly the steps the interrupted one would have taken.
 """
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DataError, OutputError, FileExistsError, FileNotFoundError, ValueError) as error:
         return _fail(str(error))
     except KeyboardInterrupt as error:
-        resume = f"; continue with --resume {args.out}" if str(error) and args.command == "fit" else ""
+        resume = f"; continue with --resume {args.out}" if "checkpoint saved" in str(error) else ""
         return _fail((str(error) or "interrupted") + resume, status=130)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .acyclicity import PenaltySchedule
-from .checkpoint import CHECKPOINT_FILE, Checkpointing
+from .checkpoint import CHECKPOINT_FILE, Checkpointing, TrainingInterrupted
 from .io import (DataError, OutputError, check_output_dir, read_csv_table, read_targets, remove_stale_outputs,
                  csv_text, write_outputs)
 from .result import strict_json
@@ -145,6 +145,10 @@ def run_fit(args) -> int:
             result = selection.result
         else:
             result = fit(x, target_logit=args.target_logit, edge_logit=args.edge_logit, seed=args.seed, **options)
+    except KeyboardInterrupt as error:  # e.g. during the held refit: the training state is still on disk
+        if checkpointing and "checkpoint saved" not in str(error) and (out / CHECKPOINT_FILE).is_file():
+            raise TrainingInterrupted(f"{error or 'interrupted'}; last checkpoint saved in {out / CHECKPOINT_FILE}") from None
+        raise
     finally:
         if bar is not None:
             bar.close()

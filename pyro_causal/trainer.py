@@ -122,8 +122,10 @@ class Trainer:
         config: :class:`TrainingConfig`.
         callbacks: callables receiving a :class:`TrainingEvent`.
         checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing` (its ``folder`` and
-            ``every``): :meth:`run` then saves the state at step boundaries and defers SIGINT
-            to the end of the step (see :mod:`pyro_causal.checkpoint`).
+            ``every``): :meth:`run` then saves the state at step boundaries.  In the main
+            thread :meth:`run` always defers SIGINT to the end of the step (then raises
+            :class:`~pyro_causal.checkpoint.TrainingInterrupted`), so the state after Ctrl-C is
+            never half-updated (see :mod:`pyro_causal.checkpoint`).
 
     Example:
         >>> trainer = Trainer(model, x)
@@ -295,11 +297,13 @@ class Trainer:
 
         Then, for ``config.refit_steps`` more steps, the edges are refitted inside the causal
         order found (:meth:`start_refit`).  A non-finite loss stops training with ``"diverged"``
-        and restores the state at the end of the last completed round.
+        and restores the state at the end of the last completed round.  SIGINT is deferred to
+        the end of the step; with ``checkpoint``, the state is saved every ``checkpoint.every``
+        steps, at the end and on SIGINT.
         """
         self.stop_reason = None
         saving = self.checkpoint is not None and self.checkpoint.path is not None
-        with _checkpoint.deferred_interrupts(saving) as signals:
+        with _checkpoint.deferred_interrupts() as signals:
             try:
                 while self.lagrangian_stop is None:
                     while self.steps_this_round < self.lagrangian.steps_in_round():
@@ -319,22 +323,21 @@ class Trainer:
                 self.divergence = str(error)
                 self.stop_reason = "diverged"
                 return self.stop_reason
+            if signals["interrupted"]:
+                self._at_step_boundary(signals)  # saves and raises
             if saving:
                 self.save_checkpoint(self.checkpoint.path)
-            self._at_step_boundary(signals)
         self.stop_reason = self.lagrangian_stop
         return self.stop_reason
 
     def _at_step_boundary(self, signals: dict) -> None:
         """Save a checkpoint every ``checkpoint.every`` steps; after a deferred SIGINT save one
-        and raise :class:`~pyro_causal.checkpoint.TrainingInterrupted`."""
-        if self.checkpoint is None or self.checkpoint.path is None:
-            return
-        every = self.checkpoint.every
+        (with checkpointing) and raise :class:`~pyro_causal.checkpoint.TrainingInterrupted`."""
+        saving = self.checkpoint is not None and self.checkpoint.path is not None
         if signals["interrupted"]:
-            path = self.save_checkpoint(self.checkpoint.path)
-            raise _checkpoint.TrainingInterrupted(f"interrupted at step {self.step_count}; checkpoint saved in {path}")
-        if every and self.step_count % every == 0:
+            saved = f"; checkpoint saved in {self.save_checkpoint(self.checkpoint.path)}" if saving else ""
+            raise _checkpoint.TrainingInterrupted(f"interrupted at step {self.step_count}{saved}")
+        if saving and self.checkpoint.every and self.step_count % self.checkpoint.every == 0:
             self.save_checkpoint(self.checkpoint.path)
 
     def start_refit(self) -> None:
