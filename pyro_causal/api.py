@@ -47,7 +47,7 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
     return standardizer(x), names, standardizer
 
 
-def tagged(callbacks: Iterable[Callable[[TrainingEvent], None]], prefix: str = "", phase: Optional[str] = None,
+def _tagged(callbacks: Iterable[Callable[[TrainingEvent], None]], prefix: str = "", phase: Optional[str] = None,
            total: Optional[int] = None) -> list:
     """``callbacks`` behind one forwarder that labels each event's ``phase`` (``"prefix: phase"``)."""
     callbacks = list(callbacks)
@@ -245,14 +245,14 @@ def fit(
         model = build(restart_seed, copy_of_pristine() if restarts > 1 else density)
         prefix = f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else ""
         trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config,
-                          callbacks=tagged(callbacks, prefix))
+                          callbacks=_tagged(callbacks, prefix))
         stop_reason = trainer.run()
         model.eval()
         score = mean_elbo(model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=batch_size)[0]
         record = None
         if held_refit and stop_reason != "diverged" and bool(model.guide.free_edges().any()):
             refitted = build(restart_seed, copy_of_pristine())
-            held = tagged(callbacks, prefix, "held refit", held_config(config).schedule.first_round_steps)
+            held = _tagged(callbacks, prefix, "held refit", held_config(config).schedule.first_round_steps)
             refit_with_graph_held(model, refitted, lambda m: Trainer(m, xt, regimes=regimes_t, targets=targets_t,
                                                                      config=held_config(config), callbacks=held))
             refitted.eval()
@@ -329,7 +329,7 @@ def fit(
             log_transform=log_transform, learning_rate=learning_rate, batch_size=batch_size, schedule=schedule,
             refit_steps=0, tensorwise_edges=tensorwise_edges, num_particles=num_particles,
             restarts=search_restarts, held_refit=False, seed=seed, device=device, density_options=density_options,
-            num_threads=num_threads, callbacks=tagged(callbacks, f"edge search fit {len(held_fits)}"), **model_options,
+            num_threads=num_threads, callbacks=_tagged(callbacks, f"edge search fit {len(held_fits)}"), **model_options,
         )
 
     prior_logits = np.broadcast_to(np.asarray(torch.as_tensor(edge_logit).cpu(), dtype=float), (d, d)).copy()
