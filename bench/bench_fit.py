@@ -4,18 +4,29 @@
 stochastic single-node intervention per variable, 10,000 rows, regimes hidden, default ``fit``.
 
     python bench/bench_fit.py [--seed 0] [--threads 2] [--density linear]
+
+``--concurrent 3`` instead times, in one run, one fit alone and three at once (separate
+processes started together, nothing set in their environment, as a user would run them), with
+``fit``'s default threads and, with ``--compare-threads 2``, with that many threads (PyTorch's
+default on a 2-core machine); ``--steps S`` times S steps per fit (one round, no held refit)
+instead of whole fits.  ``--no-options`` times one fit with no options on data simulated with
+``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
+Every table records the load average before and after.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from functools import partial
 
 import torch
 
-from pyro_causal import Trainer, TrainingConfig, fit, simulate
+from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.densities import ConditionalDensity
 from pyro_causal.metrics import hamming_distance
@@ -33,23 +44,110 @@ def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30, table: bo
     return median_step_seconds(trainer, warmup=5, repeats=repeats)
 
 
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def one_fit(args) -> dict:
+    """One fit in this process (``--worker``): seconds, steps, threads and batch size used."""
+    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, mechanism=args.mechanism, seed=args.seed)
+    options = {}
+    if args.steps:
+        options = dict(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1), held_refit=False)
+    threads = None if args.worker_threads == "default" else int(args.worker_threads)
+    start = time.perf_counter()
+    result = fit(data.x, density=args.density, seed=args.seed, num_threads=threads, **options)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "steps": len(result.elbo_trace), "threads": result.settings["num_threads"],
+            "batch_size": result.settings["batch_size"], "stop": result.stop_reason,
+            "hamming": hamming_distance(data.adjacency, result.adjacency)}
+
+
+def run_workers(args, how_many: int, threads: str) -> list:
+    """``how_many`` fits in separate processes started together; their reports."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    command = [sys.executable, __file__, "--worker", "--worker-threads", threads, "--seed", str(args.seed),
+               "--density", args.density, "--mechanism", args.mechanism, "--steps", str(args.steps)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(how_many)]
+    return [json.loads(worker.communicate()[0].strip().splitlines()[-1]) for worker in workers]
+
+
+def concurrent(args) -> list:
+    """Table rows: for each thread setting, one fit alone then ``--concurrent`` at once."""
+    what = f"{args.steps} steps per fit" if args.steps else "whole default fits"
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"`python bench/bench_fit.py --concurrent {args.concurrent} --compare-threads {args.compare_threads} "
+        f"--steps {args.steps} --density {args.density} --seed {args.seed}` ({what}, {args.density} density).",
+        "",
+        "| threads | fits at once | threads used | steps | s per fit (each) | s per step (mean) | vs alone | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    settings = ["default"] + ([str(args.compare_threads)] if args.compare_threads else [])
+    for threads in settings:
+        alone = None
+        for how_many in (1, args.concurrent):
+            before = load()
+            reports = run_workers(args, how_many, threads)
+            per_step = sum(r["seconds"] / r["steps"] for r in reports) / len(reports)
+            alone = alone or per_step
+            lines.append(
+                f"| {threads} | {how_many} | {reports[0]['threads']} | {', '.join(str(r['steps']) for r in reports)} | "
+                f"{', '.join('%.1f' % r['seconds'] for r in reports)} | {per_step:.4f} | {per_step / alone:.2f}x | "
+                f"{before} | {load()} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def no_options(args) -> list:
+    before = load()
+    report = one_fit(args)
+    return [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"`python bench/bench_fit.py --no-options --density {args.density} --mechanism {args.mechanism} --seed {args.seed}` "
+        f"(`fit(x, density={args.density!r})`, nothing else set).",
+        "",
+        "| density | data | batch size used | threads used | steps | stop | total fit (s) | Hamming | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {args.density} | simulate(10, 1.0, 10000, {args.mechanism!r}, seed={args.seed}) | {report['batch_size']} | "
+        f"{report['threads']} | {report['steps']} | {report['stop']} | {report['seconds']:.1f} | {report['hamming']} | "
+        f"{before} | {load()} |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--density", default="linear")
+    parser.add_argument("--mechanism", default="linear")
+    parser.add_argument("--concurrent", type=int, default=0)
+    parser.add_argument("--compare-threads", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--no-options", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="docs/benchmarks_fit.md")
     args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(one_fit(args)))
+        return
+    if args.concurrent or args.no_options:
+        lines = concurrent(args) if args.concurrent else no_options(args)
+        print("\n".join(lines))
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write("\n" + "\n".join(lines) + "\n")
+        return
     torch.set_num_threads(args.threads)
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
     x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
     step = seconds_per_step(x, args.density)
     table_step = seconds_per_step(x, args.density, table=True)
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed)
+    result = fit(data.x, density=args.density, seed=args.seed, num_threads=args.threads)
     total = time.perf_counter() - start
     start = time.perf_counter()
-    fit(data.x, density=args.density, seed=args.seed, held_refit=False)
+    fit(data.x, density=args.density, seed=args.seed, held_refit=False, num_threads=args.threads)
     without_refit = time.perf_counter() - start
     refit = result.settings["held_refit"]
     refit_note = (f"{result.settings['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"

@@ -5,7 +5,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -20,6 +20,7 @@ from .elbo import mean_elbo
 from .held_refit import held_config, refit_with_graph_held
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
+from .resources import choose_batch_size, choose_num_threads, restores_threads
 from .result import FitResult, Standardizer
 from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
 from .trainer import Trainer, TrainingConfig, TrainingEvent
@@ -79,6 +80,22 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
     return data, names, standardizer
 
 
+def _tagged(callbacks: Iterable[Callable[[TrainingEvent], None]], prefix: str = "", phase: Optional[str] = None,
+           total: Optional[int] = None) -> list:
+    """``callbacks`` behind one forwarder that labels each event's ``phase`` (``"prefix: phase"``)."""
+    callbacks = list(callbacks)
+
+    def forward(event: TrainingEvent) -> None:
+        label = phase or event.phase
+        event = replace(event, phase=f"{prefix}: {label}" if prefix else label,
+                        total=event.total if total is None else total)
+        for callback in callbacks:
+            callback(event)
+
+    return [forward] if callbacks else []
+
+
+@restores_threads
 def fit(
     x,
     *,
@@ -112,6 +129,7 @@ def fit(
     search_moves: Sequence[str] = DEFAULT_MOVES,
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
+    num_threads: Optional[int] = None,
     callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
     density_options: Optional[dict] = None,
     checkpoint: Optional[Checkpointing] = None,
@@ -147,14 +165,17 @@ def fit(
             ``"allow"`` (the paper's independent edges).  Default: ``"resolve"``.
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
-        learning_rate, batch_size, schedule, refit_steps, tensorwise_edges, num_particles: see
+        learning_rate, schedule, refit_steps, tensorwise_edges, num_particles: see
             :class:`TrainingConfig`.
+        batch_size: rows per step; ``None`` chooses (:func:`pyro_causal.resources.choose_batch_size`:
+            1000 for the ``mlp`` and ``flow`` densities above 2000 rows, else all rows); ``n`` or
+            more is full batch.  ``settings["batch_size"]`` records the size used.
         restarts: independent fits from seeds ``seed, seed + 1, ...``; the one with the highest
             ELBO on the data (16 draws, ``z`` summed out) is returned.  The bound is multimodal
             (the graph and the mixture can settle in poor local optima), and every local optimum
             is scored by the same bound, as for ``n_init`` in mixture-model libraries.
         held_refit: after the penalty loop (and ``refit_steps``), fit a fresh model (same seed,
-            no ``callbacks``) for one penalty round with its graph held at the DAG found, give it
+            ``callbacks`` see ``phase="held refit"``) for one penalty round with its graph held at the DAG found, give it
             the loop's edge posterior, and keep it when the bound of the returned posterior
             (``q(A)`` included, the score ``restarts`` ranks by) is higher
             (:mod:`pyro_causal.held_refit`): the mixture and mechanisms are then fitted to the
@@ -179,7 +200,12 @@ def fit(
             pairs without one.
         seed: seeds Python, NumPy, torch and Pyro; the same seed gives the same result.
         device: ``"cpu"``, ``"cuda"``...
-        callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round.
+        num_threads: torch threads during the fit (restored after); ``None`` chooses from the
+            problem's size (:func:`pyro_causal.resources.choose_num_threads`: one thread unless
+            the steps are large).  ``settings["num_threads"]`` records it.
+        callbacks: receive a :class:`TrainingEvent` every ``log_every`` steps and every round, from
+            every phase (``event.phase``: ``"penalty"``, ``"held refit"``, prefixed by
+            ``"restart r/R: "`` and ``"edge search fit i: "`` where they apply).
         density_options: keyword arguments of the density family.
         checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing`: save the training state
             to a folder (every ``every`` steps, at the end of training and on Ctrl-C, which then
@@ -219,6 +245,14 @@ def fit(
         raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    batch_size = choose_batch_size(density, n) if batch_size is None else batch_size
+    if num_threads is None:
+        num_threads = 1 if torch.device(device).type == "cuda" else choose_num_threads(
+            min(batch_size or n, n), d, supervision.truncation)
+    torch.set_num_threads(num_threads)  # the previous count comes back after (restores_threads)
+    logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d, batch_size or "all", num_threads)
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     xt = torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device)
     regimes_t = as_tensor(supervision.regimes, torch.long)
@@ -262,8 +296,9 @@ def fit(
     for restart_seed in range(seed, seed + restarts):
         # A density object given by the user is copied so that every restart starts from it.
         model = build(restart_seed, copy_of_pristine() if restarts > 1 else density)
-        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config, callbacks=callbacks,
-                          checkpoint=checkpoint)
+        prefix = f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else ""
+        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config,
+                          callbacks=_tagged(callbacks, prefix), checkpoint=checkpoint)
         if checkpoint is not None:
             trainer.checkpoint_tag = repr((density if isinstance(density, str) else type(density).__name__,
                                            intervention, embedding_dim, alpha, target_logit, np.asarray(edge_logit).tolist(),
@@ -278,8 +313,9 @@ def fit(
         record = None
         if held_refit and stop_reason != "diverged" and bool(model.guide.free_edges().any()):
             refitted = build(restart_seed, copy_of_pristine())
+            held = _tagged(callbacks, prefix, "held refit", held_config(config).schedule.first_round_steps)
             refit_with_graph_held(model, refitted, lambda m: Trainer(m, xt, regimes=regimes_t, targets=targets_t,
-                                                                     config=held_config(config)))
+                                                                     config=held_config(config), callbacks=held))
             refitted.eval()
             after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
             record = {"elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
@@ -312,6 +348,7 @@ def fit(
         "log_transform": log_transform,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
+        "num_threads": num_threads,
         "schedule": asdict(config.schedule),
         "num_particles": num_particles,
         "restarts": restarts,
@@ -342,7 +379,10 @@ def fit(
     if not edge_search or stop_reason == "diverged":
         return result
 
+    held_fits = []
+
     def fit_held(graph: np.ndarray) -> FitResult:
+        held_fits.append(graph)
         return fit(
             x, names=names, density=copy.deepcopy(pristine) if isinstance(pristine, ConditionalDensity) else pristine,
             intervention=intervention, truncation=truncation, embedding_dim=embedding_dim, alpha=alpha,
@@ -352,7 +392,7 @@ def fit(
             log_transform=log_transform, learning_rate=learning_rate, batch_size=batch_size, schedule=schedule,
             refit_steps=0, tensorwise_edges=tensorwise_edges, num_particles=num_particles,
             restarts=search_restarts, held_refit=False, seed=seed, device=device, density_options=density_options,
-            **model_options,
+            num_threads=num_threads, callbacks=_tagged(callbacks, f"edge search fit {len(held_fits)}"), **model_options,
         )
 
     prior_logits = np.broadcast_to(np.asarray(torch.as_tensor(edge_logit).cpu(), dtype=float), (d, d)).copy()

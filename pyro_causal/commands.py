@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +42,58 @@ def _load_fit_data(args):
 
 
 def _progress(quiet: bool):
-    """A tqdm progress bar fed by training events (or nothing when quiet)."""
+    """A tqdm progress bar fed by training events (or nothing when quiet): one bar per phase
+    (penalty round k, held refit, restart r/R, edge search fit i), with its total where known."""
     if quiet:
         return None, []
     from tqdm.auto import tqdm
 
     bar = tqdm(unit="step", file=sys.stderr, dynamic_ncols=True, desc="fit")
+    shown = {"phase": None, "time": None}
 
     def update(event):
+        if event.phase != shown["phase"] or event.step < bar.n:  # a new phase, or a new trainer
+            bar.reset(total=event.total)
+            if shown["time"] is not None:  # it began about when the last one ended: a true rate
+                bar.start_t = bar.last_print_t = shown["time"]
+            shown["phase"] = event.phase
+        shown["time"] = bar._time()
+        penalty = event.phase.endswith("penalty")
+        bar.set_description(f"{event.phase} round {event.round + (event.kind == 'step')}" if penalty else event.phase,
+                            refresh=False)
         bar.update(event.step - bar.n)
-        bar.set_postfix(round=event.round, elbo=f"{event.elbo:.3f}", h=f"{event.h:.2e}", mu=f"{event.penalty:.0e}")
+        bar.set_postfix(elbo=f"{event.elbo:.3f}", h=f"{event.h:.2e}", mu=f"{event.penalty:.0e}")
 
     return bar, [update]
+
+
+@contextmanager
+def _library_log(verbose: bool, quiet: bool):
+    """Route the ``pyro_causal`` log to stderr (``-v``, above the bar) or silence it (``--quiet``)."""
+    logger = logging.getLogger("pyro_causal")
+    level, propagate = logger.level, logger.propagate
+    handler = None
+    if quiet:
+        logger.setLevel(logging.CRITICAL + 1)
+    elif verbose:
+        from tqdm import tqdm
+
+        class _AboveTheBar(logging.Handler):
+            def emit(self, record):
+                tqdm.write(self.format(record), file=sys.stderr)
+
+        handler = _AboveTheBar()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def run_fit(args) -> int:
@@ -102,6 +144,8 @@ def run_fit(args) -> int:
         tolerance=args.tolerance,
     )
     bar, callbacks = _progress(args.quiet or not primary)
+    log = _library_log(args.verbose and primary, args.quiet or not primary)
+    log.__enter__()
     selection = None
     try:
         options = dict(
@@ -132,6 +176,7 @@ def run_fit(args) -> int:
             batch_size=args.batch_size,
             schedule=schedule,
             device=args.device,
+            num_threads=args.threads,
             callbacks=callbacks,
         )
         if checkpointing:
@@ -152,6 +197,7 @@ def run_fit(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+        log.__exit__(None, None, None)
     if not primary:
         return 0
     if result.stop_reason == "diverged":

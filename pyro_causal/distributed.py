@@ -30,6 +30,7 @@ from dataclasses import fields
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 from unittest import mock
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -38,6 +39,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import api
 from .elbo import ElboTerms, elbo_terms
+from .model import default_truncation
+from .resources import choose_batch_size, choose_num_threads
 from .result import FitResult
 from .trainer import Trainer, TrainingEvent
 
@@ -272,6 +275,18 @@ def launch(
 
 
 # --------------------------------------------------------------------------- fit
+def threads_per_process(x, fit_kwargs: dict, processes: int) -> int:
+    """Torch threads of each of ``processes`` processes on one machine: the fit's ``num_threads``
+    split between them, or :func:`~pyro_causal.resources.choose_num_threads` for their share of
+    each step; together never more than the cores."""
+    if fit_kwargs.get("num_threads") is not None:
+        return max(1, fit_kwargs["num_threads"] // processes)
+    n, d = np.shape(x)
+    rows = fit_kwargs.get("batch_size") or choose_batch_size(fit_kwargs.get("density", "linear"), n) or n
+    components = fit_kwargs.get("truncation") or default_truncation(d)
+    return choose_num_threads(min(rows, n), d, components, processes=processes)
+
+
 def _fit_in_group(x, fit_kwargs: dict, callbacks: Iterable[Callable[[TrainingEvent], None]]) -> FitResult:
     """:func:`pyro_causal.fit` with a :class:`DistributedTrainer`, inside an initialised group."""
     device = _local_device(fit_kwargs.pop("device", "cpu"))
@@ -322,7 +337,8 @@ def fit_distributed(
         x: ``(n, d)`` data, as for :func:`pyro_causal.fit`.
         processes: ``W``; with ``device="cuda"`` at most the number of GPUs.
         backend: ``"gloo"`` or ``"nccl"`` (default: ``nccl`` for CUDA, else ``gloo``).
-        threads: torch threads per spawned process (default: CPU cores / ``W``, at least 1).
+        threads: torch threads per spawned process (default: ``num_threads`` in ``fit_kwargs``
+            split between the ``W`` processes, else :func:`threads_per_process`).
         callbacks: as for :func:`pyro_causal.fit`.
         oversubscribe: allow more spawned processes than CPU cores (refused otherwise).
         **fit_kwargs: every other :func:`pyro_causal.fit` option (``seed``, ``batch_size``...).
@@ -341,6 +357,9 @@ def fit_distributed(
         joined = not dist.is_initialized()
         if joined:
             dist.init_process_group(backend or default_backend(device))
+        if torch.device(device).type != "cuda":  # the processes of this machine share its cores
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+            fit_kwargs["num_threads"] = threads or threads_per_process(x, fit_kwargs, local)
         try:
             return _fit_in_group(x, dict(fit_kwargs), callbacks)
         finally:
@@ -360,7 +379,9 @@ def fit_distributed(
     if torch.device(device).type == "cuda" and processes > torch.cuda.device_count():
         raise ValueError(f"{processes} processes but {torch.cuda.device_count()} CUDA devices")
     if threads is None and torch.device(device).type != "cuda":
-        threads = max(1, (os.cpu_count() or 1) // processes)
+        threads = threads_per_process(x, fit_kwargs, processes)
+    if threads is not None:
+        fit_kwargs["num_threads"] = threads
     callbacks = list(callbacks)
 
     def forward(event: TrainingEvent) -> None:

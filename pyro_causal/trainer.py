@@ -100,7 +100,13 @@ def make_optimizer(model, config: "TrainingConfig") -> torch.optim.Optimizer:
 
 @dataclass
 class TrainingEvent:
-    """What callbacks receive every ``log_every`` steps (``kind="step"``) and after each round."""
+    """What callbacks receive every ``log_every`` steps (``kind="step"``) and after each round.
+
+    ``step`` counts the steps of the trainer that sent it; ``phase`` names that trainer's part of
+    a fit (:func:`pyro_causal.fit` labels them: ``"penalty"``, ``"held refit"``, with prefixes
+    such as ``"restart 2/3: "``); ``total`` is the number of steps of that phase where it is
+    known in advance, else ``None``.
+    """
 
     kind: str
     step: int
@@ -109,6 +115,8 @@ class TrainingEvent:
     h: float
     multiplier: float
     penalty: float
+    phase: str = "penalty"
+    total: Optional[int] = None
 
 
 class Trainer:

@@ -1,0 +1,83 @@
+"""How much of the machine one fit takes: torch threads and rows per step, chosen in one place.
+
+:func:`pyro_causal.fit` calls :func:`choose_batch_size` when ``batch_size=None`` and
+:func:`choose_num_threads` when ``num_threads=None``; ``settings["batch_size"]`` and
+``settings["num_threads"]`` record what was used.  The measurements behind both rules are in
+``docs/benchmarks.md`` ("Threads and automatic mini-batches").
+
+* **Rows per step.** The non-linear densities (``mlp``, ``flow``) train on random mini-batches
+  of :data:`AUTO_BATCH_SIZE` rows once the data have more than :data:`AUTO_BATCH_ABOVE` rows: a
+  full-batch step of the MLP at n = 10,000 costs about 25x a linear one, and a fit of a few
+  thousand such steps takes hours.  The linear density stays full-batch: its step is one small
+  matrix product over the rows' second moments.  Pass ``batch_size=n`` for full batch.
+* **Threads.** One thread unless a step's work (rows per step x variables x components) reaches
+  :data:`THREADS_PAY_ABOVE`; above it, one thread per core.  PyTorch's threads spin while they
+  wait, so on small tensors a second thread wins little on an idle machine and loses many times
+  over when other processes want the cores.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Optional, Union
+
+import torch
+
+from .densities import DeepSigmoidalFlow, MLPGaussian
+
+AUTO_BATCH_SIZE = 1000
+"""Rows per step chosen for the non-linear densities (the setting of ``docs/results.md``)."""
+AUTO_BATCH_ABOVE = 2000
+"""Data with more rows than this are mini-batched (non-linear densities only)."""
+MINI_BATCHED = ("mlp", "flow")
+THREADS_PAY_ABOVE = 50_000_000
+"""Work per step (rows x variables x components) above which more than one thread is used."""
+
+
+def _family(density) -> str:
+    if isinstance(density, str):
+        return density
+    for name, kind in (("mlp", MLPGaussian), ("flow", DeepSigmoidalFlow)):
+        if isinstance(density, kind):
+            return name
+    return type(density).__name__
+
+
+def choose_batch_size(density: Union[str, object], num_rows: int) -> Optional[int]:
+    """Rows per step for ``density`` (a name or a density object) on ``num_rows`` rows; ``None`` = all."""
+    if _family(density) in MINI_BATCHED and num_rows > AUTO_BATCH_ABOVE:
+        return AUTO_BATCH_SIZE
+    return None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_num_threads(rows_per_step: int, num_variables: int, components: int, processes: int = 1) -> int:
+    """Torch threads for one process of a fit whose steps see ``rows_per_step`` rows.
+
+    ``processes`` data-parallel processes split the cores and the rows between them.
+    """
+    cores = max(1, available_cores() // max(1, processes))
+    work = rows_per_step / max(1, processes) * num_variables * components
+    return cores if work > THREADS_PAY_ABOVE else 1
+
+
+def restores_threads(function: Callable) -> Callable:
+    """Decorate ``function`` so that torch's thread count after a call is the one before it,
+    also when it raises (``fit`` sets its own count inside)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        previous = torch.get_num_threads()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    return wrapper

@@ -1,0 +1,118 @@
+"""Threads, automatic mini-batches and progress of a fit (pyro_causal.resources, the CLI's bar and log)."""
+import json
+
+import pytest
+import torch
+
+from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal.densities import MLPGaussian
+from pyro_causal.distributed import threads_per_process
+from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE, THREADS_PAY_ABOVE, available_cores,
+                                   choose_batch_size, choose_num_threads)
+
+TINY = PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1)
+CLI_TINY = ["--first-round-steps", "20", "--round-steps", "5", "--max-rounds", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return simulate(num_variables=3, edges_per_node=1.0, num_samples=200, seed=1)
+
+
+@pytest.fixture
+def two_threads_outside():
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(1)
+
+
+def test_fit_sets_its_threads_and_restores_them(tiny, two_threads_outside):
+    seen = []
+    result = fit(tiny.x, schedule=TINY, num_threads=3, callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    assert seen and set(seen) == {3} and result.settings["num_threads"] == 3
+    assert torch.get_num_threads() == 2
+    seen.clear()
+    result = fit(tiny.x, schedule=TINY, callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    assert set(seen) == {1} and result.settings["num_threads"] == 1  # small steps: one thread
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        fit(tiny.x, schedule=TINY, num_threads=0)
+
+
+def test_threads_are_restored_when_the_fit_raises(tiny, two_threads_outside):
+    class Stop(Exception):
+        pass
+
+    def stop(event):
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit(tiny.x, schedule=TINY, num_threads=1, callbacks=[stop])
+    assert torch.get_num_threads() == 2
+
+
+def test_the_thread_rule():
+    assert choose_num_threads(10_000, 10, 12) == 1  # the default linear fit of docs/benchmarks.md
+    assert choose_num_threads(1_000, 10, 12) == 1
+    big = THREADS_PAY_ABOVE // (10 * 12) + 1
+    assert choose_num_threads(big, 10, 12) == available_cores()
+    assert choose_num_threads(big * 2, 10, 12, processes=2) == max(1, available_cores() // 2)
+    assert threads_per_process([[0.0] * 10] * 50, {"num_threads": 4}, 2) == 2
+    assert threads_per_process([[0.0] * 10] * 50, {"num_threads": 1}, 2) == 1  # never below one
+    assert threads_per_process([[0.0] * 10] * 50, {}, 2) == 1
+
+
+def test_the_batch_size_rule():
+    large, small = AUTO_BATCH_ABOVE + 1, AUTO_BATCH_ABOVE
+    assert choose_batch_size("linear", 10_000) is None and choose_batch_size("linear", small) is None
+    assert choose_batch_size("mlp", large) == choose_batch_size("flow", large) == AUTO_BATCH_SIZE == 1000
+    assert choose_batch_size("mlp", small) is None and choose_batch_size("flow", small) is None
+    assert choose_batch_size(MLPGaussian(3, 4), large) == AUTO_BATCH_SIZE
+
+
+def test_the_batch_size_used_is_recorded():
+    data = simulate(num_variables=3, edges_per_node=1.0, num_samples=AUTO_BATCH_ABOVE + 100, seed=1)
+    short = PenaltySchedule(first_round_steps=5, round_steps=5, max_rounds=1)
+    mlp = fit(data.x, density="mlp", schedule=short, held_refit=False)
+    assert mlp.settings["batch_size"] == AUTO_BATCH_SIZE
+    linear = fit(data.x, schedule=short, held_refit=False)
+    assert linear.settings["batch_size"] is None  # full batch
+    full = fit(data.x, density="mlp", schedule=short, held_refit=False, batch_size=len(data.x))
+    assert full.settings["batch_size"] == len(data.x)
+
+
+def test_callbacks_hear_every_phase(tiny):
+    events = []
+    fit(tiny.x, schedule=TINY, restarts=2, edge_search=1, search_restarts=1, callbacks=[events.append])
+    phases = {event.phase for event in events}
+    assert {"restart 1/2: penalty", "restart 2/2: penalty", "restart 1/2: held refit"} <= phases
+    held = [event for event in events if event.phase.endswith("held refit")]
+    assert held and all(event.total == TINY.first_round_steps for event in held)
+    assert any(phase.startswith("edge search fit 1: ") for phase in phases)
+
+
+def _csv(tiny, tmp_path):
+    from pyro_causal.io import write_csv
+
+    path = tmp_path / "data.csv"
+    write_csv(path, tiny.names, tiny.x.tolist())
+    return str(path)
+
+
+def test_cli_threads_verbose_and_quiet(tiny, tmp_path, capsys):
+    from pyro_causal.cli import main
+
+    csv = _csv(tiny, tmp_path)
+    for bad in ("0", "-2"):
+        assert main(["fit", csv, "--out", str(tmp_path / "bad"), "--threads", bad, *CLI_TINY]) == 2
+        err = capsys.readouterr().err
+        assert "--threads" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+    assert main(["fit", csv, "--out", str(tmp_path / "quiet"), "--quiet", "--threads", "1", *CLI_TINY]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads((tmp_path / "quiet" / "summary.json").read_text())["settings"]["num_threads"] == 1
+    assert main(["fit", csv, "--out", str(tmp_path / "verbose"), "-v", *CLI_TINY]) == 0
+    err = capsys.readouterr().err
+    assert "pyro_causal.api: fit: 200 rows, 3 variables" in err and "held refit" in err
+    assert main(["fit", csv, "--out", str(tmp_path / "plain"), *CLI_TINY]) == 0
+    assert "pyro_causal.api" not in capsys.readouterr().err  # the log only with -v
