@@ -277,3 +277,49 @@ def test_mean_elbo_is_the_per_row_bound_with_the_global_kls_counted_once():
         got = mean_elbo(model, x, regimes, num_draws=1, batch_size=2)
     labelled = terms_at(model, x, regimes=regimes, assignment="exact")
     torch.testing.assert_close(got[0], float(labelled.elbo.detach()) / 5)
+
+
+def test_latent_intervention_elbo_loss_is_minus_the_objective_averaged_over_particles():
+    from pyro_causal.elbo import LatentInterventionELBO
+
+    model, x = tiny_model(), data()
+    regimes = torch.tensor([0, -1, 2, 1, -1, 2])
+    expected = terms_at(model, x, regimes=regimes, supervision_weight=0.3, assignment="amortized")
+    law = type(model.guide.graph_dist())
+    with mock.patch.object(law, "rsample", lambda self, *a: GRAPH):
+        elbo = LatentInterventionELBO(num_particles=3, supervision_weight=0.3, assignment="amortized")
+        loss = elbo.loss(model.model, model.guide, x, regimes)
+        assert loss == pytest.approx(-float(expected.objective.detach()), rel=1e-6)
+        assert not any(p.grad is not None for p in model.parameters())
+        assert elbo.loss_and_grads(model.model, model.guide, x, regimes) == pytest.approx(loss, rel=1e-6)
+        grad = model.guide.embedding_loc.grad.clone()
+        model.zero_grad()
+        (-expected.objective).backward()
+        torch.testing.assert_close(grad, model.guide.embedding_loc.grad)
+        # A batch: the rows are a random subset, and the bound is scaled to all of them.
+        torch.manual_seed(2)
+        rows = torch.randperm(6)[:4]
+        torch.manual_seed(2)
+        batched = LatentInterventionELBO(assignment="exact").loss(model.model, model.guide, x, batch_size=4)
+        torch.manual_seed(2)
+        torch.randperm(6)
+        scaled = elbo_terms(model, x[rows], None, None, 6, assignment="exact")
+        assert batched == pytest.approx(-float(scaled.objective.detach()), rel=1e-6)
+        full = LatentInterventionELBO(assignment="exact").loss(model.model, model.guide, x, batch_size=6)
+        whole = terms_at(model, x, assignment="exact")
+        assert full == pytest.approx(-float(whole.objective.detach()), rel=1e-6)
+
+
+def test_latent_intervention_elbo_refuses_what_it_cannot_score():
+    from pyro_causal.elbo import LatentInterventionELBO
+
+    with pytest.raises(ValueError, match="unknown graph_estimator 'exact'; choose one of local, straight-through"):
+        LatentInterventionELBO(graph_estimator="exact")
+    with pytest.raises(ValueError, match="unknown graph_estimator 'exact'; choose one of local, straight-through"):
+        elbo_terms(tiny_model(), data(), graph_estimator="exact")
+    with pytest.raises(TypeError, match="needs the bound method `m.model`"):
+        LatentInterventionELBO().loss(lambda x: None, lambda x: None, data())
+    with pytest.raises(NotImplementedError, match="closed form"):
+        LatentInterventionELBO()._get_trace(None, None, (), {})
+    elbo = LatentInterventionELBO(supervision_weight=2, graph_estimator="local")
+    assert (elbo.supervision_weight, elbo.assignment, elbo.graph_estimator, elbo.num_particles) == (2.0, "exact", "local", 1)
