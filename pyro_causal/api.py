@@ -67,7 +67,7 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
         bad = np.argwhere(x <= 0)
         if bad.size:
             i, j = bad[0]
-            raise DataError(f"data, row {i}, column {names[j]!r}: {x[i, j]!r} <= 0 cannot be log-transformed")
+            raise DataError(f"data, row {i}, column {names[j]!r}: {float(x[i, j])!r} <= 0 cannot be log-transformed")
     values = np.log(x) if log_transform else x
     check_spread(values, names)
     standardizer = Standardizer.fit(values, standardize, log_transform)

@@ -1,0 +1,116 @@
+"""Value checks of the small distributions: stick weights, the two-cycle-free graph law, its KL."""
+import math
+
+import pytest
+import torch
+from pyro.distributions import Bernoulli
+from torch.distributions import kl_divergence
+
+from pyro_causal.distributions import (
+    StraightThroughBernoulli,
+    TwoCycleFreeBernoulli,
+    expected_log_stick_weights,
+    stick_breaking_log_weights,
+)
+
+P = torch.tensor([[0.0, 0.7, 0.2], [0.4, 0.0, 0.9], [0.6, 0.3, 0.0]], dtype=torch.float64)
+PAIRS = torch.tensor([[False, True, False], [True, False, True], [False, True, False]])  # (0, 2) fixed
+
+
+def test_stick_breaking_weights_by_hand():
+    v = torch.tensor([[0.2, 0.5], [0.6, 0.25]], dtype=torch.float64)
+    expected = torch.tensor([[0.2, 0.8 * 0.5, 0.8 * 0.5], [0.6, 0.4 * 0.25, 0.4 * 0.75]], dtype=torch.float64)
+    torch.testing.assert_close(stick_breaking_log_weights(v).exp(), expected)
+
+
+def test_stick_breaking_weights_at_the_ends_of_the_unit_interval_stay_finite():
+    v = torch.tensor([0.0, 1.0])
+    log_w = stick_breaking_log_weights(v)
+    tiny, eps = torch.finfo(v.dtype).tiny, torch.finfo(v.dtype).eps
+    torch.testing.assert_close(log_w, torch.tensor([math.log(tiny), 0.0, math.log(eps)]))
+
+
+def test_expected_log_stick_weights_by_hand():
+    a = torch.tensor([2.0, 0.5, 3.0], dtype=torch.float64)
+    b = torch.tensor([1.5, 4.0, 0.7], dtype=torch.float64)
+    dg = torch.digamma
+    e_v = dg(a) - dg(a + b)
+    e_rest = dg(b) - dg(a + b)
+    expected = torch.stack([e_v[0], e_rest[0] + e_v[1], e_rest[0] + e_rest[1] + e_v[2],
+                            e_rest[0] + e_rest[1] + e_rest[2]])
+    torch.testing.assert_close(expected_log_stick_weights(a, b), expected)
+    batched = expected_log_stick_weights(torch.stack([a, b]), torch.stack([b, a]))
+    torch.testing.assert_close(batched[0], expected)
+
+
+def test_straight_through_sample_is_hard_with_unit_gradient():
+    torch.manual_seed(0)
+    probs = torch.tensor([0.0, 1.0, 0.3], requires_grad=True)
+    q = StraightThroughBernoulli(probs=probs)
+    draw = q.rsample((2,))
+    assert draw[:, :2].tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    draw.sum().backward()
+    torch.testing.assert_close(probs.grad, torch.full((3,), 2.0))
+    assert q.marginal_probs() is q.probs
+
+
+def test_two_cycle_free_marginals_by_hand():
+    q = TwoCycleFreeBernoulli(probs=P, pairs=PAIRS)
+    expected = P.clone()
+    expected[0, 1], expected[1, 0] = 0.7 * (1 - 0.4 / 2), 0.4 * (1 - 0.7 / 2)
+    expected[1, 2], expected[2, 1] = 0.9 * (1 - 0.3 / 2), 0.3 * (1 - 0.9 / 2)
+    torch.testing.assert_close(q.marginal_probs(), expected)
+
+
+def test_pair_log_probs_by_hand():
+    none, forward, backward = TwoCycleFreeBernoulli(probs=P, pairs=PAIRS).pair_log_probs()
+    assert float(none[0, 1]) == pytest.approx(math.log(0.3 * 0.6))
+    assert float(forward[0, 1]) == pytest.approx(math.log(0.7 * 0.8))
+    assert float(backward[0, 1]) == pytest.approx(math.log(0.4 * 0.65))
+    # Probabilities 0 and 1 are clamped, not -inf / nan.
+    edge = TwoCycleFreeBernoulli(probs=torch.tensor([[0.0, 1.0], [0.0, 0.0]]), pairs=~torch.eye(2, dtype=torch.bool))
+    none, forward, _ = edge.pair_log_probs()
+    assert torch.isfinite(none).all() and torch.isfinite(forward).all()
+    assert float(forward[0, 1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_two_cycle_free_log_prob_by_hand():
+    q = TwoCycleFreeBernoulli(probs=P, pairs=PAIRS)
+    graph = torch.tensor([[0, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=torch.float64)
+    lp = q.log_prob(graph)
+    # pair (0, 1): forward; pair (1, 2): backward 2 -> 1; pair (0, 2) fixed: independent entries.
+    assert float(lp[0, 1]) == pytest.approx(math.log(0.7 * 0.8))
+    assert float(lp[1, 2]) == pytest.approx(math.log(0.3 * (1 - 0.9 / 2)))
+    assert float(lp[1, 0]) == 0.0 and float(lp[2, 1]) == 0.0
+    assert float(lp[0, 2]) == pytest.approx(math.log(0.2)) and float(lp[2, 0]) == pytest.approx(math.log(0.6))
+    none = torch.zeros(3, 3, dtype=torch.float64)
+    assert float(q.log_prob(none)[0, 1]) == pytest.approx(math.log(0.3 * 0.6))
+    cycle = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.float64)
+    assert float(q.log_prob(cycle)[0, 1]) == -math.inf
+
+
+def test_two_cycle_free_kl_by_hand():
+    q = TwoCycleFreeBernoulli(probs=P, pairs=PAIRS)
+    prior_p = torch.tensor([[0.5, 0.2, 0.35], [0.45, 0.5, 0.1], [0.7, 0.6, 0.5]], dtype=torch.float64)
+    kl = kl_divergence(q, Bernoulli(probs=prior_p))
+    a, b, pa, pb = 0.7, 0.4, 0.2, 0.45
+    pair = ((1 - a) * (1 - b) * math.log((1 - a) * (1 - b) / ((1 - pa) * (1 - pb)))
+            + a * (1 - b / 2) * math.log(a * (1 - b / 2) / (pa * (1 - pb)))
+            + b * (1 - a / 2) * math.log(b * (1 - a / 2) / ((1 - pa) * pb)))
+    assert float(kl[0, 1]) == pytest.approx(pair)
+    assert float(kl[1, 0]) == 0.0
+    independent = 0.2 * math.log(0.2 / 0.35) + 0.8 * math.log(0.8 / 0.65)
+    assert float(kl[0, 2]) == pytest.approx(independent)
+
+
+def test_resolved_two_cycles_keep_each_direction_with_probability_one_half():
+    torch.manual_seed(0)
+    ones = torch.ones(3, 3)
+    pairs = ~torch.eye(3, dtype=torch.bool)
+    pairs[0, 2] = pairs[2, 0] = False
+    q = TwoCycleFreeBernoulli(probs=ones, pairs=pairs)
+    for draws in (q.sample((4000,)), q.rsample((4000,)).detach()):
+        assert (draws[:, 0, 1] + draws[:, 1, 0] == 1).all()  # exactly one direction of a free pair
+        assert (draws[:, 0, 2] * draws[:, 2, 0] == 1).all()  # a fixed pair is not resolved
+        assert 0.46 < float(draws[:, 0, 1].mean()) < 0.54
+        assert 0.46 < float(draws[:, 1, 2].mean()) < 0.54

@@ -1,0 +1,48 @@
+"""Value checks of the preprocessing: standardisation and the log transform (pyro_causal.api.prepare_data)."""
+import numpy as np
+import pytest
+
+from pyro_causal.api import prepare_data
+from pyro_causal.result import Standardizer
+
+X = np.array([[1.0, 10.0, 0.5], [2.0, 30.0, 0.25], [4.0, 20.0, 8.0], [9.0, 60.0, 1.0]] * 3) * np.repeat([1.0, 1.5, 3.0], 4)[:, None]
+
+
+def test_standardised_columns_have_mean_zero_and_variance_one():
+    z, names, standardizer = prepare_data(X)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.var(0), 1.0)
+    np.testing.assert_allclose(standardizer.mean, [16 * 5.5 / 12, 120 * 5.5 / 12, 9.75 * 5.5 / 12])
+    np.testing.assert_allclose(standardizer.scale, X.std(0))
+    np.testing.assert_allclose(z * standardizer.scale + standardizer.mean, X)  # the inverse map
+    assert names == ["X0", "X1", "X2"] and standardizer.log_transform is False
+
+
+def test_the_log_transform_comes_before_the_standardisation():
+    z, _, standardizer = prepare_data(X, log_transform=True)
+    logs = np.log(X)
+    np.testing.assert_allclose(standardizer.mean, logs.mean(0))
+    np.testing.assert_allclose(standardizer.scale, logs.std(0))
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.var(0), 1.0)
+    np.testing.assert_allclose(np.exp(z * standardizer.scale + standardizer.mean), X)  # the inverse map
+    np.testing.assert_allclose(standardizer(X[:2]), z[:2])  # new rows go through the same map
+
+
+def test_without_standardisation_the_data_is_unchanged_or_only_logged():
+    z, _, standardizer = prepare_data(X, standardize=False)
+    np.testing.assert_array_equal(z, X)
+    np.testing.assert_array_equal(standardizer.mean, np.zeros(3))
+    np.testing.assert_array_equal(standardizer.scale, np.ones(3))
+    logged, _, _ = prepare_data(X, standardize=False, log_transform=True)
+    np.testing.assert_allclose(logged, np.log(X))
+    direct = Standardizer.fit(X, standardize=False, log_transform=True)
+    assert direct.log_transform is True
+
+
+def test_the_log_transform_refuses_non_positive_values():
+    bad = X.copy()
+    bad[2, 1] = 0.0  # row 2, column X1
+    with pytest.raises(ValueError, match=r"data, row 2, column 'X1': 0.0 <= 0 cannot be log-transformed"):
+        prepare_data(bad, log_transform=True)
+    prepare_data(bad)  # fine without the log
