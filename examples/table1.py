@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +40,45 @@ PAPER = {  # Table 1, e = 1 / e = 4, stochastic then imperfect interventions
     ("mlp", "imperfect", 1): {"latent": "9.3 ± 2.4", "unknown": "8.9 ± 2.5", "known": "7.8 ± 3.9", "observational": "10.5 ± 2.8"},
     ("flow", "imperfect", 1): {"latent": "8.8 ± 3.0", "unknown": "9.1 ± 3.5", "known": "7.9 ± 1.4", "observational": "11.5 ± 5.4"},
 }
+
+
+class Cell(NamedTuple):
+    """What the simulator draws: graph size and density, mechanism scales, interventions."""
+
+    name: str
+    num_variables: int = 10
+    edges_per_node: float = 1.0
+    weight_range: Tuple[float, float] = (0.5, 2.0)
+    noise_std_range: Tuple[float, float] = (0.5, 1.0)
+    intervention_mean: float = 2.0
+    intervention: str = "stochastic"
+
+
+#: The sweep of ``--sweep``: the paper's setting, then one factor changed at a time (e, d, weights
+#: DCDI's size, noise larger than the weights, weaker interventions, imperfect interventions).
+SWEEP = (
+    Cell("paper e=1"),
+    Cell("e=2", edges_per_node=2.0),
+    Cell("e=4", edges_per_node=4.0),
+    Cell("d=20", num_variables=20),
+    Cell("weights 0.25-1", weight_range=(0.25, 1.0)),
+    Cell("noise sd 1-1.5", noise_std_range=(1.0, 1.5)),
+    Cell("intervention mean 1", intervention_mean=1.0),
+    Cell("imperfect", intervention="imperfect"),
+    Cell("e=4, weights 0.25-1, noise 1-1.5", edges_per_node=4.0, weight_range=(0.25, 1.0), noise_std_range=(1.0, 1.5)),
+)
+
+
+def cell_of(args) -> Cell:
+    """The single cell described by the command line's generator options."""
+    return Cell("command line", args.num_variables, args.edges_per_node, tuple(args.weight_range),
+                tuple(args.noise_std), args.intervention_mean, args.intervention)
+
+
+def simulate_cell(cell: Cell, args, seed: int):
+    return simulate(cell.num_variables, cell.edges_per_node, args.samples, args.mechanism, cell.intervention,
+                    seed=seed, weight_range=cell.weight_range, noise_std_range=cell.noise_std_range,
+                    intervention_mean=cell.intervention_mean)
 
 
 def variant_options(variant: str, data, seed: int, labelled: float) -> dict:
@@ -71,8 +111,8 @@ def map_in_processes(function, tasks, jobs: int):
 def run_one(task, args, schedule):
     """Fit one (graph seed, variant): ``(HD, SHD, F1, ARI, seconds, stop reason, ELBO per row)``."""
     torch.set_num_threads(1)
-    seed, variant = task
-    data = simulate(10, args.edges_per_node, args.samples, args.mechanism, args.intervention, seed=seed)
+    seed, variant = task[:2]
+    data = simulate_cell(task[2] if len(task) > 2 else cell_of(args), args, seed)
     options = variant_options(variant, data, seed, args.labelled)
     if args.true_graph:  # hold the graph at the truth: the ELBO a perfect search would reach
         options["edge_logit"] = np.where(data.adjacency == 1, np.inf, -np.inf)
@@ -82,6 +122,7 @@ def run_one(task, args, schedule):
                  schedule=schedule, two_cycles=args.two_cycles,
                  batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
                  tensorwise_edges=args.tensorwise_edges, restarts=args.restarts, held_refit=args.held_refit,
+                 order_refit=args.order_refit,
                  edge_search=args.edge_search,
                  search_moves=tuple(args.search_moves.split(",")),
                  density_options={"activation": args.activation} if args.activation else None,
@@ -98,7 +139,7 @@ def bayes_ari_sentence(args) -> str:
     """The ARI of the Bayes classifier (true SCM, true proportions): the ceiling of any assignment's."""
     scores = []
     for seed in range(args.first_seed, args.first_seed + args.graphs):
-        data = simulate(10, args.edges_per_node, args.samples, args.mechanism, args.intervention, seed=seed)
+        data = simulate_cell(cell_of(args), args, seed)
         try:
             scores.append(adjusted_rand_index(data.regimes, data.regime_posterior().argmax(1)))
         except ValueError:  # non-additive mechanisms: no closed-form density
@@ -113,6 +154,16 @@ def main(argv=None) -> None:
     parser.add_argument("--density", default="linear")
     parser.add_argument("--intervention", default="stochastic", choices=("stochastic", "imperfect"))
     parser.add_argument("--edges-per-node", type=float, default=1.0)
+    parser.add_argument("--num-variables", type=int, default=10)
+    parser.add_argument("--weight-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LOW", "HIGH"),
+                        help="bounds of |w_ij| of the simulated linear mechanisms")
+    parser.add_argument("--noise-std", type=float, nargs=2, default=(0.5, 1.0), metavar=("LOW", "HIGH"),
+                        help="bounds of each variable's noise standard deviation")
+    parser.add_argument("--intervention-mean", type=float, default=2.0,
+                        help="mean of a stochastic intervention's N(mean, 1); noise mean of an imperfect one")
+    parser.add_argument("--sweep", action="store_true",
+                        help="run every cell of SWEEP (latent and observational) instead of one setting")
+    parser.add_argument("--cells", help="with --sweep: comma-separated indices of the SWEEP cells to run (default all)")
     parser.add_argument("--variants", default="latent")
     parser.add_argument("--graphs", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0)
@@ -129,6 +180,7 @@ def main(argv=None) -> None:
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
+    parser.add_argument("--order-refit", type=int, default=3, help="fit's order_refit: rounds of order search + refit (0 = off)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")
@@ -146,6 +198,8 @@ def main(argv=None) -> None:
         schedule = PenaltySchedule(first_round_steps=args.first_round_steps or defaults.first_round_steps,
                                    round_steps=min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
                                    max_rounds=args.max_rounds or defaults.max_rounds)
+    if args.sweep:
+        return run_sweep(args, schedule, argv)
     tasks = [(seed, variant) for seed in range(args.first_seed, args.first_seed + args.graphs) for variant in variants]
     rows = {v: [] for v in variants}
     for (seed, variant), row in zip(tasks, map_in_processes(partial(run_one, args=args, schedule=schedule),
@@ -177,13 +231,74 @@ def main(argv=None) -> None:
     lines.append("")
     lines.append("ARI for unknown/known is the exact posterior of a model fitted with the labels. "
                  + bayes_ari_sentence(args))
-    table = "\n".join(lines) + "\n"
+    write_table("\n".join(lines) + "\n", args)
+
+
+def write_table(table: str, args) -> None:
     print(table)
     if not args.no_write:
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
             handle.write("\n" + table)
+
+
+def run_sweep(args, schedule, argv) -> dict:
+    """Latent and observational fits on every cell of :data:`SWEEP`, beside the empty graph.
+
+    Returns ``{cell name: {"latent": [HD per graph], "observational": [...], "empty": [...]}}``.
+    """
+    seeds = range(args.first_seed, args.first_seed + args.graphs)
+    cells = [SWEEP[int(i)] for i in args.cells.split(",")] if args.cells else list(SWEEP)
+    tasks = [(seed, variant, cell) for cell in cells for seed in seeds for variant in ("latent", "observational")]
+    found = {cell.name: {"latent": [], "observational": [], "ari": []} for cell in cells}
+    for (seed, variant, cell), row in zip(tasks, map_in_processes(partial(run_one, args=args, schedule=schedule),
+                                                                  tasks, args.jobs)):
+        found[cell.name][variant].append(row[0])
+        if variant == "latent":
+            found[cell.name]["ari"].append(row[3])
+        print(f"{cell.name:>32} seed {seed} {variant:>13}: HD {row[0]:3d}  SHD {row[1]:3d}  F1 {row[2]:.2f}  "
+              f"ARI {row[3]:.2f}  {row[4]:.0f}s", flush=True)
+    command = "python examples/table1.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"### Sweep: {args.mechanism} mechanisms, {args.density} density, n = {args.samples}, "
+        f"graph seeds {seeds.start}..{seeds.stop - 1}",
+        "",
+        f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time). "
+        "Hamming distance (reversal = 2), mean over graphs, per graph in brackets; the empty graph's is the "
+        "number of true edges; Bayes ARI is the ARI of the classifier that knows the SCM and the regimes.",
+        "",
+        "| cell | d | e | weights | noise sd | int. mean | interventions | latent | observational | empty "
+        "| latent < obs. | ARI latent | Bayes ARI | paper latent / obs. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for cell in cells:
+        empty, bayes = [], []
+        for seed in seeds:
+            data = simulate_cell(cell, args, seed)
+            empty.append(int(data.adjacency.sum()))
+            try:
+                bayes.append(adjusted_rand_index(data.regimes, data.regime_posterior().argmax(1)))
+            except ValueError:  # non-additive mechanisms: no closed-form density
+                bayes.append(np.nan)
+        values = found[cell.name]
+        latent, observational = np.array(values["latent"]), np.array(values["observational"])
+        paper = PAPER.get((args.mechanism, cell.intervention, int(cell.edges_per_node)), {})
+        defaults = Cell._field_defaults
+        as_paper = (cell.num_variables, cell.weight_range, cell.noise_std_range, cell.intervention_mean) == (
+            10, defaults["weight_range"], defaults["noise_std_range"], defaults["intervention_mean"])
+        paper_text = f"{paper['latent']} / {paper['observational']}" if paper and as_paper else "—"
+        lines.append(
+            f"| {cell.name} | {cell.num_variables} | {cell.edges_per_node:g} | {cell.weight_range[0]:g}-{cell.weight_range[1]:g} "
+            f"| {cell.noise_std_range[0]:g}-{cell.noise_std_range[1]:g} | {cell.intervention_mean:g} | {cell.intervention} "
+            f"| {latent.mean():.1f} ({' '.join(map(str, latent))}) | {observational.mean():.1f} ({' '.join(map(str, observational))}) "
+            f"| {np.mean(empty):.1f} | {'yes' if latent.mean() < observational.mean() else '**no**'} "
+            f"| {np.mean(values['ari']):.2f} | {np.mean(bayes):.2f} | {paper_text} |"
+        )
+        summary[cell.name] = {"latent": latent.tolist(), "observational": observational.tolist(), "empty": empty}
+    write_table("\n".join(lines) + "\n", args)
+    return summary
 
 
 if __name__ == "__main__":

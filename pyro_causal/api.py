@@ -17,7 +17,7 @@ from .checkpoint import Checkpointing
 from .checks import as_array, check_device, check_options, check_spread
 from .densities import ConditionalDensity, provides_edge_gain
 from .elbo import mean_elbo
-from .held_refit import held_config, refit_with_graph_held
+from .held_refit import held_config, refit_in_searched_order, refit_with_graph_held
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .resources import choose_batch_size, choose_num_threads, restores_threads
@@ -124,6 +124,7 @@ def fit(
     num_particles: int = 1,
     restarts: int = 1,
     held_refit: bool = True,
+    order_refit: int = 3,
     edge_search: int = 0,
     search_restarts: int = 3,
     search_moves: Sequence[str] = DEFAULT_MOVES,
@@ -183,6 +184,14 @@ def fit(
             are unchanged; ``settings["held_refit"]`` records both bounds.  Costs one penalty
             round (a default fit of Table 1 took about 42 s instead of 32); default on.  On the Table 1
             benchmark (latent, 5 graphs) it raised the ARI of the assignments (``docs/results.md``).
+        order_refit: after the penalty loop, up to this many rounds of: search a causal order
+            from the loop's mixture (:func:`pyro_causal.order_search.propose_order`: insertion
+            moves scored by the closed-form profile of eq. 8 for linear-Gaussian mechanisms),
+            then continue the model for one penalty round with every edge against that order
+            forbidden and the exact local edge gradient (where the density provides it); a
+            round is kept when the bound of the result (``q(A)`` included) is higher, and the
+            rounds stop at the first one that is not.  ``settings["order_refit"]`` records each
+            round.  0 turns it off.
         edge_search: after training, up to this many rounds of local search over the DAG found:
             every single-edge change (``search_moves``: an edge reversed or removed, an absent
             edge added) is refitted from scratch with the graph held at it and scored by its
@@ -224,6 +233,8 @@ def fit(
         ValueError: an option out of range (``truncation`` not an int in
             ``1..min(n, MAX_TRUNCATION)``, a negative ``supervision_weight``, an absent device...).
     """
+    if isinstance(order_refit, bool) or not isinstance(order_refit, int) or order_refit < 0:
+        raise ValueError(f"order_refit must be an int >= 0, got {order_refit!r}")
     if edge_search < 0 or search_restarts < 1:
         raise ValueError(f"edge_search must be >= 0 and search_restarts >= 1, got {edge_search} and {search_restarts}")
     check_moves(search_moves)
@@ -289,7 +300,23 @@ def fit(
         return copy.deepcopy(pristine) if isinstance(pristine, ConditionalDensity) else pristine
 
     score_rows = None if batch_size is None else max(batch_size, SCORE_CHUNK_ROWS)
+
+    def make_trainer(m, trainer_config, events=()):
+        return Trainer(m, xt, regimes=regimes_t, targets=targets_t, config=trainer_config, callbacks=events)
+
+    def held_step(model, score, restart_seed, prefix):
+        refitted = build(restart_seed, copy_of_pristine())
+        held = _tagged(callbacks, prefix, "held refit", held_config(config).schedule.first_round_steps)
+        refit_with_graph_held(model, refitted, lambda m: make_trainer(m, held_config(config), held))
+        refitted.eval()
+        after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
+        record = {"elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
+        logger.info("held refit (seed %d): elbo/row %.4f -> %.4f, %s", restart_seed, score, after,
+                    "kept" if after > score else "not kept")
+        return (refitted, after, record) if after > score else (model, score, record)
+
     start = time.perf_counter()
+    order_records = {}
     best = None
     scores = []
     refit_record = None
@@ -311,18 +338,21 @@ def fit(
         score = -math.inf if stop_reason == "diverged" else mean_elbo(
             model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
         record = None
-        if held_refit and stop_reason != "diverged" and bool(model.guide.free_edges().any()):
-            refitted = build(restart_seed, copy_of_pristine())
-            held = _tagged(callbacks, prefix, "held refit", held_config(config).schedule.first_round_steps)
-            refit_with_graph_held(model, refitted, lambda m: Trainer(m, xt, regimes=regimes_t, targets=targets_t,
-                                                                     config=held_config(config), callbacks=held))
-            refitted.eval()
-            after = mean_elbo(refitted, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
-            record = {"elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
-            logger.info("held refit (seed %d): elbo/row %.4f -> %.4f, %s", restart_seed, score, after,
-                        "kept" if after > score else "not kept")
-            if after > score:
-                model, score = refitted, after
+        order_records[restart_seed] = []
+        can_refit = stop_reason != "diverged" and bool(model.guide.free_edges().any())
+        for round_number in range(order_refit if can_refit else 0):
+            events = _tagged(callbacks, prefix, f"order refit {round_number + 1}/{order_refit}",
+                             held_config(config).schedule.first_round_steps)
+            model, score, order_record = refit_in_searched_order(
+                model, score, lambda m, c: make_trainer(m, c, events), config, xt, regimes_t, targets_t,
+                seed=restart_seed, batch_size=score_rows)
+            order_records[restart_seed].append(order_record)
+            logger.info("order refit (seed %d): elbo/row %.4f -> %.4f, %s", restart_seed, order_record["elbo_before"],
+                        order_record["elbo_after"], "kept" if order_record["kept"] else "not kept")
+            if not order_record["kept"]:
+                break
+        if held_refit and can_refit:
+            model, score, record = held_step(model, score, restart_seed, prefix)
         scores.append(score)
         if best is None or score > best[0]:
             best, refit_record = (score, restart_seed, model, trainer, stop_reason), record
@@ -353,6 +383,7 @@ def fit(
         "num_particles": num_particles,
         "restarts": restarts,
         "held_refit": refit_record,
+        "order_refit": order_records.get(chosen_seed),
         "seed": seed,
         "device": str(device),
         "_targets": supervision.targets,

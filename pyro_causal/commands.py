@@ -165,6 +165,7 @@ def run_fit(args) -> int:
             refit_steps=args.refit_steps,
             restarts=args.restarts,
             held_refit=args.held_refit,
+            order_refit=args.order_refit,
             edge_search=args.edge_search,
             search_restarts=args.search_restarts,
             search_moves=tuple(args.search_moves.split(",")),

@@ -1,0 +1,151 @@
+"""Tests of the order search (pyro_causal.order_search) and the refit with an order held."""
+import itertools
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from pyro_causal import simulate
+from pyro_causal.held_refit import order_held
+from pyro_causal.model import LatentInterventionModel
+from pyro_causal.order_search import component_moments, insertion_moves, order_scores, search_order
+
+
+def weighted_gaussian_fit(x, weights, target, inputs):
+    """Brute force: weighted least squares with an intercept, the maximum log-likelihood."""
+    design = np.column_stack([x[:, inputs], np.ones(len(x))])
+    w = np.sqrt(weights)
+    coef = np.linalg.lstsq(design * w[:, None], x[:, target] * w, rcond=None)[0]
+    residual = x[:, target] - design @ coef
+    total = weights.sum()
+    variance = (weights * residual**2).sum() / total
+    return -0.5 * total * (np.log(2 * np.pi * variance) + 1.0)
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    data = simulate(5, 1.5, 3000, seed=3)
+    x = (data.x - data.x.mean(0)) / data.x.std(0)
+    rng = np.random.default_rng(0)
+    q = rng.dirichlet(np.ones(data.num_regimes), len(x))  # any soft assignment
+    pi = rng.uniform(0, 1, data.targets.shape)
+    pi[0] = 0.0
+    return data, x, q, pi
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_order_scores_equal_weighted_least_squares(mixture, perfect):
+    data, x, q, pi = mixture
+    orders = [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [1, 3, 4, 0, 2]]
+    scores = order_scores(component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi),
+                          torch.tensor(orders), perfect)
+    for order, score in zip(orders, scores):
+        expected = 0.0
+        for t, j in enumerate(order):
+            before = order[:t]
+            expected += weighted_gaussian_fit(x, q @ (1 - pi[:, j]), j, before)
+            for k in range(1, len(pi)):
+                expected += pi[k, j] * weighted_gaussian_fit(x, q[:, k] * 1.0, j, [] if perfect else before)
+        assert float(score) == pytest.approx(expected, rel=1e-7)
+
+
+def test_orders_tie_without_interventions(mixture):
+    """Complete DAGs of any two orders are Markov equivalent: one component scores them alike."""
+    _, x, _, _ = mixture
+    moments = component_moments(torch.tensor(x), torch.ones(len(x), 1, dtype=torch.float64))
+    orders = torch.tensor(list(itertools.permutations(range(5)))[::7])
+    scores = order_scores(moments, torch.zeros(1, 5, dtype=torch.float64), orders)
+    assert float((scores - scores[0]).abs().max()) < 1e-6 * float(scores[0].abs())
+
+
+def test_insertion_moves_are_the_orders_one_move_away():
+    start = (2, 0, 3, 1)
+    moves = {tuple(m) for m in insertion_moves(start).tolist()}
+    expected = set()
+    for a, b in itertools.product(range(4), repeat=2):
+        rest = list(start[:a] + start[a + 1:])
+        rest.insert(b, start[a])
+        expected.add(tuple(rest))
+    expected.discard(start)
+    assert moves == expected and len(insertion_moves(start)) == len(expected) == 9
+
+
+def violations(adjacency, order):
+    position = {j: t for t, j in enumerate(order)}
+    return sum(position[i] > position[j] for i, j in zip(*np.nonzero(adjacency)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_search_with_the_true_regimes_orders_every_edge(seed):
+    data = simulate(6, 2.0, 6000, seed=seed)
+    x = (data.x - data.x.mean(0)) / data.x.std(0)
+    moments = component_moments(torch.tensor(x), torch.nn.functional.one_hot(torch.tensor(data.regimes)).double())
+    pi = torch.tensor(data.targets, dtype=torch.float64)
+    start = list(range(6))[::-1]
+    order, score, moves = search_order(moments, pi, start, perfect=True)
+    assert violations(data.adjacency, start) > 0 and moves > 0
+    assert violations(data.adjacency, order) == 0
+    assert score > float(order_scores(moments, pi, torch.tensor([start]), True)[0])
+
+
+def test_order_held_forbids_every_edge_against_the_order_and_restores_the_masks():
+    model = LatentInterventionModel(4, truncation=2, edge_logit=torch.tensor(
+        [[0.0, float("inf"), -2, -2], [-2, 0, -2, -2], [-2, -2, 0, -2], [-2, -2, float("-inf"), 0]]))
+    required, forbidden = model.guide.required.clone(), model.guide.forbidden.clone()
+    order = [3, 0, 1, 2]
+    with order_held(model, order):
+        free = model.guide.free_edges()
+        probs = model.guide.edge_probs().detach()
+        graphs = [model.guide.graph_dist().sample() for _ in range(20)]
+    position = {j: t for t, j in enumerate(order)}
+    for i, j in itertools.permutations(range(4), 2):
+        if (i, j) in ((0, 1), (3, 2)):  # fixed by the prior: stay fixed
+            continue
+        assert bool(free[i, j]) == (position[i] < position[j])
+    assert probs[0, 1] == 1 and probs[3, 2] == 0
+    assert all(nx.is_directed_acyclic_graph(nx.from_numpy_array(g.numpy(), create_using=nx.DiGraph)) for g in graphs)
+    assert torch.equal(model.guide.required, required) and torch.equal(model.guide.forbidden, forbidden)
+
+
+@pytest.fixture(scope="module")
+def short_fit():
+    from pyro_causal import PenaltySchedule, fit
+
+    data = simulate(4, 1.0, 1500, seed=2)
+    schedule = PenaltySchedule(first_round_steps=150, round_steps=50, max_rounds=3)
+    return data, fit(data.x, schedule=schedule, order_refit=0, held_refit=False, seed=0), schedule
+
+
+@pytest.mark.parametrize("score, kept", [(float("inf"), False), (float("-inf"), True)])
+def test_order_refit_is_kept_only_when_its_bound_is_higher(short_fit, score, kept):
+    from pyro_causal import Trainer, TrainingConfig
+    from pyro_causal.held_refit import refit_in_searched_order
+
+    data, result, schedule = short_fit
+    x = torch.as_tensor(result.train_x, dtype=torch.float32)
+    before = result.model.guide.edge_logits.detach().clone()
+    chosen, bound, record = refit_in_searched_order(
+        result.model, score, lambda m, c: Trainer(m, x, config=c), TrainingConfig(schedule=schedule), x)
+    assert record["kept"] is kept and record["elbo_before"] == score
+    assert (chosen is result.model) is not kept
+    assert bound == (pytest.approx(record["elbo_after"], abs=1e-6) if kept else score)
+    assert torch.equal(result.model.guide.edge_logits, before)  # the loop's model is never modified
+    if kept:  # the refit's graph respects the order searched
+        position = {j: t for t, j in enumerate(record["order"])}
+        probs = chosen.guide.edge_probs().detach()
+        assert all(probs[i, j] < 1e-6 for i, j in itertools.permutations(range(4), 2) if position[i] > position[j])
+
+
+def test_fit_records_each_order_round_and_stops_at_the_first_not_kept(short_fit):
+    from pyro_causal import fit
+
+    data, _, schedule = short_fit
+    result = fit(data.x, schedule=schedule, order_refit=4, held_refit=False, seed=0)
+    rounds = result.settings["order_refit"]
+    assert 1 <= len(rounds) <= 4
+    assert all(r["kept"] for r in rounds[:-1]) and (len(rounds) == 4 or not rounds[-1]["kept"])
+    kept = [r["elbo_after"] for r in rounds if r["kept"]]
+    assert result.settings["elbo"] == pytest.approx(max([rounds[0]["elbo_before"], *kept]), abs=1e-6)
+    for previous, current in zip(rounds, rounds[1:]):
+        assert current["elbo_before"] == previous["elbo_after"]
