@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
-    parser.add_argument("--order-refit", type=int, default=3, help="fit's order_refit: rounds of order search + refit (0 = off)")
+    parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")

@@ -28,6 +28,9 @@ from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
 
+#: Rounds of order search and refit when some rows' regimes are given (``fit(order_refit=None)``).
+DEFAULT_ORDER_ROUNDS = 3
+
 
 SCORE_CHUNK_ROWS = 256
 """Fewest rows per chunk when a fit scores its bound (with ``batch_size``, chunks of
@@ -124,7 +127,7 @@ def fit(
     num_particles: int = 1,
     restarts: int = 1,
     held_refit: bool = True,
-    order_refit: int = 3,
+    order_refit: Optional[int] = None,
     edge_search: int = 0,
     search_restarts: int = 3,
     search_moves: Sequence[str] = DEFAULT_MOVES,
@@ -191,7 +194,9 @@ def fit(
             forbidden and the exact local edge gradient (where the density provides it); a
             round is kept when the bound of the result (``q(A)`` included) is higher, and the
             rounds stop at the first one that is not.  ``settings["order_refit"]`` records each
-            round.  0 turns it off.
+            round.  Default: 3 when some rows' regimes are given (unknown, known, semi-supervised),
+            where the order search sees the true regimes, else 0 (see ``docs/method.md`` for the
+            measurements behind both).
         edge_search: after training, up to this many rounds of local search over the DAG found:
             every single-edge change (``search_moves``: an edge reversed or removed, an absent
             edge added) is refitted from scratch with the graph held at it and scored by its
@@ -233,7 +238,7 @@ def fit(
         ValueError: an option out of range (``truncation`` not an int in
             ``1..min(n, MAX_TRUNCATION)``, a negative ``supervision_weight``, an absent device...).
     """
-    if isinstance(order_refit, bool) or not isinstance(order_refit, int) or order_refit < 0:
+    if order_refit is not None and (isinstance(order_refit, bool) or not isinstance(order_refit, int) or order_refit < 0):
         raise ValueError(f"order_refit must be an int >= 0, got {order_refit!r}")
     if edge_search < 0 or search_restarts < 1:
         raise ValueError(f"edge_search must be >= 0 and search_restarts >= 1, got {edge_search} and {search_restarts}")
@@ -249,9 +254,11 @@ def fit(
     targets = None if targets is None else as_array(targets)
     default_k = min(default_truncation(d), n)
     supervision = resolve_supervision(n, d, truncation or default_k, regimes, targets, observational)
+    labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
     if graph_estimator is None:
-        labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
         graph_estimator = "local" if labelled and provides_edge_gain(density) else "straight-through"
+    if order_refit is None:
+        order_refit = DEFAULT_ORDER_ROUNDS if labelled else 0
     if assignment not in ("amortized", "exact"):
         raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
     if restarts < 1:
@@ -383,6 +390,7 @@ def fit(
         "num_particles": num_particles,
         "restarts": restarts,
         "held_refit": refit_record,
+        "order_refit_rounds": order_refit,
         "order_refit": order_records.get(chosen_seed),
         "seed": seed,
         "device": str(device),

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--edge-search", type=_non_negative_int, default=0, help="rounds of local search after training: each edge reversed or removed, refitted with the graph held, kept if the ELBO + log prior rises (default 0 = off)")
     t.add_argument("--search-moves", default="reverse,remove", help="changes the edge search proposes, from reverse,remove,add (default reverse,remove)")
     t.add_argument("--search-restarts", type=_positive_int, default=3, help="seeds per held fit in the edge search (default 3)")
-    t.add_argument("--order-refit", type=_non_negative_int, default=3, help="after training, rounds of order search from the mixture and refit inside the order found, each kept if the ELBO rises (default 3, 0 = off)")
+    t.add_argument("--order-refit", type=_non_negative_int, help="after training, rounds of order search from the mixture and refit inside the order found, each kept if the ELBO rises (default: 3 with --regime-column, else 0)")
     t.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True, help="after training, refit the mixture and mechanisms from scratch with the graph held at the DAG found, kept if the ELBO rises (default on)")
     t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
     t.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits (see docs/method.md)")

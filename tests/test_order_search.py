@@ -149,3 +149,17 @@ def test_fit_records_each_order_round_and_stops_at_the_first_not_kept(short_fit)
     assert result.settings["elbo"] == pytest.approx(max([rounds[0]["elbo_before"], *kept]), abs=1e-6)
     for previous, current in zip(rounds, rounds[1:]):
         assert current["elbo_before"] == previous["elbo_after"]
+
+
+def test_order_refit_runs_by_default_only_where_regimes_are_given(short_fit):
+    from pyro_causal import fit
+
+    data, _, schedule = short_fit
+    latent = fit(data.x, schedule=schedule, held_refit=False, seed=0)
+    assert latent.settings["order_refit_rounds"] == 0 and latent.settings["order_refit"] == []
+    regimes = data.regimes.copy()
+    regimes[::2] = -1  # semi-supervised: half the rows labelled
+    semi = fit(data.x, regimes=regimes, schedule=schedule, held_refit=False, seed=0)
+    assert semi.settings["order_refit_rounds"] == 3 and 1 <= len(semi.settings["order_refit"]) <= 3
+    with pytest.raises(ValueError, match="order_refit must be an int >= 0"):
+        fit(data.x, order_refit=-1)
