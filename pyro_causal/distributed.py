@@ -369,8 +369,6 @@ def fit_distributed(
         raise ValueError(f"processes must be >= 1, got {processes}")
     if processes == 1:
         return api.fit(x, callbacks=callbacks, **fit_kwargs)
-    if processes > (os.cpu_count() or 1) and not oversubscribe:
-        raise ValueError(f"{processes} processes on {os.cpu_count() or 1} CPU cores; pass oversubscribe=True to run them anyway")
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this build of PyTorch")
     batch_size = fit_kwargs.get("batch_size")
@@ -378,6 +376,8 @@ def fit_distributed(
         raise ValueError(f"batch_size {batch_size} is smaller than the {processes} processes sharing it")
     if torch.device(device).type == "cuda" and processes > torch.cuda.device_count():
         raise ValueError(f"{processes} processes but {torch.cuda.device_count()} CUDA devices")
+    if processes > (os.cpu_count() or 1) and not oversubscribe:
+        raise ValueError(f"{processes} processes on {os.cpu_count() or 1} CPU cores; pass oversubscribe=True to run them anyway")
     if threads is None and torch.device(device).type != "cuda":
         threads = threads_per_process(x, fit_kwargs, processes)
     if threads is not None:

@@ -67,6 +67,10 @@ def test_processes_above_the_cores_need_an_explicit_override(csv_file, tmp_path,
     assert main(["fit", str(csv_file), "--out", str(tmp_path / "o"), "--processes", many, *TINY_CLI]) == 1
     one_line_error(capsys, f"--processes {many} is more than the", "--oversubscribe")
     assert not (tmp_path / "o").exists()
+    from pyro_causal.distributed import fit_distributed
+
+    with pytest.raises(ValueError, match="CPU cores; pass oversubscribe=True"):
+        fit_distributed(np.zeros((20, 2)), processes=int(many))
 
 
 # ----------------------------------------------------------------------------- writes stay inside --out
