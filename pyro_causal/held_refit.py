@@ -1,4 +1,4 @@
-"""Refit every factor but the graph from scratch, with the graph held at the DAG found.
+"""Refits after the penalty loop with part of the graph held: the whole DAG, or a causal order.
 
 The penalty loop fits the mixture (sticks, embeddings, targets, ``q(z)``) and the mechanisms
 while the graph is still random and often wrong; their optimum for the final DAG can lie in
@@ -8,6 +8,9 @@ it, and its edge posterior is then set back to the loop's, so ``edge_probs`` and
 unchanged.  :func:`pyro_causal.fit` keeps the refitted model when the bound of that posterior,
 ``q(A)`` included, is higher than the loop's.  ``docs/results.md`` measures the gain (ARI of
 the assignments).
+
+:func:`refit_in_searched_order` holds an order instead (:func:`order_held`): edges against it
+are forbidden and those along it stay free, so the graph is re-decided without the penalty.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import torch
 from torch import Tensor
 
 from .acyclicity import dag_from_probabilities
+from .elbo import mean_elbo
+from .order_search import propose_order
 from .trainer import Trainer, TrainingConfig
 
 
@@ -90,9 +95,8 @@ def refit_with_graph_held(trained, fresh, make_trainer: Callable[[object], Train
 def refit_with_order_held(fresh, order, make_trainer: Callable[[object], Trainer]) -> Trainer:
     """Train ``fresh`` with the edges against ``order`` forbidden (its own edge posterior along it).
 
-    The prior-fixed masks are restored afterwards; the edges against the order keep logits
-    that were never trained, so they are set to ``-inf``-like values (probability 0) to keep
-    the fitted graph consistent with the order.
+    The prior-fixed masks are restored afterwards; the edges against the order were not trained
+    and their logits are set to -30 (probability ~1e-13), so the fitted graph follows the order.
     """
     with order_held(fresh, order):
         trainer = make_trainer(fresh)
@@ -124,9 +128,6 @@ def refit_in_searched_order(model, score: float, make_trainer, config: TrainingC
         ``(model kept, its bound per row, record)``; the record holds both bounds, both orders
         and whether the refit was kept.
     """
-    from .elbo import mean_elbo  # noqa: PLC0415
-    from .order_search import propose_order  # noqa: PLC0415
-
     proposal = propose_order(model, x, regimes, targets)
     refit = copy.deepcopy(model)
     refit.train()

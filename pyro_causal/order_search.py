@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .acyclicity import dag_from_probabilities
+from .posterior import exact_assignment_probs
 
 #: Candidate orders scored per batched solve (bounds memory at large ``d`` and ``K``).
 CHUNK = 32
@@ -134,8 +135,6 @@ def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: O
     Returns:
         ``{"order", "start", "start_score", "score", "moves"}`` (scores in nats, whole data set).
     """
-    from .posterior import exact_assignment_probs  # noqa: PLC0415 (posterior imports the model)
-
     probs = torch.as_tensor(exact_assignment_probs(model, x), dtype=torch.float64, device=x.device)
     if regimes is not None:
         known = regimes >= 0
