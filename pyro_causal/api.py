@@ -16,14 +16,14 @@ from .acyclicity import PenaltySchedule
 from .checkpoint import Checkpointing
 from .checks import as_array, check_device, check_options, check_spread
 from .densities import ConditionalDensity, provides_edge_gain
-from .elbo import mean_elbo
+from .elbo import ASSIGNMENTS, mean_elbo
 from .held_refit import held_config, refit_in_searched_order, refit_with_graph_held
 from .io import DataError, check_matrix
 from .model import LatentInterventionModel, default_truncation
 from .resources import choose_batch_size, choose_num_threads, restores_threads
 from .result import FitResult, Standardizer
 from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
-from .trainer import Trainer, TrainingConfig, TrainingEvent
+from .trainer import TrainingConfig, TrainingEvent, build_trainer
 from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def fit(
     targets=None,
     observational: bool = False,
     supervision_weight: float = 0.5,
-    assignment: str = "exact",
+    assignment: str = "optimal",
     graph_estimator: Optional[str] = None,
     two_cycles: str = "resolve",
     standardize: bool = True,
@@ -122,8 +122,6 @@ def fit(
     learning_rate: float = 3e-2,
     batch_size: Optional[int] = None,
     schedule: Optional[PenaltySchedule] = None,
-    refit_steps: int = 0,
-    tensorwise_edges: bool = False,
     num_particles: int = 1,
     restarts: int = 1,
     held_refit: bool = True,
@@ -154,8 +152,9 @@ def fit(
         targets: ``(R, d)`` 0/1 targets of each regime (known variant; needs ``regimes``).
         observational: fit the K = 1 baseline that ignores interventions.
         supervision_weight: ``kappa`` of section 3.9.
-        assignment: ``"exact"`` (``q(z)`` set to its optimum given the other factors, the
-            default) or ``"amortized"`` (the paper's ``q(z | x)`` network); see ``docs/method.md``.
+        assignment: ``"optimal"`` (``q(z)`` set to its optimum given the other factors: a
+            tighter bound than the amortised family's, the default) or ``"amortized"`` (the
+            paper's ``q(z | x)`` network in the bound); see ``docs/method.md``.
         graph_estimator: gradient of the edge probabilities: ``"straight-through"`` (the paper's)
             or ``"local"`` (the exact gain of each edge given the other sampled edges, unbiased,
             where the density provides it).  Default: ``"local"`` when some rows' regimes are
@@ -169,7 +168,7 @@ def fit(
             ``"allow"`` (the paper's independent edges).  Default: ``"resolve"``.
         standardize: centre and scale each column first (recommended: raw scales leak the order).
         log_transform: take ``log`` of the data first (all values must be > 0).
-        learning_rate, schedule, refit_steps, tensorwise_edges, num_particles: see
+        learning_rate, schedule, num_particles: see
             :class:`TrainingConfig`.
         batch_size: rows per step; ``None`` chooses (:func:`pyro_causal.resources.choose_batch_size`:
             1000 for the ``mlp`` and ``flow`` densities above 2000 rows, else all rows); ``n`` or
@@ -178,7 +177,7 @@ def fit(
             ELBO on the data (16 draws, ``z`` summed out) is returned.  The bound is multimodal
             (the graph and the mixture can settle in poor local optima), and every local optimum
             is scored by the same bound, as for ``n_init`` in mixture-model libraries.
-        held_refit: after the penalty loop (and ``refit_steps``), fit a fresh model (same seed,
+        held_refit: after the penalty loop, fit a fresh model (same seed,
             ``callbacks`` see ``phase="held refit"``) for one penalty round with its graph held at the DAG found, give it
             the loop's edge posterior, and keep it when the bound of the returned posterior
             (``q(A)`` included, the score ``restarts`` ranks by) is higher
@@ -259,8 +258,9 @@ def fit(
         graph_estimator = "local" if labelled and provides_edge_gain(density) else "straight-through"
     if order_refit is None:
         order_refit = DEFAULT_ORDER_ROUNDS if labelled else 0
-    if assignment not in ("amortized", "exact"):
-        raise ValueError(f"unknown assignment {assignment!r}; choose 'amortized' or 'exact'")
+    assignment = "optimal" if assignment == "exact" else assignment  # its former name
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"unknown assignment {assignment!r}; choose one of {', '.join(ASSIGNMENTS)}")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     if num_threads is not None and num_threads < 1:
@@ -283,8 +283,6 @@ def fit(
         num_particles=num_particles,
         assignment=assignment,
         graph_estimator=graph_estimator,
-        refit_steps=refit_steps,
-        tensorwise_edges=tensorwise_edges,
     )
 
     def build(restart_seed: int, density_object) -> LatentInterventionModel:
@@ -309,7 +307,7 @@ def fit(
     score_rows = None if batch_size is None else max(batch_size, SCORE_CHUNK_ROWS)
 
     def make_trainer(m, trainer_config, events=()):
-        return Trainer(m, xt, regimes=regimes_t, targets=targets_t, config=trainer_config, callbacks=events)
+        return build_trainer(m, xt, regimes=regimes_t, targets=targets_t, config=trainer_config, callbacks=events)
 
     def held_step(model, score, restart_seed, prefix):
         refitted = build(restart_seed, copy_of_pristine())
@@ -331,7 +329,7 @@ def fit(
         # A density object given by the user is copied so that every restart starts from it.
         model = build(restart_seed, copy_of_pristine() if restarts > 1 else density)
         prefix = f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else ""
-        trainer = Trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config,
+        trainer = build_trainer(model, xt, regimes=regimes_t, targets=targets_t, config=config,
                           callbacks=_tagged(callbacks, prefix), checkpoint=checkpoint)
         if checkpoint is not None:
             trainer.checkpoint_tag = repr((density if isinstance(density, str) else type(density).__name__,
@@ -379,8 +377,6 @@ def fit(
         "assignment": assignment,
         "graph_estimator": graph_estimator,
         "two_cycles": two_cycles,
-        "refit_steps": refit_steps,
-        "tensorwise_edges": tensorwise_edges,
         "standardize": standardize,
         "log_transform": log_transform,
         "learning_rate": learning_rate,
@@ -429,7 +425,7 @@ def fit(
             observational=observational, supervision_weight=supervision_weight, assignment=assignment,
             graph_estimator=graph_estimator, two_cycles=two_cycles, standardize=standardize,
             log_transform=log_transform, learning_rate=learning_rate, batch_size=batch_size, schedule=schedule,
-            refit_steps=0, tensorwise_edges=tensorwise_edges, num_particles=num_particles,
+            num_particles=num_particles,
             restarts=search_restarts, held_refit=False, seed=seed, device=device, density_options=density_options,
             num_threads=num_threads, callbacks=_tagged(callbacks, f"edge search fit {len(held_fits)}"), **model_options,
         )
@@ -438,7 +434,7 @@ def fit(
     searched, record = search_edges(result.adjacency, prior_logits, n, edge_search, fit_held, search_moves)
     record["start_edges"] = [[int(i), int(j)] for i, j in zip(*np.nonzero(result.adjacency))]
     searched.settings.update(
-        edge_logit=settings["edge_logit"], restarts=restarts, refit_steps=refit_steps, edge_search=record,
+        edge_logit=settings["edge_logit"], restarts=restarts, edge_search=record,
         search_restarts=search_restarts, search_moves=list(search_moves), searched_from_elbo=settings["elbo"],
     )
     for key in ("chosen_seed", "restart_elbos"):

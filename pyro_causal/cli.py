@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--alpha", type=_positive_float, default=1.0, help="Dirichlet-process concentration (default 1)")
     m.add_argument("--target-logit", type=_finite_float, default=-2.0, help="prior logit gamma of each target (default -2)")
     m.add_argument("--edge-logit", type=_finite_float, default=-2.0, help="prior logit lambda of each edge (default -2)")
-    m.add_argument("--assignment", default="exact", choices=("exact", "amortized"), help="q(z): exact optimum (default) or the amortised network")
+    m.add_argument("--assignment", default="optimal", choices=("optimal", "amortized", "exact"),
+                   help="q(z) in the bound: its optimum (default; 'exact' is its former name) or the amortised network")
     m.add_argument("--graph-estimator", choices=("straight-through", "local"), help="edge gradient: straight-through (the paper's) or the exact local gain where the density has it; default: local when some rows' regimes are given, else straight-through")
     m.add_argument("--select", action="store_true",
                    help="choose --edge-logit and --target-logit by held-out ELBO on a 20%% split (6 fits, then a refit)")
@@ -119,8 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--search-restarts", type=_positive_int, default=3, help="seeds per held fit in the edge search (default 3)")
     t.add_argument("--order-refit", type=_non_negative_int, help="after training, rounds of order search from the mixture and refit inside the order found, each kept if the ELBO rises (default: 3 with --regime-column, else 0)")
     t.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True, help="after training, refit the mixture and mechanisms from scratch with the graph held at the DAG found, kept if the ELBO rises (default on)")
-    t.add_argument("--refit-steps", type=_non_negative_int, default=0, help="steps refitting the edges in the order found (default 0 = off)")
-    t.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits (see docs/method.md)")
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1; at most the CPU cores)")
     t.add_argument("--oversubscribe", action="store_true", help="allow --processes above the number of CPU cores")

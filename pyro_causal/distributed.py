@@ -26,9 +26,7 @@ import os
 import pickle
 import socket
 import sys
-from dataclasses import fields
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
-from unittest import mock
 
 import numpy as np
 import torch
@@ -38,11 +36,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import api
-from .elbo import ElboTerms, elbo_terms
 from .model import default_truncation
 from .resources import choose_batch_size, choose_num_threads
 from .result import FitResult
-from .trainer import Trainer, TrainingEvent
+from .trainer import Trainer, TrainingEvent, trainer_class
 
 __all__ = ["DistributedTrainer", "ShardObjective", "fit_distributed", "is_primary", "launch", "launched_by_torchrun"]
 
@@ -84,61 +81,44 @@ def _local_device(device: Any) -> torch.device:
 
 
 # --------------------------------------------------------------------------- the sharded loss
-def _split(terms: ElboTerms) -> Tuple[Tensor, Tensor]:
-    """``(local, kl)``: the sum of the per-row terms (scaled by ``N / B``) and of the dataset-level KLs.
-
-    ``terms.objective == local - kl``; every ``kl_*`` field is dataset-level, every other field local.
-    """
-    local = [getattr(terms, f.name) for f in fields(terms) if not f.name.startswith("kl_")]
-    kl = [getattr(terms, f.name) for f in fields(terms) if f.name.startswith("kl_")]
-    return sum(local[1:], local[0]), sum(kl[1:], kl[0])
-
-
 class ShardObjective(nn.Module):
     """The per-process loss, as a module for :class:`DistributedDataParallel` to wrap.
 
     Args:
-        trainer: the :class:`Trainer` whose model, penalty state and options are used.
+        trainer: the :class:`Trainer` whose model, ELBO, penalty state and options are used.
         world_size: ``W``, number of processes.
 
-    ``forward(x, regimes, batch_rows)`` takes this process's shard ``x`` (``(B_r, d)``) and
-    ``regimes`` (``(B_r,)`` or ``None``) of a batch of ``batch_rows`` (``B``) rows and returns
-    ``(loss_r, parts, h)``: the scalar loss to differentiate (see the module docstring), the
-    detached ``(3,)`` tensor ``[objective_r, elbo_r, kl]`` (this shard's local terms of the
-    training objective and of the bound, to be summed over processes, and the dataset-level
-    KLs, the same on every process), and ``h(sigmoid(Lambda))``.
+    ``forward(rows, batch_rows)`` takes this process's share ``rows`` (indices into the data) of
+    a batch of ``batch_rows`` (``B``) rows and returns ``(loss_r, parts, h)``: the scalar loss to
+    differentiate (see the module docstring), the detached ``(3,)`` tensor ``[objective_r,
+    elbo_r, global]`` (this shard's local terms of the training objective and of the bound, to be
+    summed over processes, and the dataset-level terms ``log p(observed) - KL``, the same on
+    every process), and ``h(sigmoid(Lambda))``.  The terms come from the trainer's
+    :class:`~pyro_causal.elbo.LatentInterventionELBO` on the model's programs with the ``data``
+    plate subsampled to ``rows``.
     """
 
     def __init__(self, trainer: Trainer, world_size: int) -> None:
         super().__init__()
-        self.model, self.lagrangian = trainer.model, trainer.lagrangian
-        self.targets, self.config = trainer.targets, trainer.config
-        self.num_rows, self.world_size = trainer.x.shape[0], world_size
+        self.model, self.lagrangian, self.elbo = trainer.model, trainer.lagrangian, trainer.elbo
+        self.x, self.regimes, self.targets = trainer.x, trainer.regimes, trainer.targets
+        self.config, self.world_size = trainer.config, world_size
         self._constraint = trainer.constraint
 
-    def forward(self, x: Tensor, regimes: Optional[Tensor], batch_rows: int) -> Tuple[Tensor, Tensor, Tensor]:
-        n, config = self.num_rows, self.config
-        # elbo_terms scales the local terms by num_rows / len(x); this gives N / B for the shard.
-        shard_rows = n * x.shape[0] / batch_rows
-        objective = elbo = kl = x.new_zeros(())
+    def forward(self, rows: Tensor, batch_rows: int) -> Tuple[Tensor, Tensor, Tensor]:
+        n, config = self.x.shape[0], self.config
+        share = rows.shape[0] / batch_rows  # the plate scales the shard by N / B_r; the batch's is N / B
+        objective = elbo = global_ = self.x.new_zeros(())
         for _ in range(config.num_particles):
-            terms = elbo_terms(
-                self.model,
-                x,
-                regimes,
-                self.targets,
-                shard_rows,
-                config.supervision_weight,
-                config.assignment,
-                graph_estimator=config.graph_estimator,
-            )
-            local, global_ = _split(terms)
+            terms = self.elbo.terms(self.model.model, self.model.guide, self.x, self.regimes, self.targets, rows=rows)
+            dataset = terms.observed - sum(terms.kl.values(), self.x.new_zeros(()))
+            local = share * (terms.local + terms.auxiliary)
             objective = objective + local / config.num_particles
-            elbo = elbo + (terms.elbo + global_).detach() / config.num_particles
-            kl = kl + global_ / config.num_particles
+            elbo = elbo + (share * terms.local).detach() / config.num_particles
+            global_ = global_ + dataset / config.num_particles
         h = self._constraint()
-        loss = -(self.world_size * objective - kl) / n + self.lagrangian(h)
-        return loss, torch.stack([objective.detach(), elbo, kl.detach()]), h
+        loss = -(self.world_size * objective + global_) / n + self.lagrangian(h)
+        return loss, torch.stack([objective.detach(), elbo, global_.detach()]), h
 
 
 class DistributedTrainer(Trainer):
@@ -163,26 +143,28 @@ class DistributedTrainer(Trainer):
         device_ids = [x.device.index] if x.device.type == "cuda" else None
         # static_graph: the same parameters are used at every step (some never, e.g. the encoder
         # with assignment="exact"), which DDP then handles without a search of the graph.
-        self.objective = DistributedDataParallel(
+        self.shard_objective = DistributedDataParallel(
             ShardObjective(self, self.world_size), device_ids=device_ids, static_graph=True, **_NO_BUFFER_SYNC
         )
 
-    def loss(self) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(loss, elbo per row, h)`` as in :meth:`Trainer.loss`, for this process's shard."""
-        x, regimes = self.batch()  # the same rows on every process: shared random state
-        batch_rows = x.shape[0]
+    def objective(self, model, guide, x, regimes=None, targets=None, rows=None) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(loss, elbo per row, h)`` as in :meth:`Trainer.objective`, for this process's shard
+        of the batch ``rows`` (``None``: every row)."""
+        if model is not self.model.model or guide is not self.model.guide:
+            raise ValueError("a DistributedTrainer trains the programs of its own model")
+        n = x.shape[0]
+        rows = torch.arange(n, device=x.device) if rows is None else rows  # the same rows on every process
+        batch_rows = rows.shape[0]
         if batch_rows < self.world_size:
             raise ValueError(f"a batch of {batch_rows} rows cannot be shared by {self.world_size} processes")
-        shard = slice(self.rank, None, self.world_size)
-        local_loss, parts, h = self.objective(x[shard], None if regimes is None else regimes[shard], batch_rows)
+        local_loss, parts, h = self.shard_objective(rows[self.rank::self.world_size], batch_rows)
         totals = parts.clone()
         dist.all_reduce(totals)
-        n = self.x.shape[0]
-        objective, elbo, kl = totals[0], totals[1], parts[2]
-        total_loss = -(objective - kl) / n + self.lagrangian(h.detach())
+        objective, elbo, global_ = totals[0], totals[1], parts[2]
+        total_loss = -(objective + global_) / n + self.lagrangian(h.detach())
         # Value of the one-process loss, gradient of this process's share.
         loss = local_loss + (total_loss - local_loss).detach()
-        return loss, (elbo - kl) / n, h
+        return loss, (elbo + global_) / n, h
 
 
 # --------------------------------------------------------------------------- spawning
@@ -291,17 +273,8 @@ def _fit_in_group(x, fit_kwargs: dict, callbacks: Iterable[Callable[[TrainingEve
     """:func:`pyro_causal.fit` with a :class:`DistributedTrainer`, inside an initialised group."""
     device = _local_device(fit_kwargs.pop("device", "cpu"))
     callbacks = list(callbacks) if dist.get_rank() == 0 else []
-    built: List[DistributedTrainer] = []
-
-    def trainer(*args, **kwargs) -> DistributedTrainer:
-        built.append(DistributedTrainer(*args, **kwargs))
-        return built[-1]
-
-    # fit() builds its Trainer from the module global; swap in the distributed one for this call.
-    with mock.patch.object(api, "Trainer", trainer):
+    with trainer_class(DistributedTrainer):
         result = api.fit(x, device=device, callbacks=callbacks, **fit_kwargs)
-    if not built:
-        raise RuntimeError("pyro_causal.api.fit no longer builds its trainer through api.Trainer")
     result.settings.update(processes=dist.get_world_size(), backend=dist.get_backend())
     return result
 

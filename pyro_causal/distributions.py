@@ -7,11 +7,13 @@
   resolved by a fair coin, so the likelihood is never evaluated on a graph with ``i -> j -> i``.
 * :func:`expected_log_stick_weights`: ``E_q[log beta_k]`` under Beta sticks (appendix A).
 * :func:`stick_breaking_log_weights`: ``log beta`` from the sticks ``v``.
+* :class:`StickBreakingCategorical`: ``Categorical(beta(v))`` that remembers its sticks, so the
+  ELBO can replace ``log beta_k`` by its expectation under ``q(v)``.
 """
 from __future__ import annotations
 
 import torch
-from pyro.distributions import Bernoulli
+from pyro.distributions import Bernoulli, Categorical
 from torch import Tensor
 from torch.distributions import kl_divergence, register_kl
 from torch.nn.functional import logsigmoid
@@ -96,11 +98,13 @@ class TwoCycleFreeBernoulli(StraightThroughBernoulli):
         return none, forward, forward.transpose(-1, -2)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Exact for 0/1 values; multilinear in the value of each pair, so a straight-through
+        sample carries its pathwise gradient (as the independent Bernoulli's ``log_prob`` does)."""
         independent = super().log_prob(value)
         none, forward, backward = self.pair_log_probs()
-        a, b = value > 0.5, value.transpose(-1, -2) > 0.5
-        state = torch.where(a & b, torch.full_like(none, -float("inf")),
-                            torch.where(a, forward, torch.where(b, backward, none)))
+        a, b = value, value.transpose(-1, -2)
+        state = (1 - a) * (1 - b) * none + a * (1 - b) * forward + (1 - a) * b * backward
+        state = torch.where((a > 0.5) & (b > 0.5), torch.full_like(none, -float("inf")), state)
         upper = self._upper()
         return torch.where(self.pairs & upper, state, torch.where(self.pairs, torch.zeros_like(state), independent))
 
@@ -129,8 +133,8 @@ def stick_breaking_log_weights(v: Tensor) -> Tensor:
     log_v = torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
     log_rest = torch.log1p(-v.clamp_max(1 - torch.finfo(v.dtype).eps))
     cumulative = torch.cumsum(log_rest, -1)
-    before = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative], -1)
-    return before + torch.cat([log_v, torch.zeros_like(log_v[..., :1])], -1)
+    zero = cumulative.new_zeros(cumulative.shape[:-1] + (1,))  # K = 1: one weight, log 1
+    return torch.cat([zero, cumulative], -1) + torch.cat([log_v, zero], -1)
 
 
 def expected_log_stick_weights(concentration1: Tensor, concentration0: Tensor) -> Tensor:
@@ -142,5 +146,23 @@ def expected_log_stick_weights(concentration1: Tensor, concentration0: Tensor) -
     total = torch.digamma(concentration1 + concentration0)
     e_log_v = torch.digamma(concentration1) - total
     e_log_rest = torch.digamma(concentration0) - total
-    before = torch.cat([torch.zeros_like(e_log_rest[..., :1]), torch.cumsum(e_log_rest, -1)], -1)
-    return before + torch.cat([e_log_v, torch.zeros_like(e_log_v[..., :1])], -1)
+    zero = e_log_rest.new_zeros(e_log_rest.shape[:-1] + (1,))  # K = 1: one weight, log 1
+    return torch.cat([zero, torch.cumsum(e_log_rest, -1)], -1) + torch.cat([e_log_v, zero], -1)
+
+
+class StickBreakingCategorical(Categorical):
+    """``Categorical(beta)`` with ``beta_k = v_k prod_{k' < k} (1 - v_k')`` (section 3.5).
+
+    It keeps the sticks it was built from (``sticks``, ``(K - 1,)``), which declares to
+    :class:`~pyro_causal.elbo.LatentInterventionELBO` that ``log p(z = k) = log beta_k(v)``; where
+    ``q(v)`` is a Beta the ELBO then uses ``E_q(v)[log beta_k]`` (appendix A) instead of one draw.
+    """
+
+    def __init__(self, sticks: Tensor, validate_args=None) -> None:
+        self.sticks = sticks
+        super().__init__(logits=stick_breaking_log_weights(sticks), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(StickBreakingCategorical, _instance)
+        new.sticks = self.sticks
+        return super().expand(batch_shape, _instance=new)

@@ -14,7 +14,9 @@ from typing import Optional
 
 import pyro
 import torch
-from pyro.distributions import Bernoulli, Beta, Categorical, Normal
+from pyro.distributions import Bernoulli, Beta, Categorical, Normal, TorchDistribution, constraints
+from torch.distributions.utils import lazy_property
+from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from .acyclicity import off_diagonal_mask
@@ -39,7 +41,61 @@ def single_target_logits(truncation: int, num_variables: int, on: float = 2.0, o
 TWO_CYCLES = ("resolve", "allow")
 
 
-class LatentInterventionGuide(nn.Module):
+class AmortizedAssignment(TorchDistribution):
+    """``q(z_i | x_i) propto exp(u_z^T NN(x_i) / sqrt(h))`` for a batch of rows: batch ``(B,)``.
+
+    A categorical distribution whose logits are computed when first needed: enumerating ``z``
+    needs only its support, and :meth:`rows` evaluates the network on a subset of the rows (the
+    ELBO fits the network to the optimal ``q(z)`` on a random subset of a large batch).
+    """
+
+    arg_constraints = {}
+    has_enumerate_support = True
+
+    def __init__(self, guide: "LatentInterventionGuide", x: Tensor, embeddings: Tensor, validate_args=None) -> None:
+        self.guide, self.x, self.embeddings = guide, x, embeddings
+        self.num_components = embeddings.shape[0]
+        super().__init__(x.shape[:1], torch.Size(), validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self):
+        return constraints.integer_interval(0, self.num_components - 1)
+
+    @lazy_property
+    def logits(self) -> Tensor:
+        """``log q(z_i = k | x_i)``: ``(B, K)``."""
+        return torch.log_softmax(self.guide.assignment_logits(self.x, self.embeddings), -1)
+
+    def rows(self, index: Tensor) -> Categorical:
+        """``q(z | x)`` of the rows ``index`` only."""
+        return Categorical(logits=self.guide.assignment_logits(self.x[index], self.embeddings))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        value = value.long()
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        logits = self.logits.expand(shape + (self.num_components,))
+        return logits.gather(-1, value.expand(shape).unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        return Categorical(logits=self.logits).sample(sample_shape)
+
+    def enumerate_support(self, expand: bool = True) -> Tensor:
+        values = torch.arange(self.num_components, device=self.x.device).view((-1,) + (1,) * len(self.batch_shape))
+        return values.expand((-1,) + self.batch_shape) if expand else values
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != self.batch_shape:
+            raise ValueError(f"AmortizedAssignment of batch {tuple(self.batch_shape)} cannot expand to {tuple(batch_shape)}")
+        return self
+
+
+def data_plate(x: Tensor, batch_size: Optional[int] = None, rows: Optional[Tensor] = None) -> pyro.plate:
+    """The ``data`` plate over the rows of ``x``: all of them, ``batch_size`` random ones, or ``rows``."""
+    return pyro.plate("data", x.shape[0], subsample_size=None if rows is not None else batch_size,
+                      subsample=rows, dim=-1)
+
+
+class LatentInterventionGuide(PyroModule):
     """Variational posterior over graph, sticks, embeddings, targets and assignments.
 
     Args:
@@ -95,11 +151,12 @@ class LatentInterventionGuide(nn.Module):
         """``(d, d)`` bool mask of edges whose posterior is learnt (not diagonal, not fixed)."""
         return self.off_diagonal.bool() & ~self.forbidden & ~self.required
 
-    def graph_dist(self) -> StraightThroughBernoulli:
-        """``q(A)``: batch ``(d, d)``; two-cycles resolved unless ``two_cycles="allow"``."""
+    def graph_dist(self, free: Optional[Tensor] = None) -> StraightThroughBernoulli:
+        """``q(A)``: batch ``(d, d)``; two-cycles resolved unless ``two_cycles="allow"``
+        (``free``: :meth:`free_edges`, when already at hand)."""
         if self.two_cycles == "allow":
             return StraightThroughBernoulli(probs=self.edge_probs())
-        free = self.free_edges()
+        free = self.free_edges() if free is None else free
         return TwoCycleFreeBernoulli(probs=self.edge_probs(), pairs=free & free.T)
 
     def stick_dist(self) -> Beta:
@@ -131,11 +188,17 @@ class LatentInterventionGuide(nn.Module):
         regimes: Optional[Tensor] = None,
         targets: Optional[Tensor] = None,
         batch_size: Optional[int] = None,
+        rows: Optional[Tensor] = None,
     ) -> None:
-        """The guide program; same signature as :meth:`LatentInterventionModel.model`."""
-        pyro.module("pyro_causal_guide", self)
+        """The guide program; same signature as :meth:`LatentInterventionModel.model`.
+
+        The ``graph`` factor is masked to the free edges: edges fixed by the prior or held by an
+        after-training step carry no KL term.  With ``regimes`` given, ``q(z)`` is the factor
+        ``z_unobserved`` (masked where the regime is known) that the model's ``obs_mask`` asks for.
+        """
         K = self.truncation
-        pyro.sample("graph", self.graph_dist().mask(self.off_diagonal.bool()).to_event(2))
+        free = self.free_edges()
+        pyro.sample("graph", self.graph_dist(free).mask(free).to_event(2))
         if K > 1:
             with pyro.plate("sticks", K - 1, dim=-1):
                 pyro.sample("v", self.stick_dist())
@@ -144,13 +207,9 @@ class LatentInterventionGuide(nn.Module):
         if K > 1 and targets is None:
             with pyro.plate("interventions", K - 1, dim=-1):
                 pyro.sample("r", self.target_dist().to_event(1))
-        with pyro.plate("data", x.shape[0], subsample_size=batch_size, dim=-1) as rows:
-            known = None if regimes is None else regimes[rows] >= 0
-            if known is not None and bool(known.all()):
-                return
-            logits = self.assignment_logits(x[rows], u)
-            name = "z" if known is None else "z_unobserved"
-            dist = Categorical(logits=logits)
-            if known is not None:
-                dist = dist.mask(~known)
-            pyro.sample(name, dist, infer={"enumerate": "parallel"})
+        with data_plate(x, batch_size, rows) as batch:
+            dist = AmortizedAssignment(self, x[batch], u)
+            if regimes is None:
+                pyro.sample("z", dist, infer={"enumerate": "parallel"})
+            else:
+                pyro.sample("z_unobserved", dist.mask(regimes[batch] < 0), infer={"enumerate": "parallel"})

@@ -30,7 +30,7 @@ from .trainer import Trainer, TrainingConfig
 
 def held_config(config: TrainingConfig) -> TrainingConfig:
     """``config`` for a held graph: one penalty round, no order refit."""
-    return replace(config, refit_steps=0, schedule=replace(config.schedule, max_rounds=1))
+    return replace(config, schedule=replace(config.schedule, max_rounds=1))
 
 
 @contextmanager

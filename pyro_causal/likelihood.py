@@ -7,8 +7,9 @@
     log p(x | z = k) = sum_j [ (1 - r_kj) l_j(x; u_0, A) + r_kj l_j(x; u_k, M) ]
 
 so plugging the mean-field probabilities ``pi_kj`` for ``r_kj`` gives the exact expectation
-``E_q(r)[log p(x | z = k, r)]``.  That is how :class:`~pyro_causal.elbo.LatentInterventionELBO`
-removes the sampling noise of the targets.
+``E_q(r)[log p(x | z = k, r)]``.  :class:`InterventionalLikelihood` declares this
+(:attr:`~InterventionalLikelihood.affine_in`) and :class:`~pyro_causal.elbo.LatentInterventionELBO`
+uses it to remove the sampling noise of the targets.
 """
 from __future__ import annotations
 
@@ -105,37 +106,87 @@ def ancestral_sample(
 class InterventionalLikelihood(TorchDistribution):
     """Distribution of a sample ``x`` (event ``(d,)``) given its component ``z`` (batch shape).
 
+    Args:
+        density: the conditional densities ``g``.
+        graph: ``(d, d)`` value of the ``graph`` site (its diagonal is ignored).
+        embeddings: ``(K, h)`` value of the ``u`` site.
+        targets: ``(K - 1, d)`` value of the ``r`` site (``r_0 = 0`` is prepended here).
+        component: the ``z`` value, any batch shape (``(K, 1)`` when enumerated).
+        perfect: cut the parents of targeted variables.
+
     ``log_prob`` evaluates all components once and picks each sample's own, so it broadcasts
-    with a ``z`` enumerated by :class:`~pyro.infer.TraceEnum_ELBO` (shape ``(K, 1)``).
-    ``sample`` draws by ancestral sampling, which makes :class:`~pyro.infer.Predictive` work.
+    with an enumerated ``z``.  ``sample`` draws by ancestral sampling (for
+    :class:`~pyro.infer.Predictive`).  Two declarations for
+    :class:`~pyro_causal.elbo.LatentInterventionELBO`: :attr:`affine_in` (the log-density is
+    affine in the targets, eq. 8, so their mean gives the exact expectation) and
+    :meth:`edge_gain` (the exact gain of each edge, for the local graph gradient).
     """
 
     arg_constraints = {}
     support = constraints.real_vector
 
-    def __init__(self, density, adjacency, embeddings, targets, component, perfect=False, validate_args=None):
-        self.density, self.adjacency, self.embeddings = density, adjacency, embeddings
+    def __init__(self, density, graph, embeddings, targets, component, perfect=False, validate_args=None):
+        self.density, self.graph, self.embeddings = density, graph, embeddings
         self.targets, self.component, self.perfect = targets, component, perfect
-        super().__init__(component.shape, adjacency.shape[-1:], validate_args=validate_args)
+        super().__init__(component.shape, graph.shape[-1:], validate_args=validate_args)
+
+    @property
+    def affine_in(self) -> tuple:
+        """Values this log-density is affine in (elementwise): the targets ``r``."""
+        return (self.targets,)
+
+    @property
+    def adjacency(self) -> Tensor:
+        """``(d, d)`` graph with a zero diagonal."""
+        d = self.graph.shape[-1]
+        return self.graph * (1 - torch.eye(d, dtype=self.graph.dtype, device=self.graph.device))
+
+    @property
+    def full_targets(self) -> Tensor:
+        """``(K, d)`` targets with the observational row ``r_0 = 0``."""
+        return torch.cat([self.targets.new_zeros(1, self.targets.shape[-1]), self.targets], 0)
 
     def expand(self, batch_shape, _instance=None):
         component = self.component.expand(batch_shape)
         return InterventionalLikelihood(
-            self.density, self.adjacency, self.embeddings, self.targets, component, self.perfect
+            self.density, self.graph, self.embeddings, self.targets, component, self.perfect
+        )
+
+    def component_log_prob(self, value: Tensor) -> Tensor:
+        """``log p(x_i | z_i = k)`` for every component: ``(n, d) -> (K, n)``."""
+        return component_log_likelihood(
+            self.density, value, self.adjacency, self.embeddings, self.full_targets, self.perfect
         )
 
     def log_prob(self, value: Tensor) -> Tensor:
-        table = component_log_likelihood(
-            self.density, value, self.adjacency, self.embeddings, self.targets, self.perfect
-        )  # (K, n)
+        table = self.component_log_prob(value)  # (K, n)
+        if _is_enumerated(self.component, table.shape[0]):
+            return table.expand(self.batch_shape)  # z laid out over 0..K-1 (enumeration): no gather
         component = self.component.expand(self.batch_shape)
         rows = torch.arange(table.shape[-1], device=table.device)
         return table[component, rows]
+
+    def edge_gain(self, value: Tensor, assignment_probs: Tensor) -> Optional[Tensor]:
+        """Gain of each edge (:func:`edge_gain`), ``(d, d)`` with a zero diagonal, or ``None``."""
+        gain = edge_gain(self.density, value, self.adjacency, self.embeddings, self.full_targets,
+                         assignment_probs, self.perfect)
+        if gain is None:
+            return None
+        d = gain.shape[-1]
+        return gain * (1 - torch.eye(d, dtype=gain.dtype, device=gain.device))
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         if sample_shape:
             raise NotImplementedError("draw several samples with a plate, not sample_shape")
         with torch.no_grad():
             flat = self.component.reshape(-1)
-            x = ancestral_sample(self.density, self.adjacency, self.embeddings, self.targets, flat, self.perfect)
+            x = ancestral_sample(self.density, self.adjacency, self.embeddings, self.full_targets, flat, self.perfect)
         return x.reshape(self.batch_shape + self.event_shape)
+
+
+def _is_enumerated(component: Tensor, num_components: int) -> bool:
+    """Whether ``component`` is ``0..K-1`` along its first axis, constant along the others (the
+    layout of an enumerated ``z``)."""
+    if component.dim() != 2 or component.shape[0] != num_components or component.stride(-1) != 0:
+        return False
+    return bool(torch.equal(component[:, 0], torch.arange(num_components, device=component.device)))

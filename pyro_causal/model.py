@@ -17,19 +17,23 @@ Component 0 is the observational regime: ``r_0 = 0``, so only ``r_1..r_{K-1}`` a
 """
 from __future__ import annotations
 
+import itertools
 from typing import Optional, Union
 
 import pyro
 import torch
-from pyro.distributions import Bernoulli, Beta, Categorical, Distribution, Normal
-from torch import Tensor, nn
+from pyro.distributions import Bernoulli, Beta, Distribution, Normal
+from pyro.nn import PyroModule, pyro_method
+from torch import Tensor
 
 from . import priors
 from .acyclicity import off_diagonal_mask
 from .densities import ConditionalDensity, make_density
-from .distributions import stick_breaking_log_weights
-from .guide import LatentInterventionGuide
+from .distributions import StickBreakingCategorical
+from .guide import LatentInterventionGuide, data_plate
 from .likelihood import INTERVENTIONS, InterventionalLikelihood, component_log_likelihood, edge_gain
+
+_instances = itertools.count()
 
 
 def default_truncation(num_variables: int) -> int:
@@ -38,12 +42,15 @@ def default_truncation(num_variables: int) -> int:
     return min(num_variables + 2, 32)
 
 
-class LatentInterventionModel(nn.Module):
+class LatentInterventionModel(PyroModule):
     """A shared causal graph under a truncated Dirichlet-process mixture of interventions.
 
-    ``model`` and ``guide`` are plain Pyro callables taking ``(x, regimes=None, targets=None,
-    batch_size=None)``; give ``regimes`` (``(n,)`` ints, ``-1`` = unknown) and/or ``targets``
-    (``(K, d)`` 0/1) to condition on them (section 3.9).
+    ``model`` and ``guide`` are Pyro programs taking ``(x, regimes=None, targets=None,
+    batch_size=None, rows=None)``; give ``regimes`` (``(n,)`` ints, ``-1`` = unknown) and/or
+    ``targets`` (``(K, d)`` 0/1) to condition on them (section 3.9), ``batch_size`` or ``rows``
+    (indices) to subsample the ``data`` plate.  Both are :class:`~pyro.nn.PyroModule` s whose
+    parameters live in the module (``state_dict``); each instance has its own name, so several
+    models train independently in one process.
 
     Priors are constructor arguments (``alpha``, ``target_logit``, ``edge_logit``, or whole
     distributions ``stick_prior=``, ``target_prior=``) or overridable methods
@@ -66,8 +73,7 @@ class LatentInterventionModel(nn.Module):
 
     Example:
         >>> m = LatentInterventionModel(3, truncation=4)
-        >>> svi = pyro.infer.SVI(m.model, m.guide, pyro.optim.Adam({"lr": 0.01}),
-        ...                      pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
+        >>> svi = pyro.infer.SVI(m.model, m.guide, pyro.optim.Adam({"lr": 0.01}), LatentInterventionELBO())
         >>> loss = svi.step(torch.randn(20, 3))
     """
 
@@ -90,7 +96,7 @@ class LatentInterventionModel(nn.Module):
         encoder_hidden: int = 64,
         two_cycles: str = "resolve",
     ) -> None:
-        super().__init__()
+        super().__init__(name=f"latent_intervention_model_{next(_instances)}")
         if num_variables < 2:
             raise ValueError(f"need at least 2 variables, got {num_variables}")
         if intervention not in INTERVENTIONS:
@@ -167,24 +173,32 @@ class LatentInterventionModel(nn.Module):
         gain = edge_gain(self.density, x, adjacency * self.off_diagonal, embeddings, targets, assignment_probs, self.perfect)
         return None if gain is None else gain * self.off_diagonal
 
+    def release_params(self) -> None:
+        """Remove this model's entries from Pyro's global parameter store (the module keeps its
+        parameters).  Training calls it before and after, so a copy of a model (same name) never
+        trains against the original's entries."""
+        store = pyro.get_param_store()
+        prefix = self._pyro_name + "."
+        for name in [key for key in store.keys() if key.startswith(prefix)]:
+            del store[name]
+
     # ----------------------------------------------------------------- Pyro program
+    @pyro_method
     def model(
         self,
         x: Tensor,
         regimes: Optional[Tensor] = None,
         targets: Optional[Tensor] = None,
         batch_size: Optional[int] = None,
+        rows: Optional[Tensor] = None,
     ) -> Tensor:
         """The generative story of section 3.5; returns the sampled graph ``(d, d)``."""
-        pyro.module("pyro_causal_density", self.density)
         K = self.truncation
         graph = pyro.sample("graph", self.graph_prior().mask(self.off_diagonal.bool()).to_event(2))
-        adjacency = graph * self.off_diagonal
-        log_weights = x.new_zeros(1)
+        sticks = x.new_zeros(0)
         if K > 1:
             with pyro.plate("sticks", K - 1, dim=-1):
-                v = pyro.sample("v", self.stick_prior())
-            log_weights = stick_breaking_log_weights(v)
+                sticks = pyro.sample("v", self.stick_prior())
         with pyro.plate("components", K, dim=-1):
             u = pyro.sample("u", self.embedding_prior())
         r = x.new_zeros(0, self.num_variables)
@@ -192,25 +206,23 @@ class LatentInterventionModel(nn.Module):
             observed = None if targets is None else targets[1:]
             with pyro.plate("interventions", K - 1, dim=-1):
                 r = pyro.sample("r", self.target_prior(), obs=observed)
-        full = self.full_targets(r)
-        with pyro.plate("data", x.shape[0], subsample_size=batch_size, dim=-1) as rows:
-            known, mask = _regime_observation(regimes, rows)
-            z = pyro.sample("z", Categorical(logits=log_weights), obs=known, obs_mask=mask, infer={"enumerate": "parallel"})
-            pyro.sample(
-                "x", InterventionalLikelihood(self.density, adjacency, u, full, z, self.perfect), obs=x[rows]
-            )
-        return adjacency
+        with data_plate(x, batch_size, rows) as batch:
+            known, mask = _regime_observation(regimes, batch)
+            z = pyro.sample("z", StickBreakingCategorical(sticks), obs=known, obs_mask=mask,
+                            infer={"enumerate": "parallel"})
+            pyro.sample("x", InterventionalLikelihood(self.density, graph, u, r, z, self.perfect), obs=x[batch])
+        return graph * self.off_diagonal
 
 
 def _regime_observation(regimes: Optional[Tensor], rows: Tensor):
-    """``(obs, obs_mask)`` for the ``z`` site: all latent, all observed, or partly observed."""
+    """``(obs, obs_mask)`` for the ``z`` site: all latent, or observed where ``regimes >= 0``.
+
+    With regimes given the site is always split by ``obs_mask`` (also when every row is known),
+    so the guide's ``z_unobserved`` factor and the supervision term exist in every variant."""
     if regimes is None:
         return None, None
     batch = regimes[rows]
-    known = batch >= 0
-    if bool(known.all()):
-        return batch, None
-    return batch.clamp_min(0), known
+    return batch.clamp_min(0), batch >= 0
 
 
 def _to(distribution: Distribution, like: Tensor) -> Distribution:

@@ -1,58 +1,51 @@
-"""Adam with an optional tensor-wise second moment, used for the edge logits.
+"""A :class:`~pyro.optim.PyroOptim` for :class:`~pyro.infer.SVI` that keeps its state with a module.
 
-Per-coordinate Adam divides each gradient by its own running RMS, so every edge logit moves at
-about the learning rate whatever the size of its gradient.  Under the acyclicity penalty that
-erases the information that decides a two-cycle: both directions of an edge are pushed down at
-the same speed and die together.  With ``tensorwise=True`` a parameter's gradient is divided by
-the running RMS over the whole tensor instead, which keeps the steps of different edges in the
-ratio of their gradients (so the better-supported direction can outlive the other) while the
-step size still adapts to the penalty's growth.  ``docs/results.md`` measures what it changes.
+Pyro's optimisers create one torch optimiser per parameter and name their state by Pyro's global
+parameter store.  :class:`ModuleAdam` steps one ``torch.optim.Adam`` over the parameters of a
+module (one fused update for all of them) and keeps its state by position in that module, so a
+checkpoint of the model and the optimiser round-trips without the global store.  Parameters
+that the programs use outside the module (``pyro.param`` sites a user adds) get an Adam of their
+own, as with ``pyro.optim.Adam``.
 """
 from __future__ import annotations
 
+from typing import Dict, Iterable
+
 import torch
+from pyro.optim import PyroOptim
+from torch import nn
 
 
-class Adam(torch.optim.Optimizer):
-    """Adam (Kingma and Ba, 2015); groups with ``tensorwise=True`` share one second moment per tensor.
+class ModuleAdam(PyroOptim):
+    """Adam over ``module.parameters()`` (plus any other parameter SVI captures).
 
     Args:
-        params: parameters or parameter groups (a group may set ``tensorwise``).
-        lr, betas, eps: as in :class:`torch.optim.Adam`.
-        tensorwise: default for groups that do not set it.
+        module: the module whose parameters are trained (the model, guide included).
+        lr: step size; other ``torch.optim.Adam`` options as keywords.
 
     Example:
-        >>> opt = Adam([{"params": [edge_logits], "tensorwise": True}, {"params": others}], lr=0.03)
+        >>> svi = SVI(m.model, m.guide, ModuleAdam(m, lr=0.03), LatentInterventionELBO())
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, tensorwise: bool = False):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, tensorwise=tensorwise))
+    def __init__(self, module: nn.Module, lr: float = 1e-3, **adam_options) -> None:
+        super().__init__(torch.optim.Adam, dict(lr=lr, **adam_options))
+        self.module = module
+        adam_options.setdefault("foreach", True)  # one fused update of all the (small) tensors
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=lr, **adam_options)
+        self._own = {id(p) for p in module.parameters()}
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p) if not group["tensorwise"] else p.new_zeros(())
-                state["step"] += 1
-                grad = p.grad
-                state["exp_avg"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                square = grad.square().mean() if group["tensorwise"] else grad.square()
-                state["exp_avg_sq"].mul_(beta2).add_(square, alpha=1 - beta2)
-                first = 1 - beta1 ** state["step"]
-                second = 1 - beta2 ** state["step"]
-                denominator = (state["exp_avg_sq"] / second).sqrt().add_(group["eps"])
-                p.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / first)
-        return loss
+    def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
+        """One step of every parameter of the module and of ``params`` outside it."""
+        self.optimizer.step()
+        super().__call__([p for p in params if id(p) not in self._own], *args, **kwargs)
+
+    def zero_grad(self) -> None:
+        """Drop the gradients of the module's parameters (``None``: Adam skips a parameter without one)."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_state(self) -> Dict:
+        return {"module": self.optimizer.state_dict(), "others": super().get_state()}
+
+    def set_state(self, state_dict: Dict) -> None:
+        self.optimizer.load_state_dict(state_dict["module"])
+        super().set_state(state_dict.get("others", {}))

@@ -1,8 +1,10 @@
 """Stochastic variational inference inside the augmented-Lagrangian loop of section 3.8.
 
-The trainer owns the optimiser, the penalty state and the traces; it never touches Pyro's global
-parameter store, so several models can be trained in one process.  Users who prefer their own
-loop can drive ``pyro.infer.SVI`` with :class:`~pyro_causal.elbo.LatentInterventionELBO` and the
+Every step is ``pyro.infer.SVI(model.model, model.guide, ModuleAdam(model), loss).step(...)``
+whose loss is :class:`~pyro_causal.elbo.LatentInterventionELBO` (read from the traces of the two
+programs) per row plus the penalty on ``h(sigmoid(Lambda))``.  The trainer owns the optimiser, the
+penalty state and the traces; each model has its own parameter names, so several models train
+independently in one process.  Users who prefer their own loop can drive ``SVI`` with the ELBO and
 :class:`~pyro_causal.acyclicity.AugmentedLagrangian` themselves (``examples/custom_training_loop.py``).
 """
 from __future__ import annotations
@@ -12,18 +14,20 @@ import logging
 import math
 import statistics
 from collections import deque
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 
-import networkx as nx
 import pyro
 import torch
+from pyro.infer import SVI
 from torch import Tensor
 
 from . import checkpoint as _checkpoint
-from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities
-from .elbo import GRAPH_ESTIMATORS, elbo_terms
-from .optim import Adam
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
+from .elbo import ASSIGNMENTS, GRAPH_ESTIMATORS, LatentInterventionELBO
+from .optim import ModuleAdam
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +52,8 @@ class TrainingConfig:
         supervision_weight: ``kappa`` of section 3.9 (rows with known regime).
         num_particles: samples of ``(A, U)`` averaged per step.
         log_every: steps between progress events.
-        assignment: ``"exact"`` or ``"amortized"`` ``q(z)`` (see :func:`~pyro_causal.elbo.elbo_terms`).
+        assignment: ``"optimal"`` or ``"amortized"`` ``q(z)`` (see :mod:`~pyro_causal.elbo`).
         graph_estimator: ``"local"`` or ``"straight-through"`` edge gradients (same).
-        tensorwise_edges: one second moment for the whole edge-logit matrix (see :mod:`.optim`).
-        refit_steps: steps after the penalty loop with the edges restricted to the order found
-            (:meth:`Trainer.start_refit`); 0 turns the refit off.
         outlier_tolerance: a step whose one-sample ELBO per row lies more than this many robust
             standard deviations (1.4826 x median absolute deviation) below the median of the
             last accepted steps updates only the edge logits (:meth:`Trainer.is_outlier`);
@@ -65,10 +66,8 @@ class TrainingConfig:
     supervision_weight: float = 0.5
     num_particles: int = 1
     log_every: int = 100
-    assignment: str = "exact"
+    assignment: str = "optimal"
     graph_estimator: str = "straight-through"
-    tensorwise_edges: bool = False
-    refit_steps: int = 0
     outlier_tolerance: Optional[float] = 10.0
 
     def __post_init__(self) -> None:
@@ -76,26 +75,16 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.refit_steps < 0:
-            raise ValueError(f"refit_steps must be >= 0, got {self.refit_steps}")
         if self.num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
         if self.outlier_tolerance is not None and not self.outlier_tolerance > 0:
             raise ValueError(f"outlier_tolerance must be > 0 or None, got {self.outlier_tolerance}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"unknown assignment {self.assignment!r}; choose one of {', '.join(ASSIGNMENTS)}")
         if self.graph_estimator not in GRAPH_ESTIMATORS:
             raise ValueError(
                 f"unknown graph_estimator {self.graph_estimator!r}; choose one of {', '.join(GRAPH_ESTIMATORS)}"
             )
-
-
-def make_optimizer(model, config: "TrainingConfig") -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` on every parameter, or (``tensorwise_edges``) Adam whose edge logits
-    share one second moment (see :mod:`.optim`)."""
-    if not config.tensorwise_edges:
-        return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    edges = model.guide.edge_logits
-    others = [p for p in model.parameters() if p is not edges]
-    return Adam([{"params": [edges], "tensorwise": True}, {"params": others}], lr=config.learning_rate)
 
 
 @dataclass
@@ -160,10 +149,16 @@ class Trainer:
         self.config = config or TrainingConfig()
         self.callbacks: List[Callable[[TrainingEvent], None]] = list(callbacks)
         self.lagrangian = AugmentedLagrangian(self.config.schedule).to(x.device)
-        self.optimizer = make_optimizer(model, self.config)
+        self.elbo = LatentInterventionELBO(
+            num_particles=1, supervision_weight=self.config.supervision_weight,
+            assignment=self.config.assignment, graph_estimator=self.config.graph_estimator,
+        )
+        self.optimizer = ModuleAdam(model, lr=self.config.learning_rate)
+        self.svi = SVI(model.model, model.guide, self.optimizer, loss=self.elbo.loss, loss_and_grads=self._loss_and_grads)
+        self._last_step: Optional[tuple] = None
+        self._checked_finite = False  # whether the parameters were checked since they last changed
         self.step_count = 0
         self.steps_this_round = 0
-        self.refit_done = 0
         self.lagrangian_stop: Optional[str] = None
         self.elbo_trace: List[float] = []
         self.h_trace: List[float] = []
@@ -178,34 +173,50 @@ class Trainer:
         """``h(sigmoid(Lambda))`` of eq. 13."""
         return acyclicity(self.model.guide.edge_probs())
 
-    def batch(self):
-        """The rows of this step: all of them, or a fresh random subset of ``batch_size``."""
+    def batch_rows(self) -> Optional[Tensor]:
+        """The rows of this step: ``None`` (all of them) or a fresh random subset of ``batch_size``."""
         n, size = self.x.shape[0], self.config.batch_size
         if size is None or size >= n:
-            return self.x, self.regimes
-        rows = torch.randperm(n, device=self.x.device)[:size]
-        return self.x[rows], None if self.regimes is None else self.regimes[rows]
+            return None
+        return torch.randperm(n, device=self.x.device)[:size]
 
-    def loss(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, elbo per row, h)`` for one batch; the loss is ``-objective / N + penalty``."""
-        n = self.x.shape[0]
-        x, regimes = self.batch()
+    def objective(self, model, guide, x, regimes=None, targets=None, rows=None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, elbo per row, h)`` of the programs on one batch: ``-objective / N + penalty``,
+        the objective averaged over ``num_particles`` draws."""
+        n = x.shape[0]
         objective = elbo = x.new_zeros(())
         for _ in range(self.config.num_particles):
-            terms = elbo_terms(
-                self.model,
-                x,
-                regimes,
-                self.targets,
-                n,
-                self.config.supervision_weight,
-                self.config.assignment,
-                graph_estimator=self.config.graph_estimator,
-            )
+            terms = self.elbo.terms(model, guide, x, regimes, targets, rows=rows)
             objective = objective + terms.objective / self.config.num_particles
             elbo = elbo + terms.elbo.detach() / self.config.num_particles
         h = self.constraint()
         return -objective / n + self.lagrangian(h), elbo / n, h
+
+    def loss(self) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`objective` of the model's programs on a fresh batch."""
+        return self.objective(self.model.model, self.model.guide, self.x, self.regimes, self.targets,
+                              rows=self.batch_rows())
+
+    def _loss_and_grads(self, model, guide, *args, **kwargs) -> Tensor:
+        """SVI's loss-and-gradient callable: the loss of :meth:`objective`, its backward pass, and
+        the outlier rule (:meth:`is_outlier`) applied to the gradients before SVI's optimiser step."""
+        loss, elbo, h = self.objective(model, guide, *args, **kwargs)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.step_count}")
+        loss.backward()  # also for a skipped step: data-parallel processes reduce every backward
+        value = float(elbo)
+        if self.is_outlier(value):
+            self.skipped_steps += 1
+            self._consecutive_outliers += 1
+            edges = self.model.guide.edge_logits  # only the edges learn from it (see is_outlier)
+            for parameter in self.model.parameters():
+                if parameter is not edges:
+                    parameter.grad = None  # Adam skips parameters without a gradient
+        else:
+            self._consecutive_outliers = 0
+            self._recent.append(value)
+        self._last_step = (value, float(h.detach()))
+        return loss.detach()
 
     def is_outlier(self, elbo: float) -> bool:
         """Whether a step's ELBO per row is far below the recent ones (then only the edges learn from it).
@@ -234,51 +245,37 @@ class Trainer:
         return elbo < median - tolerance * max(spread, OUTLIER_MIN_SPREAD)
 
     def step(self) -> float:
-        """One Adam step; returns the loss.  Non-finite losses raise ``FloatingPointError``.
+        """One SVI step; returns the loss.  Non-finite losses raise ``FloatingPointError``.
 
         A step whose ELBO :meth:`is_outlier` is counted (``skipped_steps``) and updates only the
         edge logits.
         """
-        self.optimizer.zero_grad(set_to_none=True)
-        if not self._finite():
+        self.optimizer.zero_grad()
+        if not self._checked_finite and not self._finite():
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         try:
-            loss, elbo, h = self.loss()
+            with pyro.validation_enabled(False):  # parameters are checked finite before and after
+                loss = self.svi.step(self.x, self.regimes, self.targets, rows=self.batch_rows())
         except ValueError as error:  # torch's validation of a distribution built from overflowed values
             if "to satisfy the constraint" not in str(error):
                 raise
             raise FloatingPointError(f"non-finite or invalid distribution parameters at step {self.step_count}") from None
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {self.step_count}")
-        loss.backward()  # also for a skipped step: data-parallel processes reduce every backward
-        value = float(elbo)
-        if self.is_outlier(value):
-            self.skipped_steps += 1
-            self._consecutive_outliers += 1
-            edges = self.model.guide.edge_logits  # only the edges learn from it (see is_outlier)
-            for parameter in self.model.parameters():
-                if parameter is not edges:
-                    parameter.grad = None  # Adam skips parameters without a gradient
-        else:
-            self._consecutive_outliers = 0
-            self._recent.append(value)
-        self.optimizer.step()
-        if not self._finite():
+        self._checked_finite = self._finite()  # the next step need not check again
+        if not self._checked_finite:
             raise FloatingPointError(f"non-finite parameters after step {self.step_count}")
+        value, h = self._last_step
         self.step_count += 1
-        if self.lagrangian_stop is None:
-            self.steps_this_round += 1
-        else:
-            self.refit_done += 1
+        self.steps_this_round += 1
         self.elbo_trace.append(value)
-        self.h_trace.append(float(h.detach()))
+        self.h_trace.append(h)
         if self.step_count % self.config.log_every == 0:
             self._emit("step")
-        return float(loss.detach())
+        return float(loss)
 
     def _finite(self) -> bool:
         """Whether every parameter is finite (one device synchronisation)."""
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+        # A sum is finite only if every term is (NaN and inf propagate).
+        return bool(torch.isfinite(torch.stack([p.sum() for p in self.model.parameters()]).sum()))
 
     # ----------------------------------------------------------------- the loop
     def end_round(self) -> Optional[str]:
@@ -303,14 +300,21 @@ class Trainer:
     def run(self) -> str:
         """Train until ``h`` is below tolerance or the budget is spent; returns why it stopped.
 
-        Then, for ``config.refit_steps`` more steps, the edges are refitted inside the causal
-        order found (:meth:`start_refit`).  A non-finite loss stops training with ``"diverged"``
+        A non-finite loss stops training with ``"diverged"``
         and restores the state at the end of the last completed round.  SIGINT is deferred to
         the end of the step; with ``checkpoint``, the state is saved every ``checkpoint.every``
         steps, at the end and on SIGINT.
         """
         self.stop_reason = None
         saving = self.checkpoint is not None and self.checkpoint.path is not None
+        release = getattr(self.model, "release_params", lambda: None)
+        release()
+        try:
+            return self._run(saving)
+        finally:
+            release()
+
+    def _run(self, saving: bool) -> str:
         with _checkpoint.deferred_interrupts() as signals:
             try:
                 while self.lagrangian_stop is None:
@@ -318,13 +322,6 @@ class Trainer:
                         self.step()
                         self._at_step_boundary(signals)
                     self.lagrangian_stop = self.end_round()
-                if self.refit_done < self.config.refit_steps:
-                    if self.refit_done == 0:
-                        self.start_refit()
-                    while self.refit_done < self.config.refit_steps:
-                        self.step()
-                        self._at_step_boundary(signals)
-                    self._last_good = self._snapshot()
             except FloatingPointError as error:
                 logger.warning("training diverged (%s); restoring the last good state", error)
                 self._restore(self._last_good)
@@ -348,31 +345,6 @@ class Trainer:
         if saving and self.checkpoint.every and self.step_count % self.checkpoint.every == 0:
             self.save_checkpoint(self.checkpoint.path)
 
-    def start_refit(self) -> None:
-        """Restrict the graph to one causal order and let every edge of that order compete again.
-
-        The penalty decides the order, but while it grows it can push both directions of an edge
-        down together, and an edge whose probability collapsed gets almost no gradient.  With the
-        order fixed (a topological order of the current DAG, ties broken towards nodes whose
-        logits point outwards) every graph is acyclic, so the penalty is off; the edges against
-        the order are forbidden and those along it restart at probability at least 1/2, so the
-        likelihood and the prior alone decide which stay.
-        """
-        guide = self.model.guide
-        with torch.no_grad():
-            logits = guide.edge_logits
-            dag = dag_from_probabilities(guide.edge_probs().cpu().numpy())
-            outwards = (logits - logits.T).masked_fill(~guide.off_diagonal.bool(), 0.0).sum(1).cpu().numpy()
-            graph = nx.from_numpy_array(dag, create_using=nx.DiGraph)
-            order = list(nx.lexicographical_topological_sort(graph, key=lambda node: -outwards[node]))
-            position = torch.empty(len(order), dtype=torch.long)
-            position[torch.tensor(order)] = torch.arange(len(order))
-            position = position.to(logits.device)
-            along = position.unsqueeze(1) < position.unsqueeze(0)
-            guide.forbidden |= ~along & guide.off_diagonal.bool() & ~guide.required
-            logits.copy_(torch.where(along, logits.clamp_min(0.0), logits))
-        self.optimizer.state.pop(logits, None)
-
     # ----------------------------------------------------------------- state
     def _emit(self, kind: str) -> None:
         event = TrainingEvent(
@@ -389,11 +361,10 @@ class Trainer:
         """
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.get_state(),
             "lagrangian": self.lagrangian.state_dict(),
             "step_count": self.step_count,
             "steps_this_round": self.steps_this_round,
-            "refit_done": self.refit_done,
             "lagrangian_stop": self.lagrangian_stop,
             "elbo_trace": list(self.elbo_trace),
             "h_trace": list(self.h_trace),
@@ -404,12 +375,12 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self._checked_finite = False
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.set_state(state["optimizer"])
         self.lagrangian.load_state_dict(state["lagrangian"])
         self.step_count = state["step_count"]
         self.steps_this_round = state["steps_this_round"]
-        self.refit_done = state.get("refit_done", 0)
         self.lagrangian_stop = state.get("lagrangian_stop")
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
@@ -452,10 +423,30 @@ class Trainer:
         return copy.deepcopy({k: v for k, v in self.state_dict().items() if k != "rng"})
 
     def _restore(self, snapshot: dict) -> None:
+        self._checked_finite = False
         self.model.load_state_dict(snapshot["model"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.optimizer.set_state(snapshot["optimizer"])
         self.lagrangian.load_state_dict(snapshot["lagrangian"])
         self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
-        self.refit_done, self.lagrangian_stop = snapshot["refit_done"], snapshot["lagrangian_stop"]
+        self.lagrangian_stop = snapshot["lagrangian_stop"]
         self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])
         self._restore_outlier_state(snapshot)
+
+
+_TRAINER_CLASS: ContextVar = ContextVar("trainer_class", default=None)
+
+
+@contextmanager
+def trainer_class(factory: Callable[..., Trainer]) -> Iterator[None]:
+    """Inside the block :func:`build_trainer` (and so :func:`pyro_causal.fit`) builds its trainers
+    with ``factory`` (same arguments as :class:`Trainer`), e.g. a data-parallel trainer."""
+    token = _TRAINER_CLASS.set(factory)
+    try:
+        yield
+    finally:
+        _TRAINER_CLASS.reset(token)
+
+
+def build_trainer(*args, **kwargs) -> Trainer:
+    """A :class:`Trainer`, or what the enclosing :func:`trainer_class` block builds instead."""
+    return (_TRAINER_CLASS.get() or Trainer)(*args, **kwargs)
