@@ -67,7 +67,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--select", action="store_true", help="choose lambda, gamma by held-out ELBO")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
-    parser.add_argument("--refit-steps", type=int, default=0, help="refit the edges in the order found (0 = off)")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
     parser.add_argument("--batch-size", type=int,
                         help="fit's batch_size: rows per step (default all; 1000 for mlp, flow)")
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace):
     """Fit (or select then fit) on Sachs; returns ``(data, result, selection or None)``."""
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
-                   graph_estimator=args.graph_estimator, refit_steps=args.refit_steps, restarts=args.restarts,
+                   graph_estimator=args.graph_estimator, restarts=args.restarts,
                    batch_size=args.batch_size, held_refit=args.held_refit, edge_search=args.edge_search,
                    search_moves=tuple(args.search_moves.split(",")), log_transform=args.log_transform, seed=args.seed)
     options.update(variant_options(data, args.variant))
@@ -251,8 +250,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seconds = time.perf_counter() - start
     m = evaluate(data.adjacency, result.adjacency, data.regimes, exact_assignment_probs(result).argmax(1))
     how = "lambda, gamma by held-out ELBO" if selection else "fit defaults"
-    if args.graph_estimator or args.refit_steps:
-        how += f", --graph-estimator {args.graph_estimator} --refit-steps {args.refit_steps}"
+    if args.graph_estimator:
+        how += f", --graph-estimator {args.graph_estimator}"
     if args.batch_size:
         how += f", batches of {args.batch_size} rows"
     if not args.held_refit:

@@ -120,8 +120,7 @@ def run_one(task, args, schedule):
     start = time.perf_counter()
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
                  schedule=schedule, two_cycles=args.two_cycles,
-                 batch_size=args.batch_size, graph_estimator=args.graph_estimator, refit_steps=args.refit_steps,
-                 tensorwise_edges=args.tensorwise_edges, restarts=args.restarts, held_refit=args.held_refit,
+                 batch_size=args.batch_size, graph_estimator=args.graph_estimator, restarts=args.restarts, held_refit=args.held_refit,
                  order_refit=args.order_refit,
                  edge_search=args.edge_search,
                  search_moves=tuple(args.search_moves.split(",")),
@@ -174,7 +173,6 @@ def main(argv=None) -> None:
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
-    parser.add_argument("--refit-steps", type=int, default=0)
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
     parser.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"))
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
@@ -183,7 +181,6 @@ def main(argv=None) -> None:
     parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
-    parser.add_argument("--tensorwise-edges", action="store_true", help="one Adam second moment for all edge logits")
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
     parser.add_argument("--true-graph", action="store_true", help="fix the graph at the truth (ELBO of a perfect search)")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")

@@ -150,7 +150,7 @@ class DistributedTrainer(Trainer):
     def objective(self, model, guide, x, regimes=None, targets=None, rows=None) -> Tuple[Tensor, Tensor, Tensor]:
         """``(loss, elbo per row, h)`` as in :meth:`Trainer.objective`, for this process's shard
         of the batch ``rows`` (``None``: every row)."""
-        if model is not self.model.model or guide is not self.model.guide:
+        if model != self.model.model or guide is not self.model.guide:
             raise ValueError("a DistributedTrainer trains the programs of its own model")
         n = x.shape[0]
         rows = torch.arange(n, device=x.device) if rows is None else rows  # the same rows on every process

@@ -194,11 +194,11 @@ class LatentInterventionELBO(ELBO):
         self.graph_estimator = graph_estimator
         self.data_plate = data_plate
         self.closed_forms = bool(closed_forms)
-        self._plan = _Plan()
+        self._plan: Optional[_Plan] = None
 
     # ----------------------------------------------------------------- traces
     def _get_trace(self, model, guide, args, kwargs):
-        return self._traces(model, guide, args, kwargs, self._plan)
+        return self._traces(model, guide, args, kwargs, self._plan or _Plan())
 
     def _traces(self, model, guide, args, kwargs, plan: _Plan):
         first = -1 - self.max_plate_nesting
@@ -248,9 +248,13 @@ class LatentInterventionELBO(ELBO):
     # ----------------------------------------------------------------- the bound
     def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
         """One-draw estimate of the bound's terms (:class:`ElboTerms`) for the programs' arguments."""
+        if self._plan is None:  # first call: find the plan without touching the random state
+            cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+            with torch.random.fork_rng(devices=cuda):
+                self._plan = self._plan_for(*self._traces(model, guide, args, kwargs, _Plan()))
         model_trace, guide_trace = self._traces(model, guide, args, kwargs, self._plan)
         plan = self._plan_for(model_trace, guide_trace)
-        if plan != self._plan:  # the programs changed shape (or the first call): trace again
+        if plan != self._plan:  # the programs changed shape: trace again
             self._plan = plan
             model_trace, guide_trace = self._traces(model, guide, args, kwargs, plan)
         terms = self._terms_from(model_trace, guide_trace)
@@ -329,7 +333,7 @@ class LatentInterventionELBO(ELBO):
     @staticmethod
     def _stick_guide(sticks: Tensor, model_trace, guide_trace) -> Optional[Beta]:
         for name, site in model_trace.nodes.items():
-            if site["type"] == "sample" and site["value"] is sticks and name in guide_trace.nodes:
+            if site["type"] == "sample" and site["value"] is sticks and not site["is_observed"] and name in guide_trace.nodes:
                 q = _unwrap(guide_trace.nodes[name]["fn"])[0]
                 return q if isinstance(q, Beta) else None
         return None

@@ -36,12 +36,17 @@ def two_variable_problem():
             model.guide.edge_logits.copy_(torch.tensor([[0.0, 0.3], [-0.4, 0.0]]))
             model.density.net[-1].weight.normal_(0.0, 0.5)
         x = torch.randn(60, 2) @ torch.tensor([[1.0, 0.8], [0.0, 0.6]])
-        law = type(model.guide.graph_dist())
+        graph_dist = model.guide.graph_dist
 
         def at_graph(adjacency):
-            with mock.patch.object(law, "sample", lambda self, *a: adjacency):
-                terms = elbo_terms(model, x, graph_estimator="local")
-            return float((terms.elbo + terms.kl_graph).detach())
+            def fixed(*args, **kwargs):  # q(A) whose draws are `adjacency`
+                law = graph_dist(*args, **kwargs)
+                law.sample = law.rsample = lambda *a: adjacency
+                return law
+
+            with mock.patch.object(model.guide, "graph_dist", fixed):
+                terms = elbo_terms(model, x, graph_estimator="local", assignment="amortized")
+            return float((terms.elbo + terms.kl["graph"]).detach())
 
         return model, x, at_graph
 

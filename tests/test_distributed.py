@@ -30,11 +30,11 @@ SCHEDULE = PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2)
 STEP_CASES = [
     (dict(), False),
     (dict(batch_size=101, num_particles=2), False),
-    (dict(batch_size=150, assignment="exact"), True),
+    (dict(batch_size=150, assignment="optimal"), True),
 ]
 FIT_CASES = [
     dict(batch_size=100),
-    dict(assignment="exact", semi_supervised=True),
+    dict(assignment="optimal", semi_supervised=True),
 ]
 
 

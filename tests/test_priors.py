@@ -38,9 +38,9 @@ def test_a_stick_prior_passed_as_a_distribution_is_used(sticks):
     default.load_state_dict(result.model.state_dict())
     x = torch.as_tensor(result.train_x, dtype=torch.float32)
     torch.manual_seed(0)
-    ours = elbo_terms(result.model, x).kl_sticks
+    ours = elbo_terms(result.model, x).kl["v"]
     torch.manual_seed(0)
-    theirs = elbo_terms(default, x).kl_sticks
+    theirs = elbo_terms(default, x).kl["v"]
     assert not torch.isclose(ours, theirs)
 
 
@@ -74,4 +74,4 @@ def test_a_target_prior_overridden_in_a_subclass_is_used():
     terms = elbo_terms(model, x)
     base = elbo_terms(LatentInterventionModel(3, truncation=4), x)
     assert torch.isfinite(terms.elbo)
-    assert float(terms.kl_targets.detach()) > float(base.kl_targets.detach())  # pi on variable 0 pays a large KL
+    assert float(terms.kl["r"].detach()) > float(base.kl["r"].detach())  # pi on variable 0 pays a large KL

@@ -5,10 +5,14 @@ scale ~0), so each term is a number that can be written down by hand.
 """
 from unittest import mock
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
-from pyro_causal.elbo import ENCODER_ROWS, ElboTerms, elbo_terms, mean_elbo
+from pyro_causal.distributions import stick_breaking_log_weights
+from pyro_causal.elbo import ENCODER_ROWS, ElboTerms, LatentInterventionELBO, elbo_terms, mean_elbo
 from pyro_causal.model import LatentInterventionModel
 
 GRAPH = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
@@ -39,11 +43,35 @@ def data(n=6):
     return torch.randn(n, 3, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
 
 
-def terms_at(model, x, graph=GRAPH, **kwargs):
+def patched_graph(model, graph=GRAPH):
+    """Every draw of ``q(A)`` (straight-through or not) is ``graph``."""
     law = type(model.guide.graph_dist())
-    with mock.patch.object(law, "rsample", lambda self, *a: graph), \
-            mock.patch.object(law, "sample", lambda self, *a: graph):
+    return mock.patch.multiple(law, rsample=lambda self, *a: graph, sample=lambda self, *a: graph)
+
+
+def terms_at(model, x, graph=GRAPH, **kwargs):
+    with patched_graph(model, graph):
         return elbo_terms(model, x, **kwargs)
+
+
+def guide_draws(model, x, graph=GRAPH, **kwargs):
+    """The guide trace the ELBO draws (``z`` enumerated), for reading the sampled values."""
+    with patched_graph(model, graph):
+        return poutine.trace(poutine.enum(model.guide, first_available_dim=-2)).get_trace(x, **kwargs)
+
+
+def graph_log_ratio(model, graph):
+    """``log q(A) - log p(A)`` at a two-cycle-free 0/1 ``graph`` (every off-diagonal edge free)."""
+    p = torch.sigmoid(model.guide.edge_logits).detach()
+    prior = torch.sigmoid(model.edge_logits)
+    total = 0.0
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        a, b, pa, pb = p[i, j], p[j, i], prior[i, j], prior[j, i]
+        forward, backward = bool(graph[i, j]), bool(graph[j, i])
+        q = (a * (1 - b / 2)) if forward else (b * (1 - a / 2)) if backward else (1 - a) * (1 - b)
+        r = (pa if forward else 1 - pa) * (pb if backward else 1 - pb)
+        total = total + (q / r).log()
+    return total
 
 
 def bernoulli_kl(q, p):
@@ -59,7 +87,7 @@ def beta_kl(a, b, c, d):
 
 def expected_log_weights(a, b):
     """E log beta_k for K = len(a) + 1 by the appendix-A formula, written out as a loop."""
-    out, rest = [], 0.0
+    out, rest = [], a.new_zeros(())
     for k in range(len(a)):
         total = torch.digamma(a[k] + b[k])
         out.append(rest + torch.digamma(a[k]) - total)
@@ -99,22 +127,28 @@ def joint_by_hand(model, x):
 
 
 def test_elbo_is_the_exact_signed_sum_of_its_named_terms():
-    t = ElboTerms(*(torch.tensor(v) for v in (-100.0, 7.0, 3.5, 2.0, 0.25, 11.0, 0.5)))
-    assert float(t.elbo.detach()) == -100.0 + 7.0 - 2.0 - 0.25 - 11.0 - 0.5
+    kl = {"graph": torch.tensor(2.0), "v": torch.tensor(0.25), "u": torch.tensor(11.0), "r": torch.tensor(0.5)}
+    t = ElboTerms(torch.tensor(-93.0), torch.tensor(-100.0), kl, torch.tensor(0.75), torch.tensor(3.5))
+    assert float(t.assignments.detach()) == 7.0
+    assert float(t.elbo.detach()) == -93.0 + 0.75 - 2.0 - 0.25 - 11.0 - 0.5
     assert float(t.objective.detach()) == float(t.elbo.detach()) + 3.5
-    assert t.as_floats() == {"log_likelihood": -100.0, "assignments": 7.0, "auxiliary": 3.5, "kl_graph": 2.0,
-                             "kl_sticks": 0.25, "kl_embeddings": 11.0, "kl_targets": 0.5,
-                             "elbo": -106.75}
+    assert t.as_floats() == {"local": -93.0, "log_likelihood": -100.0, "assignments": 7.0, "observed": 0.75,
+                             "auxiliary": 3.5, "kl_graph": 2.0, "kl_v": 0.25, "kl_u": 11.0, "kl_r": 0.5,
+                             "elbo": -106.0}
+    bare = ElboTerms(torch.tensor(-93.0), torch.tensor(-100.0), kl)  # no observed sites, no auxiliary term
+    assert float(bare.observed) == 0.0 and float(bare.auxiliary) == 0.0
+    assert float(bare.elbo.detach()) == float(bare.objective.detach()) == -93.0 - 2.0 - 0.25 - 11.0 - 0.5
 
 
 def test_each_kl_term_equals_its_closed_form():
     model, x = tiny_model(), data()
     t = terms_at(model, x)
     kl_graph, kl_sticks, kl_embeddings, kl_targets, _ = hand_kls(model)
-    torch.testing.assert_close(t.kl_graph.detach(), kl_graph)
-    torch.testing.assert_close(t.kl_sticks.detach(), kl_sticks)
-    torch.testing.assert_close(t.kl_embeddings.detach(), kl_embeddings)
-    torch.testing.assert_close(t.kl_targets.detach(), kl_targets)
+    assert set(t.kl) == {"graph", "v", "u", "r"}
+    torch.testing.assert_close(t.kl["graph"].detach(), kl_graph)
+    torch.testing.assert_close(t.kl["v"].detach(), kl_sticks)
+    torch.testing.assert_close(t.kl["u"].detach(), kl_embeddings)
+    torch.testing.assert_close(t.kl["r"].detach(), kl_targets)
     assert float(kl_sticks) > 0.05 and float(kl_targets) > 0.05 and float(kl_graph) > 0.05
 
 
@@ -131,19 +165,22 @@ def test_kl_graph_leaves_out_fixed_edges():
         states = [((1 - a) * (1 - b), (1 - prior) ** 2), (a * (1 - b / 2), prior * (1 - prior)),
                   (b * (1 - a / 2), prior * (1 - prior))]
         expected = expected + sum(q * (q / r).log() for q, r in states)
-    torch.testing.assert_close(t.kl_graph.detach(), expected)
+    torch.testing.assert_close(t.kl["graph"].detach(), expected)
 
 
-@pytest.mark.parametrize("n, num_rows", [(6, None), (6, 15)])
-def test_exact_assignment_local_terms_are_the_log_sum_exp_of_the_joint(n, num_rows):
+@pytest.mark.parametrize("n, rows", [(6, None), (15, [3, 14, 0, 7, 9, 11])])
+def test_optimal_assignment_local_terms_are_the_log_sum_exp_of_the_joint(n, rows):
     model, x = tiny_model(), data(n)
-    t = terms_at(model, x, num_rows=num_rows, assignment="exact")
-    joint, e_log_w = joint_by_hand(model, x)
-    scale = (num_rows or n) / n
+    rows = None if rows is None else torch.tensor(rows)
+    t = terms_at(model, x, rows=rows, assignment="optimal")
+    batch = x if rows is None else x[rows]
+    joint, e_log_w = joint_by_hand(model, batch)
+    scale = n / batch.shape[0]  # the rows stand for all n of them
     weights = torch.softmax(joint, 0)
     log_lik = (weights * (joint - e_log_w.unsqueeze(-1))).sum()
     torch.testing.assert_close(t.log_likelihood.detach(), scale * log_lik)
     torch.testing.assert_close((t.log_likelihood + t.assignments).detach(), scale * torch.logsumexp(joint, 0).sum())
+    torch.testing.assert_close(t.local.detach(), scale * torch.logsumexp(joint, 0).sum())
     kls = hand_kls(model)[:4]
     torch.testing.assert_close(t.elbo.detach(), scale * torch.logsumexp(joint, 0).sum() - sum(kls))
 
@@ -159,14 +196,14 @@ def test_amortized_assignment_terms_use_the_network_q():
     assert float(t.auxiliary.detach()) == 0.0
 
 
-@pytest.mark.parametrize("assignment", ["amortized", "exact"])
+@pytest.mark.parametrize("assignment", ["amortized", "optimal"])
 def test_known_regimes_use_the_observed_component_and_the_supervision_term(assignment):
     model, x = tiny_model(), data()
     regimes = torch.tensor([0, -1, 2, 1, -1, 2])
     t = terms_at(model, x, regimes=regimes, supervision_weight=0.7, assignment=assignment)
     joint, e_log_w = joint_by_hand(model, x)
     log_q_net = torch.log_softmax(model.guide.assignment_logits(x, model.guide.embedding_loc).detach(), -1).T
-    log_q = torch.log_softmax(joint, 0) if assignment == "exact" else log_q_net
+    log_q = torch.log_softmax(joint, 0) if assignment == "optimal" else log_q_net
     local, log_lik, supervision, distillation = 0.0, 0.0, 0.0, 0.0
     for i, k in enumerate(regimes.tolist()):
         if k >= 0:
@@ -177,16 +214,16 @@ def test_known_regimes_use_the_observed_component_and_the_supervision_term(assig
             q = log_q[:, i].exp()
             local = local + (q * (joint[:, i] - log_q[:, i])).sum()
             log_lik = log_lik + (q * (joint[:, i] - e_log_w)).sum()
-            if assignment == "exact":
+            if assignment == "optimal":
                 distillation = distillation + (q * (log_q[:, i] - log_q_net[:, i])).sum()
     torch.testing.assert_close(t.log_likelihood.detach(), log_lik)
     torch.testing.assert_close((t.log_likelihood + t.assignments).detach(), local)
     torch.testing.assert_close(t.auxiliary.detach(), 0.7 * supervision - distillation)
 
 
-def test_exact_assignment_trains_the_network_by_the_distillation_kl():
+def test_optimal_assignment_trains_the_network_by_the_distillation_kl():
     model, x = tiny_model(), data()
-    t = terms_at(model, x, assignment="exact")
+    t = terms_at(model, x, assignment="optimal")
     joint, _ = joint_by_hand(model, x)
     exact = torch.log_softmax(joint, 0)
     net = torch.log_softmax(model.guide.assignment_logits(x, model.guide.embedding_loc).detach(), -1).T
@@ -194,14 +231,14 @@ def test_exact_assignment_trains_the_network_by_the_distillation_kl():
     assert float(t.auxiliary.detach()) < -0.01
 
 
-def test_exact_assignment_distils_on_a_subset_of_large_batches_scaled_to_the_batch():
+def test_optimal_assignment_distils_on_a_subset_of_large_batches_scaled_to_the_batch():
     model = tiny_model(truncation=2)
     torch.manual_seed(0)
     x = torch.randn(ENCODER_ROWS + 200, 3, dtype=torch.float64)
     torch.manual_seed(4)
     perm = torch.randperm(x.shape[0])
     with mock.patch("torch.randperm", lambda n, device=None: perm[:n] if n == perm.numel() else None):
-        t = terms_at(model, x, assignment="exact")
+        t = terms_at(model, x, assignment="optimal")
     rows = perm[:ENCODER_ROWS]
     joint, _ = joint_by_hand(model, x)
     exact = torch.log_softmax(joint, 0)[:, rows]
@@ -213,39 +250,91 @@ def test_exact_assignment_distils_on_a_subset_of_large_batches_scaled_to_the_bat
 
 def test_one_component_has_no_sticks_or_targets():
     model, x = tiny_model(truncation=1), data()
-    t = terms_at(model, x, assignment="exact")
-    assert float(t.kl_sticks.detach()) == 0.0 and float(t.kl_targets.detach()) == 0.0
+    t = terms_at(model, x, assignment="optimal")
+    assert set(t.kl) == {"graph", "u"}  # no stick or target sites, so no KL terms for them
+    assert float(t.observed) == 0.0
+    kl_graph, _, kl_embeddings, _, _ = hand_kls(model)
+    torch.testing.assert_close(t.kl["graph"].detach(), kl_graph)
+    torch.testing.assert_close(t.kl["u"].detach(), kl_embeddings)
     ll = model.log_likelihood(x, GRAPH, model.guide.embedding_loc.detach(), torch.zeros(1, 3, dtype=x.dtype))
     torch.testing.assert_close(t.log_likelihood.detach(), ll.detach().sum())
     torch.testing.assert_close(t.assignments.detach(), torch.zeros((), dtype=x.dtype))
+    torch.testing.assert_close(t.elbo.detach(), ll.detach().sum() - kl_graph - kl_embeddings)
 
 
 def test_known_targets_skip_the_target_kl_and_are_used_in_the_likelihood():
     model, x = tiny_model(), data()
     targets = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 1.0]], dtype=x.dtype)
-    t = terms_at(model, x, targets=targets, assignment="exact")
-    assert float(t.kl_targets.detach()) == 0.0
+    t = terms_at(model, x, targets=targets, assignment="optimal")
+    assert set(t.kl) == {"graph", "v", "u"}  # r is observed: no KL term for it...
+    prior = torch.distributions.Bernoulli(logits=torch.tensor(model.target_logit, dtype=x.dtype))
+    torch.testing.assert_close(t.observed.detach(), prior.log_prob(targets[1:]).sum())  # ...but its log p
     *_, e_log_w = hand_kls(model)
     joint = model.log_likelihood(x, GRAPH, model.guide.embedding_loc.detach(), targets).detach() + e_log_w.unsqueeze(-1)
     torch.testing.assert_close((t.log_likelihood + t.assignments).detach(), torch.logsumexp(joint, 0).sum())
+    kl_graph, kl_sticks, kl_embeddings, _, _ = hand_kls(model)
+    torch.testing.assert_close(t.elbo.detach(), torch.logsumexp(joint, 0).sum() + prior.log_prob(targets[1:]).sum()
+                               - kl_graph - kl_sticks - kl_embeddings)
 
 
-@pytest.mark.parametrize("estimator", ["straight-through", "relaxed"])
-def test_sampled_targets_match_the_exact_expectation_when_the_targets_are_certain(estimator):
+@pytest.mark.parametrize("assignment", ["optimal", "amortized"])
+def test_closed_forms_off_samples_every_term_and_matches_the_closed_forms_when_the_targets_are_certain(assignment):
+    """``closed_forms=False`` samples ``r`` (straight-through) and ``v`` and takes every KL at the
+    draws; with certain targets its target terms are those of the exact expectation ``E_q(r)``."""
     model, x = tiny_model(), data()
     with torch.no_grad():
         model.guide.target_logits.copy_(torch.tensor([[30.0, -30.0, -30.0], [-30.0, 30.0, 30.0]]))
-    exact = terms_at(model, x, assignment="exact")
-    sampled = terms_at(model, x, assignment="exact", target_estimator=estimator)
-    torch.testing.assert_close(sampled.elbo.detach(), exact.elbo.detach())
-    with pytest.raises(ValueError, match="target_estimator"):
-        terms_at(model, x, target_estimator="gumbel")
+        model.guide.embedding_log_scale.fill_(-1.5)  # u really sampled: its trace KL is finite
+    exact = terms_at(model, x, assignment=assignment)
+    torch.manual_seed(9)
+    sampled = terms_at(model, x, assignment=assignment, closed_forms=False)
+    torch.manual_seed(9)
+    trace = guide_draws(model, x)  # the same draws
+    v, u, r = (trace.nodes[name]["value"].detach() for name in ("v", "u", "r"))
+    g = model.guide
+    pi = torch.sigmoid(g.target_logits).detach()
+    assert torch.equal(r, pi.round())  # the draw of a certain target is the target
+    kl_graph, kl_sticks, kl_embeddings, kl_targets, _ = hand_kls(model)
+    # the targets: the trace KL at the draw is the closed form, and both are the hand value
+    torch.testing.assert_close(exact.kl["r"].detach(), kl_targets)
+    torch.testing.assert_close(sampled.kl["r"].detach(), exact.kl["r"].detach())
+    # every other KL is log q - log p at the draws, not its closed form
+    rho, w = torch.sigmoid(g.stick_mean_logit).detach(), g.stick_log_concentration.exp().detach()
+    q_v, p_v = dist.Beta(rho * w, (1 - rho) * w), dist.Beta(torch.ones_like(rho), model.alpha * torch.ones_like(rho))
+    trace_kl_sticks = (q_v.log_prob(v) - p_v.log_prob(v)).sum()
+    q_u = dist.Normal(g.embedding_loc.detach(), g.embedding_log_scale.exp().detach())
+    trace_kl_embeddings = (q_u.log_prob(u) - dist.Normal(0.0, 1.0).log_prob(u)).sum()
+    trace_kl_graph = graph_log_ratio(model, GRAPH)
+    torch.testing.assert_close(sampled.kl["v"].detach(), trace_kl_sticks)
+    torch.testing.assert_close(sampled.kl["u"].detach(), trace_kl_embeddings)
+    torch.testing.assert_close(sampled.kl["graph"].detach(), trace_kl_graph)
+    torch.testing.assert_close(exact.kl["v"].detach(), kl_sticks)
+    torch.testing.assert_close(exact.kl["u"].detach(), kl_embeddings)
+    torch.testing.assert_close(exact.kl["graph"].detach(), kl_graph)
+    for trace_kl, closed in ((trace_kl_sticks, kl_sticks), (trace_kl_embeddings, kl_embeddings),
+                             (trace_kl_graph, kl_graph)):
+        assert abs(float(trace_kl - closed)) > 1e-3
+    # the local term: log beta(v) at the drawn sticks, the likelihood at the (certain) targets pi
+    log_w = stick_breaking_log_weights(v)
+    joint = model.log_likelihood(x, GRAPH, u, model.full_targets(pi)).detach() + log_w.unsqueeze(-1)
+    log_q_net = torch.log_softmax(g.assignment_logits(x, u).detach(), -1).T
+    log_q = torch.log_softmax(joint, 0) if assignment == "optimal" else log_q_net
+    local = (log_q.exp() * (joint - log_q)).sum()
+    torch.testing.assert_close(sampled.local.detach(), local)
+    torch.testing.assert_close(sampled.log_likelihood.detach(), (log_q.exp() * (joint - log_w.unsqueeze(-1))).sum())
+    torch.testing.assert_close(sampled.elbo.detach(),
+                               local - trace_kl_graph - trace_kl_sticks - trace_kl_embeddings - kl_targets)
+    # the estimator option is gone (closed_forms replaces it); assignments have their new names
+    with pytest.raises(TypeError, match="target_estimator"):
+        terms_at(model, x, target_estimator="straight-through")
+    with pytest.raises(ValueError, match="unknown assignment 'exact'; choose one of optimal, amortized"):
+        terms_at(model, x, assignment="exact")
 
 
 def test_local_graph_estimator_has_the_value_of_the_bound_and_the_gain_as_gradient():
     model, x = tiny_model(), data()
-    straight = terms_at(model, x, assignment="exact")
-    local = terms_at(model, x, assignment="exact", graph_estimator="local")
+    straight = terms_at(model, x, assignment="optimal")
+    local = terms_at(model, x, assignment="optimal", graph_estimator="local")
     torch.testing.assert_close(local.elbo.detach(), straight.elbo.detach())
     (grad,) = torch.autograd.grad(local.log_likelihood, model.guide.edge_logits)
     # Expected: d/dLambda sum_ij m_ij(Lambda) gain_ij with the marginals of the two-cycle-free law.
@@ -275,18 +364,15 @@ def test_mean_elbo_is_the_per_row_bound_with_the_global_kls_counted_once():
         assert torch.equal(torch.get_rng_state(), state)
         regimes = torch.tensor([1, -1, -1, 0, -1])
         got = mean_elbo(model, x, regimes, num_draws=1, batch_size=2)
-    labelled = terms_at(model, x, regimes=regimes, assignment="exact")
+    labelled = terms_at(model, x, regimes=regimes, assignment="optimal")
     torch.testing.assert_close(got[0], float(labelled.elbo.detach()) / 5)
 
 
 def test_latent_intervention_elbo_loss_is_minus_the_objective_averaged_over_particles():
-    from pyro_causal.elbo import LatentInterventionELBO
-
     model, x = tiny_model(), data()
     regimes = torch.tensor([0, -1, 2, 1, -1, 2])
     expected = terms_at(model, x, regimes=regimes, supervision_weight=0.3, assignment="amortized")
-    law = type(model.guide.graph_dist())
-    with mock.patch.object(law, "rsample", lambda self, *a: GRAPH):
+    with patched_graph(model):
         elbo = LatentInterventionELBO(num_particles=3, supervision_weight=0.3, assignment="amortized")
         loss = elbo.loss(model.model, model.guide, x, regimes)
         assert loss == pytest.approx(-float(expected.objective.detach()), rel=1e-6)
@@ -296,30 +382,81 @@ def test_latent_intervention_elbo_loss_is_minus_the_objective_averaged_over_part
         model.zero_grad()
         (-expected.objective).backward()
         torch.testing.assert_close(grad, model.guide.embedding_loc.grad)
-        # A batch: the rows are a random subset, and the bound is scaled to all of them.
+        # A batch: the rows are a random subset (the data plate's), and the bound is scaled to all of them.
+        batched_elbo = LatentInterventionELBO(assignment="optimal")
+        batched_elbo.loss(model.model, model.guide, x, batch_size=4)  # the first call fixes the plan
         torch.manual_seed(2)
-        rows = torch.randperm(6)[:4]
+        rows = guide_draws(model, x, batch_size=4).nodes["data"]["value"]
+        assert rows.shape == (4,) and len(set(rows.tolist())) == 4
         torch.manual_seed(2)
-        batched = LatentInterventionELBO(assignment="exact").loss(model.model, model.guide, x, batch_size=4)
-        torch.manual_seed(2)
-        torch.randperm(6)
-        scaled = elbo_terms(model, x[rows], None, None, 6, assignment="exact")
+        batched = batched_elbo.loss(model.model, model.guide, x, batch_size=4)
+        scaled = elbo_terms(model, x, rows=rows, assignment="optimal")
         assert batched == pytest.approx(-float(scaled.objective.detach()), rel=1e-6)
-        full = LatentInterventionELBO(assignment="exact").loss(model.model, model.guide, x, batch_size=6)
-        whole = terms_at(model, x, assignment="exact")
+        joint, _ = joint_by_hand(model, x)
+        torch.testing.assert_close(scaled.local.detach(), 6 / 4 * torch.logsumexp(joint, 0)[rows].sum())
+        full = LatentInterventionELBO(assignment="optimal").loss(model.model, model.guide, x, batch_size=6)
+        whole = terms_at(model, x, assignment="optimal")
         assert full == pytest.approx(-float(whole.objective.detach()), rel=1e-6)
 
 
 def test_latent_intervention_elbo_refuses_what_it_cannot_score():
-    from pyro_causal.elbo import LatentInterventionELBO
-
     with pytest.raises(ValueError, match="unknown graph_estimator 'exact'; choose one of local, straight-through"):
         LatentInterventionELBO(graph_estimator="exact")
     with pytest.raises(ValueError, match="unknown graph_estimator 'exact'; choose one of local, straight-through"):
         elbo_terms(tiny_model(), data(), graph_estimator="exact")
-    with pytest.raises(TypeError, match="needs the bound method `m.model`"):
-        LatentInterventionELBO().loss(lambda x: None, lambda x: None, data())
-    with pytest.raises(NotImplementedError, match="closed form"):
-        LatentInterventionELBO()._get_trace(None, None, (), {})
+    with pytest.raises(ValueError, match="unknown assignment 'exact'; choose one of optimal, amortized"):
+        LatentInterventionELBO(assignment="exact")
     elbo = LatentInterventionELBO(supervision_weight=2, graph_estimator="local")
-    assert (elbo.supervision_weight, elbo.assignment, elbo.graph_estimator, elbo.num_particles) == (2.0, "exact", "local", 1)
+    assert (elbo.supervision_weight, elbo.assignment, elbo.graph_estimator, elbo.num_particles) == \
+        (2.0, "optimal", "local", 1)
+    assert (elbo.closed_forms, elbo.data_plate, elbo.max_plate_nesting) == (True, "data", 1)
+
+
+def test_the_trace_based_elbo_scores_plain_function_programs():
+    """No bound method needed any more: plain functions (a wrapper of ``m.model``, or a model of
+    another shape entirely) are scored from their traces."""
+    model, x = tiny_model(), data()
+    expected = terms_at(model, x, assignment="optimal")
+    with patched_graph(model):
+        wrapped = LatentInterventionELBO().loss(lambda *a, **k: model.model(*a, **k),
+                                                lambda *a, **k: model.guide(*a, **k), x)
+    assert wrapped == pytest.approx(-float(expected.objective.detach()), rel=1e-6)
+
+    y = x[:, 0]
+
+    def plain_model(y):
+        mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=y.dtype), 1.0))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
+
+    def plain_guide(y):
+        pyro.sample("mu", dist.Normal(torch.tensor(0.3, dtype=y.dtype), 0.2))
+
+    torch.manual_seed(4)
+    terms = LatentInterventionELBO().terms(plain_model, plain_guide, y)
+    torch.manual_seed(4)
+    mu = poutine.trace(plain_guide).get_trace(y).nodes["mu"]["value"]
+    log_lik = dist.Normal(mu, 1.0).log_prob(y).sum()
+    kl = torch.distributions.kl_divergence(dist.Normal(torch.tensor(0.3, dtype=y.dtype), 0.2), dist.Normal(0.0, 1.0))
+    assert set(terms.kl) == {"mu"}
+    torch.testing.assert_close(terms.kl["mu"].detach(), kl)  # closed form, not the draw
+    torch.testing.assert_close(terms.local.detach(), log_lik)
+    torch.testing.assert_close(terms.log_likelihood.detach(), log_lik)
+    torch.testing.assert_close(terms.elbo.detach(), log_lik - kl)
+    torch.manual_seed(4)
+    assert LatentInterventionELBO().loss(plain_model, plain_guide, y) == pytest.approx(float(kl - log_lik), rel=1e-6)
+
+
+def test_get_trace_replays_the_targets_at_their_guide_mean():
+    """``_get_trace`` (the ``pyro.infer.ELBO`` hook) gives the traces the bound is read from:
+    ``z`` enumerated over its support, ``x`` observed, ``r`` at its mean ``pi`` once the plan is set."""
+    model, x = tiny_model(), data()
+    elbo = LatentInterventionELBO()
+    with patched_graph(model):
+        elbo.terms(model.model, model.guide, x)  # fixes the plan: r is affine in the likelihood
+        model_trace, guide_trace = elbo._get_trace(model.model, model.guide, (x,), {})
+    pi = torch.sigmoid(model.guide.target_logits).detach()
+    torch.testing.assert_close(model_trace.nodes["r"]["value"].detach(), pi)
+    assert torch.equal(guide_trace.nodes["z"]["value"], torch.arange(3).reshape(3, 1))
+    assert model_trace.nodes["x"]["is_observed"] and torch.equal(model_trace.nodes["x"]["value"], x)
+    assert torch.equal(model_trace.nodes["graph"]["value"], GRAPH)
