@@ -11,6 +11,9 @@ processes started together, nothing set in their environment, as a user would ru
 default on a 2-core machine); ``--steps S`` times S steps per fit (one round, no held refit)
 instead of whole fits.  ``--no-options`` times one fit with no options on data simulated with
 ``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
+``--baseline DIR`` times, in one run, the SVI step of the default latent fit with this checkout's
+package and with the one in ``DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``),
+in alternating processes, and then one whole default fit with this checkout's.
 Every table records the load average before and after.
 """
 from __future__ import annotations
@@ -61,6 +64,48 @@ def one_fit(args) -> dict:
     return {"seconds": seconds, "steps": len(result.elbo_trace), "threads": result.settings["num_threads"],
             "batch_size": result.settings["batch_size"], "stop": result.stop_reason,
             "hamming": hamming_distance(data.adjacency, result.adjacency)}
+
+
+def step_worker(args) -> dict:
+    """Median seconds of one step of a default latent trainer (``--step-worker``), one thread."""
+    torch.set_num_threads(1)
+    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
+    x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
+    torch.manual_seed(args.seed)
+    trainer = Trainer(LatentInterventionModel(x.shape[1]), x, config=TrainingConfig())
+    return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
+
+
+def baseline(args) -> list:
+    """Step time of this checkout against ``--baseline``'s, alternating processes, then one fit."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"this checkout": here, "baseline": os.path.abspath(args.baseline)}
+    times = {name: [] for name in trees}
+    before = load()
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
+            command = [sys.executable, __file__, "--step-worker", "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
+            times[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    middle = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    torch.set_num_threads(args.threads)
+    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
+    start = time.perf_counter()
+    result = fit(data.x, seed=args.seed, num_threads=args.threads)
+    total = time.perf_counter() - start
+    return [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
+        f"--seed {args.seed} --threads {args.threads}` (default latent linear fit, d = 10, n = 10,000; steps on one "
+        f"thread, each process the median of {args.repeats} steps, {args.rounds} alternating processes per tree).",
+        "",
+        "| s per step, this checkout (median) | s per step, baseline (median) | ratio | whole default fit, this checkout (s) "
+        "| steps | Hamming | load before | load after |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {middle['this checkout']:.4f} | {middle['baseline']:.4f} | {middle['this checkout'] / middle['baseline']:.2f}x | "
+        f"{total:.1f} | {len(result.elbo_trace)} | {hamming_distance(data.adjacency, result.adjacency)} | {before} | {load()} |",
+    ]
 
 
 def run_workers(args, how_many: int, threads: str) -> list:
@@ -125,15 +170,19 @@ def main() -> None:
     parser.add_argument("--compare-threads", type=int, default=0)
     parser.add_argument("--steps", type=int, default=0)
     parser.add_argument("--no-options", action="store_true")
+    parser.add_argument("--baseline", help="another checkout whose SVI step to time against this one's")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating processes per tree with --baseline")
+    parser.add_argument("--repeats", type=int, default=100, help="steps timed per process with --baseline")
+    parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="docs/benchmarks_fit.md")
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(one_fit(args)))
+    if args.worker or args.step_worker:
+        print(json.dumps(one_fit(args) if args.worker else step_worker(args)))
         return
-    if args.concurrent or args.no_options:
-        lines = concurrent(args) if args.concurrent else no_options(args)
+    if args.concurrent or args.no_options or args.baseline:
+        lines = concurrent(args) if args.concurrent else no_options(args) if args.no_options else baseline(args)
         print("\n".join(lines))
         with open(args.out, "a", encoding="utf-8") as handle:
             handle.write("\n" + "\n".join(lines) + "\n")
