@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--no-options", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default="docs/benchmarks_fit.md")
+    parser.add_argument("--out", default="docs/history/benchmarks_fit.md")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(one_fit(args)))
