@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default="docs/benchmarks_fit.md")
+    parser.add_argument("--out", default="docs/history/benchmarks_fit.md")
     args = parser.parse_args()
     if args.worker or args.step_worker:
         print(json.dumps(one_fit(args) if args.worker else step_worker(args)))

@@ -15,7 +15,8 @@ index).  ``--select`` instead chooses ``lambda`` and ``gamma`` by held-out ELBO
     python examples/sachs.py --variant known      # conditions and nominal reagent targets given
 
 The table (beside the paper's Table 2) is printed and appended to ``--out`` (default
-``docs/results.md``) with the command.
+``docs/history/results.md``, the log) with the command; ``--record PATH`` also writes the run's JSON
+record, which ``docs/make_results.py`` renders into ``docs/results.md``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ from pyro_causal.metrics import adjusted_rand_index, evaluate
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.search import graph_log_prior, held_logits
 from pyro_causal.selection import SelectionResult, select_hyperparameters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
+from results_record import write_record  # noqa: E402
 
 PAPER_TABLE2 = (  # method, SHD, tp, fn, fp, rev, F1 (baselines reproduced there from DCDI)
     ("IGSP", 18, 4, 6, 5, 7, 0.42),
@@ -80,8 +84,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="also tabulate how the consensus pairs depend within and across conditions "
                              "(correlations, partial correlations) and each condition's median shifts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
-    parser.add_argument("--out", default="docs/results.md")
+    parser.add_argument("--out", default="docs/history/results.md", help="markdown log the table is appended to")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--record", metavar="PATH", help="also write the run's JSON record (docs/make_results.py)")
     return parser.parse_args(argv)
 
 
@@ -263,6 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 f"{len(result.settings['edge_search']['moves'])} move(s)")
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings
+    reference_ari = supervised_ari(np.log(data.x) if args.log_transform else data.x, data.regimes)
     lines = [
         f"### Sachs (Table 2): {args.density} density, {VARIANT_WORDS[args.variant]}, {args.model_intervention} interventions, "
         f"{'log' if args.log_transform else 'raw'} data, seed {args.seed}{' (quick smoke run)' if args.quick else ''}",
@@ -288,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "",
         f"ARI reference: a Gaussian classifier given the conditions (one full-covariance Gaussian per "
         f"condition on the {'log' if args.log_transform else 'raw'} data, in-sample argmax) reaches "
-        f"{supervised_ari(np.log(data.x) if args.log_transform else data.x, data.regimes):.2f}.",
+        f"{reference_ari:.2f}.",
     ]
     if selection is not None:
         lines += selection_lines(selection)
@@ -300,6 +306,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(table)
     if not args.no_write:
         append_section(args.out, table)
+    if args.record:
+        paper = next((row for row in PAPER_TABLE2 if row[0] == f"{DENSITY_LABELS.get(args.density)} (paper)"), None)
+        row = {"density": args.density, "variant": args.variant, "shd": m["shd"], "tp": m["tp"], "fn": m["fn"],
+               "fp": m["fp"], "reversed": m["reversed"], "f1_table2": m["f1_excluding_reversed"], "f1": m["f1"],
+               "ari": m["ari"], "edges": int(result.adjacency.sum()), "seconds": seconds,
+               "paper": {"shd": paper[1], "f1": paper[6]} if paper and args.variant == "latent" else None}
+        write_record(args.record, "table2",
+                     f"Sachs, {'log' if args.log_transform else 'raw'} data, {args.model_intervention} intervention model",
+                     command_line("sachs.py", argv).split("`")[1], f"fit seed {args.seed}", [row],
+                     options=how + (", --quick" if args.quick else ""), ari_reference=reference_ari)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ variant, the adjusted Rand index of the argmax assignments against the true regi
     python examples/table1.py --mechanism linear --density linear --variants latent --graphs 5
     python examples/table1.py --variants latent,unknown,known,observational,semi --graphs 5
 
-Results are printed and appended to ``--out`` (default ``docs/results.md``) with the command.
+Results are printed and appended to ``--out`` (default ``docs/history/results.md``, the log) with the
+command; ``--record PATH`` also writes the run's JSON record, which ``docs/make_results.py`` renders
+into ``docs/results.md``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ import torch
 from pyro_causal import PenaltySchedule, fit, simulate
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.metrics import adjusted_rand_index, f1, hamming_distance, shd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
+from results_record import write_record  # noqa: E402
 
 PAPER = {  # Table 1, e = 1 / e = 4, stochastic then imperfect interventions
     ("linear", "stochastic", 1): {"latent": "5.9 ± 6.2", "unknown": "3.4 ± 3.2", "known": "0.5 ± 1.3", "observational": "10.3 ± 7.8"},
@@ -134,15 +139,22 @@ def run_one(task, args, schedule):
             f1(data.adjacency, result.adjacency), ari, took, result.stop_reason, result.elbo)
 
 
-def bayes_ari_sentence(args) -> str:
-    """The ARI of the Bayes classifier (true SCM, true proportions): the ceiling of any assignment's."""
+def bayes_ari_scores(args) -> list:
+    """The ARI of the Bayes classifier (true SCM, true proportions) per graph; empty without a closed form."""
     scores = []
     for seed in range(args.first_seed, args.first_seed + args.graphs):
         data = simulate_cell(cell_of(args), args, seed)
         try:
             scores.append(adjusted_rand_index(data.regimes, data.regime_posterior().argmax(1)))
         except ValueError:  # non-additive mechanisms: no closed-form density
-            return "The Bayes classifier's ARI is not available for these mechanisms."
+            return []
+    return scores
+
+
+def bayes_ari_sentence(scores: list) -> str:
+    """The sentence under the table: the Bayes classifier's ARI, the ceiling of any assignment's."""
+    if not scores:
+        return "The Bayes classifier's ARI is not available for these mechanisms."
     return (f"ARI of the Bayes classifier (argmax of `SimulatedData.regime_posterior()`, the true SCM): "
             f"{np.mean(scores):.2f} ({' '.join(f'{v:.2f}' for v in scores)}), the ceiling of any method's on these data.")
 
@@ -184,8 +196,9 @@ def main(argv=None) -> None:
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
     parser.add_argument("--true-graph", action="store_true", help="fix the graph at the truth (ELBO of a perfect search)")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
-    parser.add_argument("--out", default="docs/results.md")
+    parser.add_argument("--out", default="docs/history/results.md", help="markdown log the table is appended to")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--record", metavar="PATH", help="also write the run's JSON record (docs/make_results.py)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     variants = args.variants.split(",")
@@ -217,18 +230,57 @@ def main(argv=None) -> None:
         "| variant | Hamming (mean ± sd) | per graph | SHD | F1 | ARI of argmax q(z) | s per fit | paper (Hamming) |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    records = []
     for variant, values in rows.items():
         a = np.array([v[:5] for v in values], dtype=float)
         name = "semi-supervised ({:.0%} labelled)".format(args.labelled) if variant == "semi" else variant
+        records.append({"variant": name, "hamming": [int(v) for v in a[:, 0]], "mean": a[:, 0].mean(), "sd": a[:, 0].std(),
+                        "shd": a[:, 1].mean(), "f1": a[:, 2].mean(),
+                        "ari": None if variant == "observational" else float(np.mean(a[:, 3])),
+                        "seconds": a[:, 4].mean(), "paper": paper.get(variant)})
         lines.append(
             f"| {name} | {a[:, 0].mean():.1f} ± {a[:, 0].std():.1f} | {' '.join(str(int(v)) for v in a[:, 0])} | "
             f"{a[:, 1].mean():.1f} | {a[:, 2].mean():.2f} | {'—' if variant == 'observational' else format(np.mean(a[:, 3]), '.2f')} | "
             f"{a[:, 4].mean():.0f} | {paper.get(variant, '—')} |"
         )
     lines.append("")
+    bayes = bayes_ari_scores(args)
     lines.append("ARI for unknown/known is the exact posterior of a model fitted with the labels. "
-                 + bayes_ari_sentence(args))
+                 + bayes_ari_sentence(bayes))
     write_table("\n".join(lines) + "\n", args)
+    if args.record:
+        write_record(args.record, "table1", setting_text(args), command,
+                     f"graphs {args.first_seed}..{args.first_seed + args.graphs - 1}, fit seed = graph seed + {args.fit_seed_offset}",
+                     records, jobs=args.jobs, options=options_text(args),
+                     ari_ceiling=float(np.mean(bayes)) if bayes else None)
+
+
+def setting_text(args) -> str:
+    """The simulated data of a run, in words: what differs from the paper's cell is named."""
+    text = f"{args.mechanism}, {args.intervention}, d = {args.num_variables}, e = {args.edges_per_node:g}, n = {args.samples}"
+    defaults = Cell._field_defaults
+    if tuple(args.weight_range) != defaults["weight_range"]:
+        text += f", weights {args.weight_range[0]:g}-{args.weight_range[1]:g}"
+    if tuple(args.noise_std) != defaults["noise_std_range"]:
+        text += f", noise sd {args.noise_std[0]:g}-{args.noise_std[1]:g}"
+    if args.intervention_mean != defaults["intervention_mean"]:
+        text += f", intervention mean {args.intervention_mean:g}"
+    return text
+
+
+def options_text(args) -> str:
+    """``fit``'s options of a run that differ from its defaults ("defaults" when none do)."""
+    chosen = [f"density {args.density}"] if args.density != "linear" else []
+    chosen += [f"--{name.replace('_', '-')} {value}" for name, value in (
+        ("model_intervention", args.model_intervention if args.model_intervention != "imperfect" else None),
+        ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator), ("order_refit", args.order_refit),
+        ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),
+        ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
+        ("refit_steps", args.refit_steps or None), ("max_rounds", args.max_rounds),
+        ("first_round_steps", args.first_round_steps)) if value is not None]
+    chosen += ["--no-held-refit"] * (not args.held_refit) + ["--tensorwise-edges"] * args.tensorwise_edges
+    chosen += ["--true-graph"] * args.true_graph
+    return ", ".join(chosen) or "defaults"
 
 
 def write_table(table: str, args) -> None:

@@ -1,8 +1,9 @@
 """pyro_causal: one causal graph from data that mix observational and latent interventional samples.
 
-A Pyro implementation of "Differentiable Causal Discovery Under Latent Interventions"
-(Faria, Martins and Figueiredo, 2021): a shared DAG under a truncated Dirichlet-process mixture
+A Pyro implementation of Faria (2021): a shared DAG under a truncated Dirichlet-process mixture
 of intervened structural causal models, fitted by SVI inside an augmented-Lagrangian loop.
+
+Faria, G. R. A. (2021). Differentiable Causal Discovery Under Latent Interventions. Instituto Superior Técnico, Lisboa.
 """
 __version__ = "0.1.0"
 

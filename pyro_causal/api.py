@@ -14,7 +14,7 @@ import torch
 
 from .acyclicity import PenaltySchedule
 from .checkpoint import Checkpointing
-from .checks import as_array, check_device, check_options, check_spread
+from .checks import as_array, check_device, check_options, check_regime_like, check_spread
 from .densities import ConditionalDensity, provides_edge_gain
 from .elbo import ASSIGNMENTS, mean_elbo
 from .held_refit import held_config, refit_in_searched_order, refit_with_graph_held
@@ -43,7 +43,8 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
     ``x`` may be an array, nested lists, a pandas ``DataFrame`` (its column names are the
     default ``names``) or a torch tensor (detached).  Complex values, duplicate names,
     non-finite, constant, nearly constant or subnormal columns raise :class:`DataError`;
-    exactly collinear columns give a :class:`~pyro_causal.io.DataWarning`.
+    exactly collinear columns, and integer columns named like regime labels, give a
+    :class:`~pyro_causal.io.DataWarning`.
     """
     if names is None and hasattr(x, "columns") and hasattr(x, "to_numpy"):
         names = [str(c) for c in x.columns]
@@ -73,6 +74,7 @@ def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = T
             raise DataError(f"data, row {i}, column {names[j]!r}: {float(x[i, j])!r} <= 0 cannot be log-transformed")
     values = np.log(x) if log_transform else x
     check_spread(values, names)
+    check_regime_like(x, names)
     standardizer = Standardizer.fit(values, standardize, log_transform)
     data = standardizer(x)
     largest = np.abs(data).max(0)

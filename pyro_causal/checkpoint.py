@@ -25,9 +25,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import torch
 
-from .io import DataError, PathLike, atomic_write
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from .io import CHECKPOINT_FILE, DataError, PathLike, atomic_write
 """Name of the checkpoint file inside :attr:`Checkpointing.folder`."""
 
 

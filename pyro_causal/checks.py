@@ -5,6 +5,7 @@ whose message names the column or the option.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Sequence, Union
 
@@ -46,6 +47,22 @@ def check_spread(x: np.ndarray, names: Sequence[str]) -> None:
         kind = "identical" if np.array_equal(x[:, i], x[:, j]) else "exactly collinear"
         warnings.warn(f"data: columns {names[i]!r} and {names[j]!r} are {kind}; "
                       "the direction of an edge between them cannot be learned", DataWarning, stacklevel=3)
+
+
+REGIME_WORDS = ("regime", "condition", "intervention", "environment", "experiment")
+"""Words that, in a column's name (singular or plural), usually mean it labels the rows' regimes."""
+
+
+def check_regime_like(x: np.ndarray, names: Sequence[str]) -> None:
+    """Warn (:class:`~pyro_causal.io.DataWarning`) about each integer-valued column of ``x``
+    (``(n, d)``) named like a regime label (:data:`REGIME_WORDS`): it is fitted as a variable,
+    which is rarely meant."""
+    for j, name in enumerate(names):
+        words = {word[:-1] if word.endswith("s") else word for word in re.split(r"[^a-z]+", name.lower())}
+        if words & set(REGIME_WORDS) and np.array_equal(x[:, j], np.round(x[:, j])):
+            warnings.warn(f"data: column {name!r} looks like regime labels but is fitted as a variable; if it says "
+                          f"which regime each row comes from, pass it as the regimes instead "
+                          f"(--regime-column {name}, or fit(x, regimes=...))", DataWarning, stacklevel=3)
 
 
 def check_options(truncation, supervision_weight, seed, n: int) -> None:

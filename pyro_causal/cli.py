@@ -21,8 +21,24 @@ from .likelihood import INTERVENTIONS
 PROG = "pyro-causal"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that states every option's default: appended where the text does not say it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.required or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if action.nargs == 0:  # a flag
+            return f"{text} (default off)".lstrip()
+        return f"{text} (default %(default)s)".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors on one line."""
+    """argparse that reports usage errors on one line and states every default in its help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
         raise SystemExit(_fail(f"{message} (see '{self.prog} --help')", status=2))
@@ -77,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = commands.add_parser("fit", help="learn a causal graph from a CSV file (or a built-in data set)")
     source = f.add_mutually_exclusive_group(required=True)
     source.add_argument("data", nargs="?", help="CSV file: header row of variable names, numeric columns")
-    source.add_argument("--dataset", choices=("sachs", "simulated"), help="use a built-in data set instead of a file")
+    source.add_argument("--dataset", choices=("sachs", "simulated"), help="use a built-in data set instead of a file (default: none, read DATA)")
     f.add_argument("--out", required=True, help="output folder (created; existing results are not overwritten)")
     f.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     f.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    f.add_argument("--posterior", metavar="FILE.nc", help="also write posterior draws as an ArviZ netCDF file")
+    f.add_argument("--posterior", metavar="FILE.nc", help="also write posterior draws as an ArviZ netCDF file (default: not written)")
     f.add_argument("--plots", action="store_true", help="also write PNG figures into --out")
     m = f.add_argument_group("model")
     m.add_argument("--density", default="linear", choices=available_densities(), help="conditional density family")
@@ -98,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--select", action="store_true",
                    help="choose --edge-logit and --target-logit by held-out ELBO on a 20%% split (6 fits, then a refit)")
     s = f.add_argument_group("supervision (section 3.9)")
-    s.add_argument("--regime-column", help="integer column with each row's regime (blank or -1 = unknown)")
-    s.add_argument("--targets", help="CSV: one row per regime, one 0/1 column per variable (known variant)")
+    s.add_argument("--regime-column", help="integer column with each row's regime, blank or -1 = unknown (default: none, regimes hidden)")
+    s.add_argument("--targets", help="CSV: one row per regime, one 0/1 column per variable, the known variant (default: none, targets hidden)")
     s.add_argument("--observational", action="store_true", help="fit the K = 1 baseline that ignores interventions")
     s.add_argument("--supervision-weight", type=_positive_float, default=0.5, help="kappa (default 0.5)")
     d = f.add_argument_group("data")
@@ -124,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1; at most the CPU cores)")
     t.add_argument("--oversubscribe", action="store_true", help="allow --processes above the number of CPU cores")
     t.add_argument("--threads", type=_positive_int, help="torch threads, split between --processes (default: from the problem's size, 1 for small steps)")
-    t.add_argument("--checkpoint-every", type=_positive_int, metavar="N", help="save the training state to --out/checkpoint.pt every N steps (and at the end, and on Ctrl-C)")
-    t.add_argument("--resume", metavar="DIR", help="continue the training saved in DIR/checkpoint.pt (same data and options)")
+    t.add_argument("--checkpoint-every", type=_positive_int, metavar="N", help="save the training state to --out/checkpoint.pt every N steps, at the end and on Ctrl-C (default: no checkpoints)")
+    t.add_argument("--resume", metavar="DIR", help="continue the training saved in DIR/checkpoint.pt, same data and options (default: a fresh start)")
     t.add_argument("--quiet", action="store_true", help="no progress bar, no log, no closing line")
     t.add_argument("-v", "--verbose", action="store_true", help="print the library's log (rounds, refits, restarts) on stderr")
 
@@ -134,16 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--variables", type=_positive_int, default=10, help="d (default 10)")
     sim.add_argument("--edges-per-node", type=_positive_float, default=1.0, help="expected edges per node (default 1)")
     sim.add_argument("--samples", type=_positive_int, default=10000, help="rows (default 10000)")
-    sim.add_argument("--mechanism", default="linear", choices=("linear", "mlp", "nonadditive"))
-    sim.add_argument("--intervention", default="stochastic", choices=("stochastic", "perfect", "imperfect"))
+    sim.add_argument("--mechanism", default="linear", choices=("linear", "mlp", "nonadditive"), help="each variable's mechanism")
+    sim.add_argument("--intervention", default="stochastic", choices=("stochastic", "perfect", "imperfect"),
+                     help="how an intervention changes its target")
     sim.add_argument("--include-regimes", action="store_true", help="add a 'regime' column to the data")
-    sim.add_argument("--seed", type=_seed, default=0)
-    sim.add_argument("--overwrite", action="store_true")
+    sim.add_argument("--seed", type=_seed, default=0, help="random seed")
+    sim.add_argument("--overwrite", action="store_true", help="replace files already there")
 
     ev = commands.add_parser("evaluate", help="compare a result folder with the true graph")
     ev.add_argument("result", help="folder written by 'pyro-causal fit'")
     ev.add_argument("--truth", required=True, help="adjacency CSV: header row and first column of names")
-    ev.add_argument("--regimes", help="CSV with the true regime of each row (for the adjusted Rand index)")
+    ev.add_argument("--regimes", help="CSV with the true regime of each row, for the adjusted Rand index (default: none, no ARI)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 

@@ -13,13 +13,9 @@ import numpy as np
 
 from .acyclicity import PenaltySchedule
 from .checkpoint import CHECKPOINT_FILE, Checkpointing, TrainingInterrupted
-from .io import (DataError, OutputError, check_output_dir, read_csv_table, read_targets, remove_stale_outputs,
-                 csv_text, write_outputs)
+from .io import (FIT_OUTPUTS, OUTPUT_NAMES, PLOT_OUTPUTS, DataError, OutputError, check_output_dir, read_csv_table,
+                 read_targets, remove_stale_outputs, csv_text, write_outputs)
 from .result import strict_json
-
-FIT_OUTPUTS = ("adjacency.csv", "edge_probs.csv", "assignments.csv", "targets.csv", "summary.json")
-PLOT_OUTPUTS = ("edge_probs.png", "graph.png", "training.png", "components.png")
-"""The figures ``--plots`` writes (:data:`pyro_causal.plots.PLOT_FILES`)."""
 
 
 def _load_fit_data(args):
@@ -209,7 +205,7 @@ def run_fit(args) -> int:
         summary["selection"] = selection.summary()
     written = write_fit_outputs(result, out, summary, plots=plots)
     if args.overwrite:  # outputs of an earlier fit that this one did not write
-        remove_stale_outputs(out, FIT_OUTPUTS + PLOT_OUTPUTS + (CHECKPOINT_FILE,),
+        remove_stale_outputs(out, OUTPUT_NAMES,
                              keep=set(written) | ({CHECKPOINT_FILE} if checkpointing else set()))
     if posterior:
         from .posterior import save_posterior

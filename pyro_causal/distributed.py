@@ -367,12 +367,10 @@ def fit_distributed(
     )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """``torchrun ... -m pyro_causal.distributed [pyro-causal fit options]``."""
-    from .cli import main as cli_main
-
-    return cli_main(["fit", *(sys.argv[1:] if argv is None else argv)])
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # ``torchrun ... -m pyro_causal.distributed [fit options]`` is ``pyro-causal fit``.  The CLI is run by
+    # module name: this module imports nothing of the CLI, which imports it.
+    import runpy
+
+    sys.argv[1:1] = ["fit"]
+    runpy.run_module("pyro_causal", run_name="__main__", alter_sys=True)

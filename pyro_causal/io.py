@@ -26,11 +26,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 MIN_ROWS = 10
 """Fewest data rows :func:`read_csv_table` accepts."""
 
-OUTPUT_NAMES = (
-    "adjacency.csv", "edge_probabilities.csv", "assignments.csv", "targets.csv",
-    "metrics.json", "config.json", "losses.csv", "summary.json", "graph.png", "model.pt",
-)
-"""File names whose presence makes :func:`prepare_output_dir` refuse to reuse a folder."""
+FIT_OUTPUTS = ("adjacency.csv", "edge_probs.csv", "assignments.csv", "targets.csv", "summary.json")
+"""The files ``pyro-causal fit`` writes into ``--out`` (``summary.json``'s keys: ``docs/outputs.md``)."""
+PLOT_OUTPUTS = ("edge_probs.png", "graph.png", "training.png", "components.png")
+"""The figures ``--plots`` adds (:data:`pyro_causal.plots.PLOT_FILES`)."""
+CHECKPOINT_FILE = "checkpoint.pt"
+"""The training state ``--checkpoint-every`` saves into ``--out``."""
+OUTPUT_NAMES = FIT_OUTPUTS + PLOT_OUTPUTS + (CHECKPOINT_FILE,)
+"""Every file a fit writes into its folder: their presence makes :func:`prepare_output_dir` refuse to reuse it."""
 
 
 class DataError(ValueError):

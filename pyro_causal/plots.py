@@ -17,15 +17,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .io import PathLike, atomic_write, write_outputs
+from .io import PLOT_OUTPUTS, PathLike, atomic_write, write_outputs
 from .result import FitResult
 
-PLOT_FILES = {
-    "edge_probs": "edge_probs.png",
-    "graph": "graph.png",
-    "training": "training.png",
-    "components": "components.png",
-}
+PLOT_FILES = dict(zip(("edge_probs", "graph", "training", "components"), PLOT_OUTPUTS))
+"""Figure name -> file name (``io.PLOT_OUTPUTS``)."""
 _DPI = 120
 _ANNOTATE_UP_TO = 12  # write the value in each heat-map cell up to this many columns
 _EDGE_COLOURS = {"correct": "#2a9d3f", "reversed": "#e08a00", "extra": "#d62828", "missing": "#9a9a9a"}

@@ -147,17 +147,19 @@ class FitResult:
 
     # ----------------------------------------------------------------- summary
     def summary(self) -> dict:
-        """JSON-serialisable overview, written as ``summary.json`` by the CLI.
+        """JSON-serialisable overview, written as ``summary.json`` by the CLI (every key: ``docs/outputs.md``).
 
-        Strict JSON: a non-finite number (an ELBO of a fit that never stepped...) is ``None``.
+        One key per quantity: the bound of the returned fit is ``elbo_per_row`` (not repeated in
+        ``settings``), the last training step's one-draw ELBO ``last_step_elbo_per_row``.  Strict
+        JSON: a non-finite number (an ELBO of a fit that never stepped...) is ``None``.
         """
         return strict_json({
             "variant": self.variant,
-            "settings": {k: v for k, v in self.settings.items() if not k.startswith("_")},
+            "settings": {k: v for k, v in self.settings.items() if not k.startswith("_") and k != "elbo"},
             "stop_reason": self.stop_reason,
             "steps": int(len(self.elbo_trace)),
             "elbo_per_row": self.elbo,
-            "final_elbo_per_row": self.final_elbo,
+            "last_step_elbo_per_row": self.final_elbo,
             "final_h": self.final_h,
             "num_edges": int(self.adjacency.sum()),
             "components_in_use": self.components_in_use(),

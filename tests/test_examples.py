@@ -1,6 +1,8 @@
 """Every example script runs end to end with a tiny budget (as Pyro's own CI does)."""
 import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +47,36 @@ def not_blank(path):
     return float(np.std(pixels[..., :3])) > 0.01
 
 
+def render_page(record):
+    """docs/results.md's text for one record (docs/make_results.py)."""
+    sys.path.insert(0, str(EXAMPLES.parent / "docs"))
+    from make_results import render
+
+    return render([record])
+
+
 def test_table1_runs(tmp_path, capsys):
-    out = tmp_path / "results.md"
+    out, record_path = tmp_path / "results.md", tmp_path / "run.json"
     load("table1").main(["--graphs", "1", "--samples", "300", "--variants", "latent,observational",
-                         "--first-round-steps", "5", "--max-rounds", "1", "--out", str(out)])
+                         "--first-round-steps", "5", "--max-rounds", "1", "--out", str(out), "--record", str(record_path)])
     text = out.read_text()
     assert "| latent |" in text and "| observational |" in text and "5.9 ± 6.2" in text
     assert "ARI of the Bayes classifier" in text
+    # The record holds the printed numbers, and the results page shows them as the log's table does.
+    printed = dict(re.findall(r"seed 0 +(\w+): HD +(\d+)", capsys.readouterr().out))
+    record = json.loads(record_path.read_text())
+    assert record["experiment"] == "table1" and record["seeds"] == "graphs 0..0, fit seed = graph seed + 0"
+    assert record["options"] == "--max-rounds 1, --first-round-steps 5"
+    assert {row["variant"]: row["hamming"] for row in record["rows"]} == {v: [int(h)] for v, h in printed.items()}
+    latent = record["rows"][0]
+    logged = next(line for line in text.splitlines() if line.startswith("| latent |"))
+    assert logged.startswith(f"| latent | {latent['mean']:.1f} ± 0.0 | {latent['hamming'][0]} | {latent['shd']:.1f} | "
+                             f"{latent['f1']:.2f} | {latent['ari']:.2f} |")
+    page = render_page(record)
+    assert (f"| linear, e = 1, n = 300 | latent | --max-rounds 1, --first-round-steps 5 | {latent['mean']:.1f} ± 0.0 | "
+            f"{latent['hamming'][0]} | {latent['shd']:.1f} | {latent['f1']:.2f} | {latent['ari']:.2f} "
+            f"({record['ari_ceiling']:.2f}) |") in page
+    assert f"`{record['command']}`: graphs 0..0" in page
 
 
 def test_edge_trajectories_runs(capsys):
@@ -61,9 +86,17 @@ def test_edge_trajectories_runs(capsys):
 
 
 def test_sachs_example_runs(tmp_path):
-    out = tmp_path / "results.md"
-    load("sachs").main(["--quick", "--dependence", "--out", str(out)])
+    out, record_path = tmp_path / "results.md", tmp_path / "run.json"
+    load("sachs").main(["--quick", "--dependence", "--out", str(out), "--record", str(record_path)])
     text = out.read_text()
+    row = json.loads(record_path.read_text())["rows"][0]
+    ours = next(line for line in text.splitlines() if line.startswith("| **L. G. (pyro_causal"))
+    assert ours.endswith(f"| {row['shd']} | {row['tp']} | {row['fn']} | {row['fp']} | {row['reversed']} | "
+                         f"{row['f1_table2']:.2f} | {row['f1']:.2f} | {row['ari']:.2f} |")
+    assert row["paper"] == {"shd": 33, "f1": 0.30} and row["density"] == "linear" and row["variant"] == "latent"
+    assert (f"| linear | latent | fit defaults, --quick | {row['shd']} | {row['tp']} | {row['fn']} | {row['fp']} | "
+            f"{row['reversed']} | {row['f1_table2']:.2f} | {row['f1']:.2f} | {row['ari']:.2f} | {row['edges']} |"
+            ) in render_page(json.loads(record_path.read_text()))
     assert "Gaussian classifier given the conditions" in text and "in-sample argmax) reaches 0.56." in text
     assert "| CD3/CD28 + U0126 (MEK inhibitor) | +1.49 | **+2.65** |" in text
     assert text.count(" -> ") >= 18 and "| praf -> pmek | +0.78 | +0.69 | +0.69 | +0.68 |" in text
@@ -73,9 +106,9 @@ def test_sachs_example_runs(tmp_path):
 
 
 def test_cause_effect_example_runs(tmp_path, capsys):
-    out, figure = tmp_path / "results.md", tmp_path / "hist.png"
+    out, figure, record_path = tmp_path / "results.md", tmp_path / "hist.png", tmp_path / "run.json"
     load("cause_effect").main(["--quick", "--pairs", "2", "--model-intervention", "perfect",
-                               "--out", str(out), "--figure", str(figure)])
+                               "--out", str(out), "--figure", str(figure), "--record", str(record_path)])
     text = out.read_text()
     assert "perfect intervention model" in text and not_blank(figure)
     # The table counts the pairs printed as fitted: one row, two pairs, by Hamming distance.
@@ -83,6 +116,10 @@ def test_cause_effect_example_runs(tmp_path, capsys):
     assert len(hd) == 2
     counts = " | ".join(str(hd.count(k)) for k in range(3))
     assert f"| latent | {counts} | {sum(h == 0 for h in hd) / 2:.0%} |" in text
+    record = json.loads(record_path.read_text())
+    assert record["rows"][0]["hd"] == [hd.count(k) for k in range(3)] and record["rows"][0]["pairs"] == 2
+    assert record["options"] == "--model-intervention perfect, --quick"
+    assert f"| latent | --model-intervention perfect, --quick | {counts} | {sum(h == 0 for h in hd) / 2:.0%} (" in render_page(record)
 
 
 def test_tutorial_runs(tmp_path, capsys):
