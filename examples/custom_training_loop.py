@@ -3,9 +3,10 @@
 The library's :class:`pyro_causal.Trainer` does the same; this script shows every piece so that
 you can change any of them (another optimiser, another ELBO, logging, early stopping):
 
-* ``model.model`` / ``model.guide``: plain Pyro callables;
-* ``LatentInterventionELBO``: the closed-form bound (swap in ``TraceEnum_ELBO(max_plate_nesting=1)``
-  to use Pyro's own enumeration);
+* ``model.model`` / ``model.guide``: the Pyro programs (``PyroModule`` s);
+* ``LatentInterventionELBO``: the bound read from their traces, with closed forms where they
+  apply (swap in ``TraceEnum_ELBO(max_plate_nesting=1)`` for Pyro's own estimate of the same
+  programs);
 * ``AugmentedLagrangian``: the multiplier and penalty of section 3.8, with checkpointable state.
 
     python examples/custom_training_loop.py [--first-round-steps 1000] [--round-steps 200] [--seed 0]
