@@ -1,5 +1,6 @@
 """Tests of the graph, clustering and target metrics (paper, section 4, Tables 1 and 2)."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -225,3 +226,66 @@ def test_evaluate_and_format():
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _raises_exactly(message):
+    """``pytest.raises`` matching the whole message, not a part of it."""
+    return pytest.raises(ValueError, match="^" + re.escape(message) + "$")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: shd(np.zeros((2, 2)), [[0, 2], [0, 0]]), "est must hold only 0 and 1, got values such as [2]"),
+    (lambda: shd([[0, -1, 3], [0.5, 0, 0], [0, 0, 0]], np.zeros((3, 3))),
+     "true must hold only 0 and 1, got values such as [-1.0, 0.5, 3.0]"),
+    # at most five of the offending values, smallest first
+    (lambda: shd(np.zeros((3, 3)), [[0, 7, 6], [5, 0, 4], [3, 2, 0]]),
+     "est must hold only 0 and 1, got values such as [2, 3, 4, 5, 6]"),
+    (lambda: adjusted_rand_index([[0, 1]], [0, 1]), "labels_true must be a 1-D array of labels, got shape (1, 2)"),
+    (lambda: adjusted_rand_index([0, 1], [[0], [1]]), "labels_pred must be a 1-D array of labels, got shape (2, 1)"),
+    (lambda: adjusted_rand_index([0, 1], [0, 1, 1]), "labels_true and labels_pred differ in length: 2 vs 3"),
+    (lambda: evaluate(CHAIN, CHAIN, assignments=[0, 1]), "pass both regimes and assignments for the ARI, or neither"),
+    (lambda: match_components([0, -1], [0, 1]), "assignments and regimes must be non-empty and non-negative"),
+    (lambda: match_components(np.zeros(0, int), np.zeros(0, int)),
+     "assignments and regimes must be non-empty and non-negative"),
+    # assignments and regimes of different lengths are refused before they are counted
+    (lambda: match_components([0, 1], [0, 1, 1]),
+     "assignments and regimes must be 1-D int arrays of one length, got int64(2,) and int64(3,)"),
+    # num_regimes is honoured: regime 2 has no rows
+    (lambda: match_components([1, 0], [0, 1], num_regimes=3), "regimes [2] have no rows to match"),
+    (lambda: target_recovery(np.full((2, 3), 2), np.zeros((2, 3)), [0, 1], [0, 1]),
+     "true_targets must hold only 0 and 1"),
+    # a 1-D truth is refused with the message, not an IndexError
+    (lambda: target_recovery(np.zeros(3), np.zeros((2, 3)), [0, 1], [0, 1]),
+     "true_targets (R, d) and target_probs (K, d) must share d, got (3,) and (2, 3)"),
+    # the regimes come from true_targets: its third regime has no rows
+    (lambda: target_recovery(np.zeros((3, 2)), np.zeros((2, 2)), [0, 1], [0, 1]), "regimes [2] have no rows to match"),
+])
+def test_error_messages_in_full(call, message):
+    with _raises_exactly(message):
+        call()
+
+
+def test_ari_of_no_labels_is_one():
+    # an empty partition pair: the denominator vanishes, as for two identical partitions
+    assert adjusted_rand_index([], []) == 1.0
+    assert adjusted_rand_index(np.zeros(0, int), np.zeros(0, int)) == 1.0
+
+
+def test_match_components_on_single_rows_and_explicit_regime_counts():
+    assert match_components([0], [0]).tolist() == [0]
+    assert match_components([3], [0]).tolist() == [3]
+    # num_regimes larger than the regimes seen is refused above; equal to them it is the default
+    assert match_components([2, 2, 0, 1, 1], [0, 0, 0, 1, 1], num_regimes=2).tolist() == [2, 1]
+
+
+def test_target_threshold_is_strict_and_compared_in_double_precision():
+    true_targets = np.array([[1, 0], [0, 1]])
+    regimes = assignments = np.array([0, 1])
+    at = target_recovery(true_targets, [[0.5, 0.0], [0.0, 0.9]], assignments, regimes)
+    assert at == pytest.approx({"target_precision": 1.0, "target_recall": 0.5, "target_f1": 2 / 3})
+    above = target_recovery(true_targets, [[0.51, 0.0], [0.0, 0.9]], assignments, regimes)
+    assert above == {"target_precision": 1.0, "target_recall": 1.0, "target_f1": 1.0}
+    # float32(0.3) is 0.30000001192...: above a threshold of 0.3, also when given in single precision
+    probs32 = np.array([[0.3, 0.0], [0.0, 0.9]], dtype=np.float32)
+    got = target_recovery(true_targets, probs32, assignments, regimes, threshold=0.3)
+    assert got == {"target_precision": 1.0, "target_recall": 1.0, "target_f1": 1.0}

@@ -18,6 +18,8 @@ from pyro_causal.acyclicity import (
 def test_off_diagonal_mask():
     assert off_diagonal_mask(3).tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
     assert off_diagonal_mask(2, dtype=torch.float64).dtype == torch.float64
+    # the device argument is passed on (the meta device stands in for an accelerator)
+    assert off_diagonal_mask(2, device="meta").device.type == "meta"
 
 
 def test_h_of_weighted_two_cycles_in_a_batch():
@@ -29,6 +31,11 @@ def test_h_of_weighted_two_cycles_in_a_batch():
     three[0, 1] = three[1, 2] = three[2, 0] = 1.0  # a 3-cycle: tr exp = sum_m 3 / (3m)!
     expected = sum(3 / math.factorial(3 * m) for m in range(1, 8))
     assert float(acyclicity(three)) == pytest.approx(expected)
+    # two batch dimensions, the second one not d: d is read from the last dimension
+    grid = torch.stack([torch.stack([w[0], w[1], w[0]]), torch.stack([w[1], w[1], w[0]])])  # (2, 3, 2, 2)
+    h = acyclicity(grid)
+    first, dag = 2 * math.cosh(math.sqrt(0.4)) - 2, 0.0
+    torch.testing.assert_close(h, torch.tensor([[first, dag, first], [dag, dag, first]], dtype=torch.float64))
 
 
 def test_is_dag():
@@ -40,6 +47,10 @@ def test_dag_from_probabilities_threshold_is_strict_and_adjustable():
     probs = np.array([[0, 0.5, 0.51], [0.0, 0, 0.3], [0.0, 0.0, 0]])
     assert dag_from_probabilities(probs).tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
     assert dag_from_probabilities(probs, threshold=0.25).tolist() == [[0, 1, 1], [0, 0, 1], [0, 0, 0]]
+    # float32(0.3) is 0.30000001192...: above a threshold of 0.3 (compared in double precision)
+    single = np.array([[0, 0.3], [0, 0]], dtype=np.float32)
+    assert dag_from_probabilities(single, threshold=0.3).tolist() == [[0, 1], [0, 0]]
+    assert dag_from_probabilities(torch.tensor(single), threshold=0.3).tolist() == [[0, 1], [0, 0]]
 
 
 def test_dag_from_probabilities_drops_the_weakest_edge_of_a_three_cycle():
@@ -66,7 +77,7 @@ def test_schedule_needs_at_least_one_step_or_round(name):
                                               ("penalty_growth", 1.0, 1.0001)])
 def test_schedule_refuses_non_positive_rates(field, bad, good):
     PenaltySchedule(**{field: good})
-    with pytest.raises(ValueError, match="tolerance and initial_penalty"):
+    with pytest.raises(ValueError, match="^tolerance and initial_penalty must be > 0 and penalty_growth > 1$"):
         PenaltySchedule(**{field: bad})
 
 

@@ -1,6 +1,7 @@
 """Value checks of the small distributions: stick weights, the two-cycle-free graph law, its KL."""
 import math
 
+import pyro
 import pytest
 import torch
 from pyro.distributions import Bernoulli
@@ -114,3 +115,60 @@ def test_resolved_two_cycles_keep_each_direction_with_probability_one_half():
         assert (draws[:, 0, 2] * draws[:, 2, 0] == 1).all()  # a fixed pair is not resolved
         assert 0.46 < float(draws[:, 0, 1].mean()) < 0.54
         assert 0.46 < float(draws[:, 1, 2].mean()) < 0.54
+
+
+def test_two_cycle_free_law_passes_validate_args_on():
+    bad = torch.tensor([[0.0, 1.5], [0.2, 0.0]])
+    pairs = ~torch.eye(2, dtype=torch.bool)
+    q = TwoCycleFreeBernoulli(probs=bad, pairs=pairs, validate_args=False)  # validation on globally (conftest)
+    assert float(q.marginal_probs()[1, 0]) == pytest.approx(0.2 * (1 - 1.5 / 2))
+    with pytest.raises(ValueError, match="probs"):
+        TwoCycleFreeBernoulli(probs=bad, pairs=pairs)
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match="probs"):
+            TwoCycleFreeBernoulli(probs=bad, pairs=pairs, validate_args=True)
+
+
+def test_two_cycle_free_law_with_two_batch_dimensions_matches_each_matrix():
+    """A ``(2, 2, 3, 3)`` batch (the second batch size differs from ``d``) gives, entry by entry,
+    the values of the ``(3, 3)`` law (checked by hand above)."""
+    scales = torch.tensor([[1.0, 0.5], [0.25, 0.9]], dtype=torch.float64)
+    probs = scales[..., None, None] * P + (1 - scales[..., None, None]) * P.T  # (2, 2, 3, 3), zero diagonal
+    graphs = torch.tensor([[[0, 1, 1], [0, 0, 0], [1, 1, 0]], [[0, 0, 0], [1, 0, 1], [0, 0, 0]]], dtype=torch.float64)
+    values = torch.stack([graphs, graphs.flip(0)])  # (2, 2, 3, 3)
+    prior = torch.tensor([[0.5, 0.2, 0.35], [0.45, 0.5, 0.1], [0.7, 0.6, 0.5]], dtype=torch.float64)
+    batched = TwoCycleFreeBernoulli(probs=probs, pairs=PAIRS)
+    kl = kl_divergence(batched, Bernoulli(probs=prior.expand(2, 2, 3, 3)))  # torch's Bernoulli KL needs equal shapes
+    for i in range(2):
+        for j in range(2):
+            one = TwoCycleFreeBernoulli(probs=probs[i, j], pairs=PAIRS)
+            torch.testing.assert_close(batched.marginal_probs()[i, j], one.marginal_probs())
+            for got, expected in zip(batched.pair_log_probs(), one.pair_log_probs()):
+                torch.testing.assert_close(got[i, j], expected)
+            torch.testing.assert_close(batched.log_prob(values)[i, j], one.log_prob(values[i, j]))
+            torch.testing.assert_close(kl[i, j], kl_divergence(one, Bernoulli(probs=prior)))
+
+
+def test_two_cycle_free_law_stays_on_the_device_of_its_probabilities():
+    # the meta device stands in for an accelerator: a tensor made on the CPU cannot be mixed in
+    probs = torch.full((3, 3), 0.5, device="meta")
+    pairs = torch.ones(3, 3, dtype=torch.bool, device="meta")
+    with pyro.validation_enabled(False):  # validation reads values, which meta tensors do not have
+        q = TwoCycleFreeBernoulli(probs=probs, pairs=pairs)
+        results = (q.sample(), q.rsample(), q.log_prob(torch.zeros(3, 3, device="meta")),
+                   kl_divergence(q, Bernoulli(probs=probs)))
+    assert [r.device.type for r in results] == ["meta"] * 4
+
+
+@pytest.mark.parametrize("u, kept", [(0.0, "upper"), (0.5 - 2 ** -24, "upper"), (0.5, "lower"), (0.75, "lower")])
+def test_two_cycle_coin_keeps_i_to_j_exactly_when_u_is_below_one_half(monkeypatch, u, kept):
+    """``u ~ U[0, 1)`` on torch's grid of ``2^-24``: ``u < 1/2`` holds on exactly half of it, so the coin
+    is fair; the kept direction of a resolved pair ``i < j`` is ``i -> j`` then, ``j -> i`` otherwise."""
+    monkeypatch.setattr(torch, "rand", lambda shape, device=None: torch.full(shape, u, device=device))
+    pairs = ~torch.eye(3, dtype=torch.bool)
+    pairs[0, 2] = pairs[2, 0] = False
+    q = TwoCycleFreeBernoulli(probs=torch.ones(3, 3) - torch.eye(3), pairs=pairs)
+    upper = torch.tensor([[0, 1, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.float32)  # fixed pair (0, 2) keeps both
+    expected = upper if kept == "upper" else torch.tensor([[0, 0, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.float32)
+    assert q.sample().tolist() == expected.tolist()
+    assert q.rsample().detach().tolist() == expected.tolist()

@@ -49,6 +49,10 @@ def test_finite_dirichlet_sticks_by_hand():
     for alpha in (0.0, -2.0):
         with pytest.raises(ValueError, match="alpha"):
             priors.finite_dirichlet_sticks(alpha, 3)
+    # any alpha > 0 is allowed, also below 1: Beta(alpha / K, alpha (K - k - 1) / K)
+    small = priors.finite_dirichlet_sticks(0.5, 4)
+    torch.testing.assert_close(small.concentration1, torch.full((3,), 0.125))
+    torch.testing.assert_close(small.concentration0, torch.tensor([0.375, 0.25, 0.125]))
 
 
 def test_edge_logits_by_hand():
@@ -64,8 +68,9 @@ def test_edge_logits_by_hand():
     assert float(priors.edge_logits(3, favoured=favoured)[0, 1]) == 1.0  # default strength 3
     # required wins over forbidden where both are given
     assert float(priors.edge_logits(2, forbidden=[[0, 1], [0, 0]], required=[[0, 1], [0, 0]])[0, 1]) == math.inf
-    with pytest.raises(ValueError, match=r"forbidden must have shape \(3, 3\), got \(2, 2\)"):
-        priors.edge_logits(3, forbidden=[[0, 1], [0, 0]])
+    for name in ("favoured", "forbidden", "required"):
+        with pytest.raises(ValueError, match=rf"^{name} must have shape \(3, 3\), got \(2, 2\)$"):
+            priors.edge_logits(3, **{name: [[0, 1], [0, 0]]})
 
 
 def test_target_prior_by_hand():
