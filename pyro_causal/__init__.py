@@ -21,7 +21,7 @@ from .io import DataError
 from .model import LatentInterventionModel
 from .result import FitResult
 from .simulate import simulate, simulate_cause_effect
-from .trainer import Trainer, TrainingConfig, TrainingEvent
+from .trainer import StopReason, Trainer, TrainingConfig, TrainingEvent
 
 __all__ = [
     "AugmentedLagrangian",
@@ -33,6 +33,7 @@ __all__ = [
     "LatentInterventionGuide",
     "LatentInterventionModel",
     "PenaltySchedule",
+    "StopReason",
     "Trainer",
     "TrainingConfig",
     "TrainingEvent",

@@ -23,7 +23,7 @@ from .model import LatentInterventionModel, default_truncation
 from .resources import choose_batch_size, choose_num_threads, restores_threads
 from .result import FitResult, Standardizer
 from .search import DEFAULT_MOVES, check_moves, held_logits, search_edges
-from .trainer import TrainingConfig, TrainingEvent, build_trainer
+from .trainer import StopReason, TrainingConfig, TrainingEvent, build_trainer
 from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
@@ -342,11 +342,11 @@ def fit(
         stop_reason = trainer.run()
         model.eval()
         # a diverged restart never beats one that finished
-        score = -math.inf if stop_reason == "diverged" else mean_elbo(
+        score = -math.inf if stop_reason == StopReason.DIVERGED else mean_elbo(
             model, xt, regimes_t, targets_t, seed=restart_seed, batch_size=score_rows)[0]
         record = None
         order_records[restart_seed] = []
-        can_refit = stop_reason != "diverged" and bool(model.guide.free_edges().any())
+        can_refit = stop_reason != StopReason.DIVERGED and bool(model.guide.free_edges().any())
         for round_number in range(order_refit if can_refit else 0):
             events = _tagged(callbacks, prefix, f"order refit {round_number + 1}/{order_refit}",
                              held_config(config).schedule.first_round_steps)
@@ -396,7 +396,7 @@ def fit(
         "elbo": score,
         "skipped_steps": trainer.skipped_steps,
     }
-    if stop_reason == "diverged":
+    if stop_reason == StopReason.DIVERGED:
         settings["diverged"] = trainer.divergence
     if restarts > 1:
         settings["chosen_seed"] = chosen_seed
@@ -413,7 +413,7 @@ def fit(
         standardizer=standardizer,
         train_x=data,
     )
-    if not edge_search or stop_reason == "diverged":
+    if not edge_search or stop_reason == StopReason.DIVERGED:
         return result
 
     held_fits = []

@@ -325,7 +325,7 @@ def to_inference_data(result: FitResult, num_draws: int = 200, seed: int = 0) ->
     training = xr.Dataset(
         {"elbo": ("step", np.asarray(result.elbo_trace, float)), "h": ("step", np.asarray(result.h_trace, float))},
         coords={"step": np.arange(1, len(result.elbo_trace) + 1)},
-        attrs={"variant": result.variant, "stop_reason": result.stop_reason, "num_variables": model.num_variables,
+        attrs={"variant": result.variant, "stop_reason": str(result.stop_reason), "num_variables": model.num_variables,
                "density": str(result.settings.get("density")), "intervention": str(result.settings.get("intervention"))},
     )
     if int(az.__version__.split(".")[0]) >= 1:

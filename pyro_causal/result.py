@@ -55,7 +55,8 @@ class FitResult:
         edge_probs: ``(d, d)`` posterior edge probabilities ``sigmoid(Lambda)``.
         adjacency: ``(d, d)`` 0/1 DAG (edges with probability > 0.5, cycles broken greedily).
         variant: ``"latent"``, ``"unknown"``, ``"known"``, ``"observational"`` or ``"semi-supervised"``.
-        stop_reason: ``"converged"``, ``"budget"`` or ``"diverged"``.
+        stop_reason: a :class:`~pyro_causal.trainer.StopReason` (``"converged"``, ``"budget"`` or
+            ``"diverged"``; compares equal to those strings).
         elbo_trace: ELBO per row at every step.
         h_trace: ``h(sigmoid(Lambda))`` at every step.
         settings: the options of the fit (JSON-serialisable).
@@ -156,7 +157,7 @@ class FitResult:
         return strict_json({
             "variant": self.variant,
             "settings": {k: v for k, v in self.settings.items() if not k.startswith("_") and k != "elbo"},
-            "stop_reason": self.stop_reason,
+            "stop_reason": str(self.stop_reason),
             "steps": int(len(self.elbo_trace)),
             "elbo_per_row": self.elbo,
             "last_step_elbo_per_row": self.final_elbo,

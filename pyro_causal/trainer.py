@@ -17,6 +17,7 @@ from collections import deque
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Iterable, Iterator, List, Optional
 
 import pyro
@@ -31,7 +32,15 @@ from .optim import ModuleAdam
 
 logger = logging.getLogger(__name__)
 
-STOP_REASONS = ("converged", "budget", "diverged", "stopped")
+class StopReason(str, Enum):
+    """Why training stopped (a ``str``: ``reason == "converged"`` holds)."""
+
+    CONVERGED = "converged"  #: ``h`` fell below the schedule's tolerance
+    BUDGET = "budget"  #: the schedule's last round ended first
+    DIVERGED = "diverged"  #: a non-finite loss or parameter; the last good state was restored
+
+    def __str__(self) -> str:
+        return self.value
 OUTLIER_WINDOW = 200
 """Recent accepted steps whose ELBO the outlier test compares against."""
 OUTLIER_MIN_HISTORY = 50
@@ -159,10 +168,10 @@ class Trainer:
         self._checked_finite = False  # whether the parameters were checked since they last changed
         self.step_count = 0
         self.steps_this_round = 0
-        self.lagrangian_stop: Optional[str] = None
+        self.lagrangian_stop: Optional[StopReason] = None
         self.elbo_trace: List[float] = []
         self.h_trace: List[float] = []
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: Optional[StopReason] = None
         self.skipped_steps = 0
         self._recent: deque = deque(maxlen=OUTLIER_WINDOW)
         self._consecutive_outliers = 0
@@ -278,7 +287,7 @@ class Trainer:
         return bool(torch.isfinite(torch.stack([p.sum() for p in self.model.parameters()]).sum()))
 
     # ----------------------------------------------------------------- the loop
-    def end_round(self) -> Optional[str]:
+    def end_round(self) -> Optional[StopReason]:
         """Multiplier/penalty update after a round; returns a stop reason or ``None``."""
         with torch.no_grad():
             h = float(self.constraint())
@@ -292,12 +301,12 @@ class Trainer:
             float(self.lagrangian.multiplier), float(self.lagrangian.penalty),
         )
         if self.lagrangian.converged(h):
-            return "converged"
+            return StopReason.CONVERGED
         if self.lagrangian.exhausted():
-            return "budget"
+            return StopReason.BUDGET
         return None
 
-    def run(self) -> str:
+    def run(self) -> StopReason:
         """Train until ``h`` is below tolerance or the budget is spent; returns why it stopped.
 
         A non-finite loss stops training with ``"diverged"``
@@ -314,7 +323,7 @@ class Trainer:
         finally:
             release()
 
-    def _run(self, saving: bool) -> str:
+    def _run(self, saving: bool) -> StopReason:
         with _checkpoint.deferred_interrupts() as signals:
             try:
                 while self.lagrangian_stop is None:
@@ -326,7 +335,7 @@ class Trainer:
                 logger.warning("training diverged (%s); restoring the last good state", error)
                 self._restore(self._last_good)
                 self.divergence = str(error)
-                self.stop_reason = "diverged"
+                self.stop_reason = StopReason.DIVERGED
                 return self.stop_reason
             if signals["interrupted"]:
                 self._at_step_boundary(signals)  # saves and raises
@@ -365,7 +374,7 @@ class Trainer:
             "lagrangian": self.lagrangian.state_dict(),
             "step_count": self.step_count,
             "steps_this_round": self.steps_this_round,
-            "lagrangian_stop": self.lagrangian_stop,
+            "lagrangian_stop": None if self.lagrangian_stop is None else self.lagrangian_stop.value,
             "elbo_trace": list(self.elbo_trace),
             "h_trace": list(self.h_trace),
             "skipped_steps": self.skipped_steps,
@@ -381,7 +390,7 @@ class Trainer:
         self.lagrangian.load_state_dict(state["lagrangian"])
         self.step_count = state["step_count"]
         self.steps_this_round = state["steps_this_round"]
-        self.lagrangian_stop = state.get("lagrangian_stop")
+        self.lagrangian_stop = None if state.get("lagrangian_stop") is None else StopReason(state["lagrangian_stop"])
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
         self._restore_outlier_state(state)
@@ -428,7 +437,7 @@ class Trainer:
         self.optimizer.set_state(snapshot["optimizer"])
         self.lagrangian.load_state_dict(snapshot["lagrangian"])
         self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
-        self.lagrangian_stop = snapshot["lagrangian_stop"]
+        self.lagrangian_stop = None if snapshot["lagrangian_stop"] is None else StopReason(snapshot["lagrangian_stop"])
         self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])
         self._restore_outlier_state(snapshot)
 

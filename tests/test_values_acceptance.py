@@ -1,5 +1,6 @@
 """Value checks of what decides the result after the bound: the trainer's loss and stopping, the held
 refit's and the edge search's acceptance rules."""
+import json
 from unittest import mock
 
 import numpy as np
@@ -103,6 +104,12 @@ def test_training_stops_for_the_stated_reason_after_the_stated_rounds():
     assert len(trainer.elbo_trace) == 3 + 2 and int(trainer.lagrangian.rounds) == 2
     loose = small_trainer(schedule=PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=5, tolerance=1e3))
     assert loose.run() == "converged" and len(loose.elbo_trace) == 3
+    # an Enum that reads and serialises as its value; checkpoints store the plain string
+    from pyro_causal import StopReason
+
+    assert trainer.stop_reason is StopReason.BUDGET and loose.stop_reason is StopReason.CONVERGED
+    assert str(loose.stop_reason) == f"{loose.stop_reason}" == json.loads(json.dumps(loose.stop_reason)) == "converged"
+    assert type(loose.state_dict()["lagrangian_stop"]) is str
 
 
 def test_fit_keeps_the_held_refit_only_when_its_bound_is_higher():
