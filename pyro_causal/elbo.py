@@ -272,8 +272,10 @@ class LatentInterventionELBO(ELBO):
                 local_sites.append(name)
             elif site["is_observed"]:
                 observed.append(site["scale"] * _site_log_prob(site).sum())
-            else:
+            elif name in guide_trace.nodes:
                 kl[name] = self._global_kl(site, guide_trace.nodes[name])
+            else:  # a latent site the guide does not cover: TraceEnum_ELBO's business
+                return None
         enumerated = [n for n in local_sites if not model_trace.nodes[n]["is_observed"]
                       and guide_trace.nodes.get(n, {}).get("infer", {}).get("_enumerate_dim") is not None]
         scales = {float(model_trace.nodes[n]["scale"]) for n in local_sites}
