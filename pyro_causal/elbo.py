@@ -158,7 +158,7 @@ class LatentInterventionELBO(ELBO):
     at most one enumerated discrete site and the observed data); a user's extra sites, other
     priors, ``poutine.condition`` / ``scale`` / ``reparam`` around the programs all enter through
     the traces.  Programs of another shape (several enumerated sites, local sites with different
-    scales) are scored by ``TraceEnum_ELBO`` instead.
+    scales, a global latent site without a guide factor) are scored by ``TraceEnum_ELBO`` instead.
 
     Args:
         num_particles: draws of the sampled sites averaged per step.
