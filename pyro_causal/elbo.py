@@ -258,8 +258,10 @@ class LatentInterventionELBO(ELBO):
             self._plan = plan
             model_trace, guide_trace = self._traces(model, guide, args, kwargs, plan)
         terms = self._terms_from(model_trace, guide_trace)
-        if terms is None:
-            loss = TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting).differentiable_loss(model, guide, *args, **kwargs)
+        if terms is None:  # not a shape the closed forms cover
+            stock = TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
+            loss = stock.differentiable_loss(model, guide, *args, **kwargs) if torch.is_grad_enabled() \
+                else torch.tensor(stock.loss(model, guide, *args, **kwargs))
             return ElboTerms(local=-loss, log_likelihood=-loss.detach())
         return terms
 
