@@ -100,6 +100,18 @@ def _tagged(callbacks: Iterable[Callable[[TrainingEvent], None]], prefix: str = 
     return [forward] if callbacks else []
 
 
+def _check_given_model(model, num_variables, density, truncation, model_options) -> None:
+    """``fit(model=...)``: a LatentInterventionModel of the data's width, no options that build one."""
+    if not isinstance(model, LatentInterventionModel):
+        raise TypeError(f"model must be a LatentInterventionModel, got {type(model).__name__}")
+    if num_variables is not None and model.num_variables != num_variables:
+        raise ValueError(f"model has {model.num_variables} variables, the data {num_variables}")
+    building = [name for name, given in (("density", density != "linear"), ("truncation", truncation is not None))
+                if given] + sorted(model_options)
+    if building:
+        raise ValueError(f"with model= the model is given: leave {', '.join(building)} out")
+
+
 @restores_threads
 def fit(
     x,
@@ -137,6 +149,7 @@ def fit(
     callbacks: Iterable[Callable[[TrainingEvent], None]] = (),
     density_options: Optional[dict] = None,
     checkpoint: Optional[Checkpointing] = None,
+    model: Optional[LatentInterventionModel] = None,
     **model_options,
 ) -> FitResult:
     """Learn one causal DAG from data mixing observational and intervened samples.
@@ -227,6 +240,12 @@ def fit(
             waits for the step to end) and/or resume from one.  Covers the training loop of a
             single fit (``restarts=1``); the held refit and the edge search run again after a
             resume, with the same result as without the interruption.
+        model: a :class:`LatentInterventionModel` (or subclass) to fit instead of one built from
+            the options above: its Pyro program is what trains, including a user's edits (an
+            overridden prior hook, an extra site, ``m.model = poutine.condition(m.model, ...)``).
+            Every restart and refit starts from a copy of it; it must have ``d`` variables and
+            at most ``n`` components, and the options that build a model must stay at their
+            defaults.
         **model_options: other :class:`LatentInterventionModel` arguments (``stick_prior=`` ...).
 
     Returns:
@@ -245,6 +264,10 @@ def fit(
         raise ValueError(f"edge_search must be >= 0 and search_restarts >= 1, got {edge_search} and {search_restarts}")
     check_moves(search_moves)
     pristine = copy.deepcopy(density) if isinstance(density, ConditionalDensity) else density
+    given_model = model  # the name `model` is the restart's model below
+    if given_model is not None:
+        _check_given_model(given_model, np.shape(x)[1] if np.ndim(x) == 2 else None, density, truncation, model_options)
+        truncation = given_model.truncation
     data, names, standardizer = prepare_data(x, names, standardize, log_transform)
     n, d = data.shape
     check_options(truncation, supervision_weight, seed, n)
@@ -289,6 +312,8 @@ def fit(
 
     def build(restart_seed: int, density_object) -> LatentInterventionModel:
         pyro.set_rng_seed(restart_seed)
+        if given_model is not None:
+            return copy.deepcopy(given_model).to(device)
         return LatentInterventionModel(
             d,
             density=density_object,

@@ -1,6 +1,8 @@
 """The bound is read from the traces of ``model`` and ``guide``: what a user changes in the Pyro
 program (a prior, a new site, ``poutine.condition``) changes the training loss as it changes
 ``TraceEnum_ELBO``'s, and ``fit`` steps ``pyro.infer.SVI`` on it."""
+import copy
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -216,3 +218,24 @@ def test_programs_of_another_shape_are_scored_by_trace_enum_elbo():
 
     stock = TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
     assert LatentInterventionELBO().loss(model, guide, x) == pytest.approx(stock, rel=1e-6)
+
+
+def test_fit_trains_a_given_program_and_conditioning_z_equals_the_regimes_keyword():
+    """``fit(model=m)`` with ``m.model`` wrapped in ``poutine.condition`` on ``z`` trains the same
+    loss as ``fit(regimes=...)`` (every row labelled, fewer rows than the network's subset)."""
+    from pyro_causal.acyclicity import PenaltySchedule
+
+    data = simulate(num_variables=3, edges_per_node=1.0, num_samples=300, seed=0)
+    short = dict(schedule=PenaltySchedule(first_round_steps=20, max_rounds=1), held_refit=False, order_refit=0,
+                 graph_estimator="straight-through", seed=0, truncation=4)
+    short.pop("truncation")
+    plain = LatentInterventionModel(3, truncation=4)
+    keyword = fit(data.x, regimes=data.regimes, model=plain, **short)
+    m = copy.deepcopy(plain)
+    m.model = poutine.condition(m.model, data={"z": torch.as_tensor(data.regimes)})
+    conditioned = fit(data.x, model=m, **short)
+    np.testing.assert_allclose(conditioned.elbo_trace, keyword.elbo_trace, rtol=1e-5)
+    with pytest.raises(ValueError, match="leave truncation out"):
+        fit(data.x, model=m, truncation=4)
+    with pytest.raises(ValueError, match="model has 3 variables, the data 2"):
+        fit(data.x[:, :2], model=m)
