@@ -276,9 +276,9 @@ def options_text(args) -> str:
         ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator), ("order_refit", args.order_refit),
         ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),
         ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
-        ("refit_steps", args.refit_steps or None), ("max_rounds", args.max_rounds),
+        ("max_rounds", args.max_rounds),
         ("first_round_steps", args.first_round_steps)) if value is not None]
-    chosen += ["--no-held-refit"] * (not args.held_refit) + ["--tensorwise-edges"] * args.tensorwise_edges
+    chosen += ["--no-held-refit"] * (not args.held_refit)
     chosen += ["--true-graph"] * args.true_graph
     return ", ".join(chosen) or "defaults"
 
