@@ -8,6 +8,7 @@ from pyro_causal.held_refit import graph_held, held_config, refit_with_graph_hel
 from pyro_causal.model import LatentInterventionModel
 
 SHORT = PenaltySchedule(first_round_steps=200, round_steps=50, max_rounds=4)
+MEDIUM = PenaltySchedule(first_round_steps=400, round_steps=100)  # the refit then runs 400 steps
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def mixture():
 
 @pytest.fixture(scope="module")
 def unrefitted(mixture):
-    return fit(mixture.x, held_refit=False, seed=1)  # the default schedule: the refit runs 1000 steps
+    return fit(mixture.x, held_refit=False, seed=1, schedule=MEDIUM)
 
 
 def test_graph_held_holds_the_graph_and_restores_the_masks(unrefitted):
@@ -47,7 +48,7 @@ def test_the_graph_is_held_then_the_loops_edge_posterior_restored(mixture, unref
 
 
 def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
-    refitted = fit(mixture.x, seed=1)
+    refitted = fit(mixture.x, seed=1, schedule=MEDIUM)
     np.testing.assert_array_equal(refitted.edge_probs, unrefitted.edge_probs)
     np.testing.assert_array_equal(refitted.adjacency, unrefitted.adjacency)
     np.testing.assert_array_equal(refitted.elbo_trace, unrefitted.elbo_trace)
