@@ -34,7 +34,7 @@ class Checkpointing:
     """Where :func:`pyro_causal.fit` saves its training state, how often, and what it resumes.
 
     A checkpoint covers the main training loop of a single fit (``restarts=1``): the penalty
-    rounds and ``refit_steps``.  What follows training (the held refit, the edge search) is
+    rounds.  What follows training (the held refit, the edge search) is
     rerun from the end-of-training checkpoint, with the same result.
 
     Attributes:
