@@ -45,7 +45,7 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, assignment: str = "exact", warmup: int = 3) -> dict:
+def measure(n: int, K: int, d: int, batch: Optional[int], repeats: int, assignment: str = "optimal", warmup: int = 3) -> dict:
     """Median step seconds and peak extra memory (MiB) of one configuration (run in a fresh process)."""
     import torch
 
@@ -211,7 +211,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     timing = commands.add_parser("timing")
     timing.add_argument("--repeats", type=int, default=10)
-    timing.add_argument("--assignment", default="exact", choices=("exact", "amortized"))
+    timing.add_argument("--assignment", default="optimal", choices=("optimal", "amortized"))
     timing.add_argument("--plot", default="docs/scaling.png")
     timing.add_argument("--json", help="also write the measurements here")
     timing.add_argument("--from-json", help="plot and tabulate saved measurements instead of measuring")
@@ -226,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     q.add_argument("--round-steps", type=int, default=300)
     q.add_argument("--max-rounds", type=int, default=8)
     q.add_argument("--learning-rate", type=float, default=1e-2)
-    q.add_argument("--assignment", default="exact", choices=("exact", "amortized"))
+    q.add_argument("--assignment", default="optimal", choices=("optimal", "amortized"))
     q.add_argument("--init-edge-logit", type=float, help="start q(A) here instead of fit's default (logit 0)")
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--seed", type=int, default=0)

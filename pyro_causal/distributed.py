@@ -142,7 +142,7 @@ class DistributedTrainer(Trainer):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         device_ids = [x.device.index] if x.device.type == "cuda" else None
         # static_graph: the same parameters are used at every step (some never, e.g. the encoder
-        # with assignment="exact"), which DDP then handles without a search of the graph.
+        # with assignment="optimal"), which DDP then handles without a search of the graph.
         self.shard_objective = DistributedDataParallel(
             ShardObjective(self, self.world_size), device_ids=device_ids, static_graph=True, **_NO_BUFFER_SYNC
         )

@@ -3,7 +3,7 @@
 The paper picks the graph prior's ``lambda`` and the target prior's ``gamma`` (and the rest)
 by "the best log-likelihood on a validation set": the rows are shuffled with a seed and split
 80/20, a model is fitted on the 80% for every setting of a small grid, and the held-out 20% is
-scored by the evidence lower bound per row (section 3.6) with the exact assignments ``q(z)``,
+scored by the evidence lower bound per row (section 3.6) with the optimal assignments ``q(z)``,
 averaged over a few draws of ``(A, U)``.  The setting with the highest score is refitted on
 every row.  The truth (graph, regimes) is never looked at.
 
@@ -61,7 +61,7 @@ def heldout_scores(result: FitResult, x, *, regimes=None, targets=None, num_draw
 
     The rows are mapped with the fit's own :class:`~pyro_causal.result.Standardizer` (the
     training rows' mean, scale and log), and ``z`` is summed out exactly
-    (``assignment="exact"``).
+    (``assignment="optimal"``).
 
     Args:
         result: a fit.
