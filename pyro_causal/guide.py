@@ -41,6 +41,14 @@ def single_target_logits(truncation: int, num_variables: int, on: float = 2.0, o
 TWO_CYCLES = ("resolve", "allow")
 
 
+def rows_of(x: Tensor, batch: Tensor) -> Tensor:
+    """``x[batch]``, or ``x`` itself when ``batch`` is every row in order (an unsubsampled plate):
+    the same tensor at every full-batch step lets the densities keep what they computed from it."""
+    if batch.shape[0] == x.shape[0] and bool((batch == torch.arange(x.shape[0], device=batch.device)).all()):
+        return x
+    return x[batch]
+
+
 class AmortizedAssignment(TorchDistribution):
     """``q(z_i | x_i) propto exp(u_z^T NN(x_i) / sqrt(h))`` for a batch of rows: batch ``(B,)``.
 
@@ -208,7 +216,7 @@ class LatentInterventionGuide(PyroModule):
             with pyro.plate("interventions", K - 1, dim=-1):
                 pyro.sample("r", self.target_dist().to_event(1))
         with data_plate(x, batch_size, rows) as batch:
-            dist = AmortizedAssignment(self, x[batch], u)
+            dist = AmortizedAssignment(self, rows_of(x, batch), u)
             if regimes is None:
                 pyro.sample("z", dist, infer={"enumerate": "parallel"})
             else:

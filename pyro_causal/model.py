@@ -30,7 +30,7 @@ from . import priors
 from .acyclicity import off_diagonal_mask
 from .densities import ConditionalDensity, make_density
 from .distributions import StickBreakingCategorical
-from .guide import LatentInterventionGuide, data_plate
+from .guide import LatentInterventionGuide, data_plate, rows_of
 from .likelihood import INTERVENTIONS, InterventionalLikelihood, component_log_likelihood, edge_gain
 
 _instances = itertools.count()
@@ -210,7 +210,7 @@ class LatentInterventionModel(PyroModule):
             known, mask = _regime_observation(regimes, batch)
             z = pyro.sample("z", StickBreakingCategorical(sticks), obs=known, obs_mask=mask,
                             infer={"enumerate": "parallel"})
-            pyro.sample("x", InterventionalLikelihood(self.density, graph, u, r, z, self.perfect), obs=x[batch])
+            pyro.sample("x", InterventionalLikelihood(self.density, graph, u, r, z, self.perfect), obs=rows_of(x, batch))
         return graph * self.off_diagonal
 
 
