@@ -15,9 +15,9 @@ from typing import Optional
 import pyro
 import torch
 from pyro.distributions import Bernoulli, Beta, Categorical, Normal, TorchDistribution, constraints
-from torch.distributions.utils import lazy_property
 from pyro.nn import PyroModule
 from torch import Tensor, nn
+from torch.distributions.utils import lazy_property
 
 from .acyclicity import off_diagonal_mask
 from .distributions import StraightThroughBernoulli, TwoCycleFreeBernoulli
