@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
     print(f"pair {args.pair}: true adjacency {data.adjacency.tolist()} (row = cause)")
     print(" step  p(A->B)  p(B->A)        h   penalty  elbo/row")
     while trainer.lagrangian_stop is None:  # Trainer.run() without the refit, step by step
-        while not trainer.round_finished():
+        while trainer.steps_this_round < trainer.lagrangian.steps_in_round():
             if trainer.step_count % args.every == 0:
                 p = model.guide.edge_probs().detach()
                 elbo = trainer.elbo_trace[-1] if trainer.elbo_trace else float("nan")

@@ -183,8 +183,6 @@ def main(argv=None) -> None:
     parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"))
     parser.add_argument("--max-rounds", type=int, help="cap the penalty rounds (smoke tests); default: fit's")
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
-    parser.add_argument("--fixed-rounds", action="store_true",
-                        help="rounds run to their step budget (no plateau rule; for comparisons)")
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
@@ -205,12 +203,11 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     variants = args.variants.split(",")
     schedule = None
-    if args.max_rounds or args.first_round_steps or args.fixed_rounds:
+    if args.max_rounds or args.first_round_steps:
         defaults = PenaltySchedule()
         schedule = PenaltySchedule(first_round_steps=args.first_round_steps or defaults.first_round_steps,
                                    round_steps=min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
-                                   max_rounds=args.max_rounds or defaults.max_rounds,
-                                   plateau_window=None if args.fixed_rounds else defaults.plateau_window)
+                                   max_rounds=args.max_rounds or defaults.max_rounds)
     if args.sweep:
         return run_sweep(args, schedule, argv)
     tasks = [(seed, variant) for seed in range(args.first_seed, args.first_seed + args.graphs) for variant in variants]
@@ -282,7 +279,6 @@ def options_text(args) -> str:
         ("max_rounds", args.max_rounds),
         ("first_round_steps", args.first_round_steps)) if value is not None]
     chosen += ["--no-held-refit"] * (not args.held_refit)
-    chosen += ["--fixed-rounds"] * args.fixed_rounds
     chosen += ["--true-graph"] * args.true_graph
     return ", ".join(chosen) or "defaults"
 

@@ -7,9 +7,7 @@ in buffers so that they are checkpointed with the rest of the state.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import networkx as nx
 import numpy as np
@@ -58,32 +56,13 @@ def dag_from_probabilities(edge_probs, threshold: float = 0.5) -> np.ndarray:
     return nx.to_numpy_array(graph, nodelist=range(d), dtype=int)
 
 
-def on_plateau(objective: Sequence[float], window: int, tolerance: float) -> bool:
-    """Whether a minimised per-step ``objective`` has stopped falling: the median of its last
-    ``window`` values is at most ``tolerance`` below the median of the ``window`` before
-    (``False`` with fewer than ``2 window`` values).  Medians, because a one-sample ELBO has rare
-    draws tens of nats away from the others."""
-    if len(objective) < 2 * window:
-        return False
-    last = statistics.median(objective[-window:])
-    before = statistics.median(objective[-2 * window:-window])
-    return before - last <= tolerance
-
-
 @dataclass
 class PenaltySchedule:
     """Augmented-Lagrangian schedule, counted in optimisation steps (not epochs).
 
-    A round (the steps between two multiplier updates) ends when its objective is on a plateau
-    (:func:`on_plateau`, checked every ``plateau_window`` steps) or after its step budget.
-
     Attributes:
-        first_round_steps: at most this many SVI steps before the first multiplier update.
-        round_steps: at most this many SVI steps between later updates.
-        plateau_window: steps per window of the plateau rule; ``None`` runs every round to its
-            budget.
-        plateau_tolerance: a round ends once the median objective (nats per row) of its last
-            window is at most this below the median of the window before.
+        first_round_steps: SVI steps before the first multiplier update.
+        round_steps: SVI steps between later updates.
         max_rounds: budget of updates; training stops after it.
         tolerance: stop once ``h(sigmoid(Lambda))`` is below this value.
         initial_penalty: ``mu_0``.
@@ -100,17 +79,11 @@ class PenaltySchedule:
     penalty_growth: float = 10.0
     max_penalty: float = 1e12
     required_progress: float = 0.25
-    plateau_window: Optional[int] = 50
-    plateau_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("first_round_steps", "round_steps", "max_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.plateau_window is not None and (isinstance(self.plateau_window, bool) or self.plateau_window < 1):
-            raise ValueError(f"plateau_window must be >= 1 or None, got {self.plateau_window}")
-        if not self.plateau_tolerance >= 0:
-            raise ValueError(f"plateau_tolerance must be >= 0, got {self.plateau_tolerance}")
         if not self.tolerance > 0 or not self.initial_penalty > 0 or not self.penalty_growth > 1:
             raise ValueError("tolerance and initial_penalty must be > 0 and penalty_growth > 1")
 
@@ -145,7 +118,7 @@ class AugmentedLagrangian(nn.Module):
         self.rounds.add_(1)
 
     def steps_in_round(self) -> int:
-        """Step budget of the current round (a round may end earlier on a plateau)."""
+        """Length of the current round in SVI steps."""
         return self.schedule.first_round_steps if int(self.rounds) == 0 else self.schedule.round_steps
 
     def converged(self, h: float) -> bool:

@@ -26,7 +26,7 @@ from pyro.infer import SVI
 from torch import Tensor
 
 from . import checkpoint as _checkpoint
-from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, on_plateau
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
 from .elbo import ASSIGNMENTS, GRAPH_ESTIMATORS, LatentInterventionELBO
 from .optim import ModuleAdam
 
@@ -102,9 +102,8 @@ class TrainingEvent:
 
     ``step`` counts the steps of the trainer that sent it; ``phase`` names that trainer's part of
     a fit (:func:`pyro_causal.fit` labels them: ``"penalty"``, ``"held refit"``, with prefixes
-    such as ``"restart 2/3: "``); ``total`` is the step budget of that phase where one is set
-    (a plateau of the objective may end it earlier, see
-    :class:`~pyro_causal.acyclicity.PenaltySchedule`), else ``None``.
+    such as ``"restart 2/3: "``); ``total`` is the number of steps of that phase where it is
+    known in advance, else ``None``.
     """
 
     kind: str
@@ -288,25 +287,6 @@ class Trainer:
         return bool(torch.isfinite(torch.stack([p.sum() for p in self.model.parameters()]).sum()))
 
     # ----------------------------------------------------------------- the loop
-    def round_objective(self) -> List[float]:
-        """This round's loss per step: ``-ELBO / N + phi h + mu / 2 h^2`` (``phi``, ``mu`` of the round)."""
-        steps = self.steps_this_round
-        if steps == 0:
-            return []
-        phi, mu = float(self.lagrangian.multiplier), float(self.lagrangian.penalty)
-        return [-elbo + phi * h + 0.5 * mu * h * h for elbo, h in zip(self.elbo_trace[-steps:], self.h_trace[-steps:])]
-
-    def round_finished(self) -> bool:
-        """Whether the current round is over: its step budget spent, or, checked every
-        ``plateau_window`` steps, its objective on a plateau (:func:`~pyro_causal.acyclicity.on_plateau`)."""
-        steps, schedule = self.steps_this_round, self.config.schedule
-        if steps >= self.lagrangian.steps_in_round():
-            return True
-        window = schedule.plateau_window
-        if window is None or steps == 0 or steps % window:
-            return False
-        return on_plateau(self.round_objective(), window, schedule.plateau_tolerance)
-
     def end_round(self) -> Optional[StopReason]:
         """Multiplier/penalty update after a round; returns a stop reason or ``None``."""
         with torch.no_grad():
@@ -347,7 +327,7 @@ class Trainer:
         with _checkpoint.deferred_interrupts() as signals:
             try:
                 while self.lagrangian_stop is None:
-                    while not self.round_finished():
+                    while self.steps_this_round < self.lagrangian.steps_in_round():
                         self.step()
                         self._at_step_boundary(signals)
                     self.lagrangian_stop = self.end_round()

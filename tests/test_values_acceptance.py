@@ -112,38 +112,6 @@ def test_training_stops_for_the_stated_reason_after_the_stated_rounds():
     assert type(loose.state_dict()["lagrangian_stop"]) is str
 
 
-def test_a_round_ends_on_a_plateau_of_its_objective_checked_every_window():
-    trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=100, plateau_window=2, plateau_tolerance=0.5))
-    with torch.no_grad():
-        trainer.lagrangian.multiplier.fill_(3.0)
-        trainer.lagrangian.penalty.fill_(2.0)
-    trainer.elbo_trace = [-99.0, -10.0, -9.0, -8.0, -8.0, -7.8]  # the first value is the last round's
-    trainer.h_trace = [5.0, 0.0, 1.0, 0.0, 0.0, 0.0]
-    trainer.steps_this_round = 5
-    # -elbo + 3 h + h^2 over the round's 5 steps
-    assert trainer.round_objective() == [10.0, 9.0 + 3.0 + 1.0, 8.0, 8.0, 7.8]
-    assert not trainer.round_finished()  # 5 is not a multiple of the window
-    trainer.elbo_trace.append(-7.7)
-    trainer.h_trace.append(0.0)
-    trainer.steps_this_round = 6  # windows (8, 8) then (7.8, 7.7): fell by 0.25 <= 0.5
-    assert trainer.round_finished()
-    trainer.elbo_trace[-2:] = [-7.0, -7.2]  # fell by 0.9: not yet
-    assert not trainer.round_finished()
-    no_rule = small_trainer(schedule=PenaltySchedule(first_round_steps=100, plateau_window=None))
-    no_rule.elbo_trace, no_rule.h_trace, no_rule.steps_this_round = [-1.0] * 6, [0.0] * 6, 6
-    assert not no_rule.round_finished()
-    no_rule.steps_this_round = 100  # the budget ends a round in any case
-    assert no_rule.round_finished()
-
-
-def test_training_rounds_stop_at_the_plateau():
-    flat = small_trainer(schedule=PenaltySchedule(first_round_steps=50, round_steps=50, max_rounds=1,
-                                                  plateau_window=5, plateau_tolerance=1e6))
-    assert flat.run() == "budget" and len(flat.elbo_trace) == 10  # every check is a plateau: the first at 2 windows
-    budget = small_trainer(schedule=PenaltySchedule(first_round_steps=50, max_rounds=1, plateau_window=None))
-    assert budget.run() == "budget" and len(budget.elbo_trace) == 50
-
-
 def test_fit_keeps_the_held_refit_only_when_its_bound_is_higher():
     x = np.random.default_rng(0).normal(size=(60, 3))
     schedule = PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=1)

@@ -12,7 +12,6 @@ from pyro_causal.acyclicity import (
     dag_from_probabilities,
     is_dag,
     off_diagonal_mask,
-    on_plateau,
 )
 
 
@@ -65,28 +64,6 @@ def test_schedule_defaults_are_the_documented_ones():
     assert (s.first_round_steps, s.round_steps, s.max_rounds) == (1000, 200, 30)
     assert (s.tolerance, s.initial_penalty, s.penalty_growth) == (1e-8, 1e-2, 10.0)
     assert (s.max_penalty, s.required_progress) == (1e12, 0.25)
-    assert (s.plateau_window, s.plateau_tolerance) == (50, 0.01)
-
-
-@pytest.mark.parametrize("field, bad, good", [("plateau_window", 0, 1), ("plateau_window", True, None),
-                                              ("plateau_tolerance", -1e-9, 0.0),
-                                              ("plateau_tolerance", float("nan"), 1e-3)])
-def test_schedule_refuses_a_bad_plateau_rule(field, bad, good):
-    PenaltySchedule(**{field: good})
-    with pytest.raises(ValueError, match=f"^{field} must be >= "):
-        PenaltySchedule(**{field: bad})
-
-
-def test_plateau_compares_the_medians_of_the_last_two_windows():
-    # medians: window before 5.0, last window 4.0 -> the objective fell by 1.0
-    falling = [9.0, 5.0, 5.0, 4.0, 4.0, 100.0]
-    assert not on_plateau(falling, 3, 0.99) and on_plateau(falling, 3, 1.01)
-    assert on_plateau(falling, 3, 1.0) and not on_plateau(falling, 3, 1.0 - 1e-9)  # at most the tolerance
-    # only the last 2 windows count: a large earlier fall does not
-    assert on_plateau([50.0, 9.0, 9.0, 9.0, 9.0], 2, 0.1)
-    assert not on_plateau([9.0, 9.0, 9.0], 2, 0.1)  # fewer than two windows: never a plateau
-    assert on_plateau([3.0, 3.0], 1, 0.0) and not on_plateau([3.0, 2.0], 1, 0.0)
-    assert on_plateau([1.0, 2.0], 1, 0.0)  # rising is a plateau too
 
 
 @pytest.mark.parametrize("name", ["first_round_steps", "round_steps", "max_rounds"])
