@@ -13,7 +13,7 @@ instead of whole fits.  ``--no-options`` times one fit with no options on data s
 ``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
 ``--baseline DIR`` times, in one run, the SVI step of the default latent fit with this checkout's
 package and with the one in ``DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``),
-in alternating processes, and then one whole default fit with this checkout's.
+in alternating processes, and then one whole default fit (one thread) with each.
 Every table records the load average before and after.
 """
 from __future__ import annotations
@@ -89,22 +89,26 @@ def baseline(args) -> list:
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
             times[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
     middle = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
-    torch.set_num_threads(args.threads)
-    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
-    start = time.perf_counter()
-    result = fit(data.x, seed=args.seed, num_threads=args.threads)
-    total = time.perf_counter() - start
+    fits = {}
+    for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
+        env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
+        command = [sys.executable, __file__, "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
+        out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
+        fits[name] = json.loads(out.strip().splitlines()[-1])
+    here_fit, base_fit = fits["this checkout"], fits["baseline"]
     return [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
-        f"--seed {args.seed} --threads {args.threads}` (default latent linear fit, d = 10, n = 10,000; steps on one "
-        f"thread, each process the median of {args.repeats} steps, {args.rounds} alternating processes per tree).",
+        f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps: each process the "
+        f"median of {args.repeats} steps, {args.rounds} alternating processes per tree; then one whole default fit "
+        f"per tree, back to back).",
         "",
-        "| s per step, this checkout (median) | s per step, baseline (median) | ratio | whole default fit, this checkout (s) "
-        "| steps | Hamming | load before | load after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| s per step, this checkout (median) | s per step, baseline (median) | ratio | whole fit, this checkout (s) "
+        "| steps | Hamming | whole fit, baseline (s) | steps | Hamming | ratio | load before | load after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {middle['this checkout']:.4f} | {middle['baseline']:.4f} | {middle['this checkout'] / middle['baseline']:.2f}x | "
-        f"{total:.1f} | {len(result.elbo_trace)} | {hamming_distance(data.adjacency, result.adjacency)} | {before} | {load()} |",
+        f"{here_fit['seconds']:.1f} | {here_fit['steps']} | {here_fit['hamming']} | {base_fit['seconds']:.1f} | "
+        f"{base_fit['steps']} | {base_fit['hamming']} | {here_fit['seconds'] / base_fit['seconds']:.2f}x | {before} | {load()} |",
     ]
 
 
