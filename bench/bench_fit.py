@@ -92,7 +92,8 @@ def baseline(args) -> list:
     fits = {}
     for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
         env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-        command = [sys.executable, __file__, "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
+        script = os.path.join(tree, "bench", "bench_fit.py")  # each tree's own script speaks its own API
+        command = [sys.executable, script, "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
