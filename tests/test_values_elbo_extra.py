@@ -1,0 +1,110 @@
+"""More value checks of the trace-based bound: the local graph gradient under masks and observed
+``z``, and the keyword arguments reaching every entry point (found by mutation testing)."""
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+
+from pyro_causal.elbo import LatentInterventionELBO
+
+from test_values_elbo import GRAPH, data, hand_kls, joint_by_hand, patched_graph, terms_at, tiny_model
+
+REGIMES = torch.tensor([0, 1, 2, 1, 0, 2])
+
+
+class _GraphSite(Messenger):
+    """Changes the guide's ``graph`` site: an extra site mask, or its masks removed."""
+
+    def __init__(self, mask=None, unmask=False):
+        super().__init__()
+        self.mask, self.unmask = mask, unmask
+
+    def _process_message(self, msg):
+        if msg["name"] != "graph":
+            return
+        if self.mask is not None:
+            msg["mask"] = self.mask if msg["mask"] is None else msg["mask"] & self.mask
+        if self.unmask:  # Independent(Masked(law)) -> Independent(law)
+            msg["fn"] = msg["fn"].base_dist.base_dist.to_event(2)
+
+
+def local_gradient(model, x, model_fn=None, guide_fn=None, *args, **kwargs):
+    """``(terms, d log_likelihood / d Lambda)`` of the local graph estimator."""
+    elbo = LatentInterventionELBO(graph_estimator="local", assignment="optimal")
+    with patched_graph(model):
+        terms = elbo.terms(model_fn or model.model, guide_fn or model.guide, x, *args, **kwargs)
+    (grad,) = torch.autograd.grad(terms.log_likelihood, model.guide.edge_logits)
+    return terms, grad
+
+
+def expected_gradient(model, x, weights, free=None):
+    """``d/dLambda sum_ij m_ij gain_ij`` over the ``free`` edges, ``m`` the two-cycle-free marginals."""
+    u = model.guide.embedding_loc.detach()
+    targets = model.full_targets(torch.sigmoid(model.guide.target_logits).detach())
+    gain = model.edge_gain(x, GRAPH, u, targets, weights)
+    logits = model.guide.edge_logits.detach().clone().requires_grad_(True)
+    p = torch.sigmoid(logits) * (1 - torch.eye(3, dtype=x.dtype))
+    marginal = p * (1 - p.T / 2)
+    free = torch.ones(3, 3, dtype=torch.bool) if free is None else free
+    (grad,) = torch.autograd.grad((marginal * gain * free).sum(), logits)
+    return grad
+
+
+def test_local_graph_gradient_with_known_regimes_uses_their_one_hot_weights():
+    model, x = tiny_model(), data()
+    terms, grad = local_gradient(model, x, None, None, REGIMES)
+    one_hot = torch.nn.functional.one_hot(REGIMES, 3).to(x.dtype)
+    torch.testing.assert_close(grad, expected_gradient(model, x, one_hot))
+    assert float(grad.abs().max()) > 1e-3
+    joint, e_log_w = joint_by_hand(model, x)
+    rows = torch.arange(6)
+    torch.testing.assert_close(terms.log_likelihood.detach(), (joint - e_log_w.unsqueeze(-1))[REGIMES, rows].sum())
+
+
+def test_local_graph_gradient_with_z_conditioned_equals_the_regimes_keyword():
+    """``poutine.condition`` on ``z`` leaves no site to sum out: the gain is weighted by each row's
+    own component (this crashed before: ``edge_gain`` got no weights)."""
+    model, x = tiny_model(), data()
+    keyword, keyword_grad = local_gradient(model, x, None, None, REGIMES)
+    conditioned, grad = local_gradient(model, x, poutine.condition(model.model, data={"z": REGIMES}))
+    torch.testing.assert_close(grad, keyword_grad)
+    torch.testing.assert_close(conditioned.log_likelihood.detach(), keyword.log_likelihood.detach())
+    torch.testing.assert_close(conditioned.elbo.detach(), keyword.elbo.detach())
+    torch.testing.assert_close(conditioned.auxiliary.detach(), keyword.auxiliary.detach())
+
+
+def test_local_graph_gradient_and_kl_follow_a_site_mask_of_the_guide_graph():
+    """A site mask (``poutine.mask``-style, over the site's batch shape ``()``) on the guide's
+    ``graph``: ``False`` drops its KL and its gradient, ``True`` changes nothing."""
+    model, x = tiny_model(), data()
+    weights = torch.softmax(joint_by_hand(model, x)[0], 0).T
+    terms, grad = local_gradient(model, x, None, _GraphSite(mask=torch.tensor(True))(model.guide))
+    torch.testing.assert_close(grad, expected_gradient(model, x, weights))
+    torch.testing.assert_close(terms.kl["graph"].detach(), hand_kls(model)[0])
+    terms, grad = local_gradient(model, x, None, _GraphSite(mask=torch.tensor(False))(model.guide))
+    assert torch.equal(grad, torch.zeros_like(grad))
+    assert float(terms.kl["graph"].detach()) == 0.0
+    assert float(expected_gradient(model, x, weights).abs().max()) > 1e-3
+
+
+def test_local_graph_gradient_of_an_unmasked_guide_site():
+    model, x = tiny_model(), data()
+    terms, grad = local_gradient(model, x, None, _GraphSite(unmask=True)(model.guide))
+    weights = torch.softmax(joint_by_hand(model, x)[0], 0).T
+    torch.testing.assert_close(grad, expected_gradient(model, x, weights))
+    assert float(grad.abs().max()) > 1e-3
+
+
+def test_loss_and_grads_pass_the_keyword_arguments_on():
+    model, x = tiny_model(), data()
+    with patched_graph(model):
+        elbo = LatentInterventionELBO(supervision_weight=0.3, assignment="amortized")
+        expected = terms_at(model, x, regimes=REGIMES, supervision_weight=0.3, assignment="amortized")
+        loss = elbo.loss_and_grads(model.model, model.guide, x, regimes=REGIMES)
+    assert loss == pytest.approx(-float(expected.objective.detach()), rel=1e-9)
+    grad = model.guide.embedding_loc.grad.clone()
+    model.zero_grad()
+    (-expected.objective).backward()
+    torch.testing.assert_close(grad, model.guide.embedding_loc.grad)
