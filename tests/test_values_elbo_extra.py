@@ -108,3 +108,39 @@ def test_loss_and_grads_pass_the_keyword_arguments_on():
     model.zero_grad()
     (-expected.objective).backward()
     torch.testing.assert_close(grad, model.guide.embedding_loc.grad)
+
+
+def drawn_model():
+    model = tiny_model()
+    with torch.no_grad():
+        model.guide.embedding_log_scale.fill_(-1.0)  # u really drawn: each draw changes the bound
+    return model
+
+
+def mean_elbo_by_hand(model, x, num_draws, seed, size):
+    """Draw after draw, chunk after chunk of ``size`` rows, from one seed; global terms once per draw."""
+    elbo = LatentInterventionELBO(assignment="optimal")
+    bound, local = 0.0, 0.0
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(num_draws):
+            for start in range(0, x.shape[0], size):
+                t = elbo.terms(model.model, model.guide, x[start:start + size])
+                local += float(t.local)
+                bound += float(t.elbo) if start == 0 else float(t.local)
+    torch.set_rng_state(state)
+    return bound / (num_draws * x.shape[0]), local / (num_draws * x.shape[0])
+
+
+def test_mean_elbo_draws_from_its_seed_chunk_by_chunk():
+    from pyro_causal.elbo import mean_elbo
+
+    model, x = drawn_model(), data(5)
+    assert mean_elbo(model, x) == pytest.approx(mean_elbo_by_hand(model, x, 16, 0, 5), rel=1e-12)  # the defaults
+    assert mean_elbo(model, x, num_draws=2, seed=3) == pytest.approx(mean_elbo_by_hand(model, x, 2, 3, 5), rel=1e-12)
+    for batch_size, size in ((2, 2), (1, 1), (0, 1), (-4, 1), (9, 5)):
+        got = mean_elbo(model, x, num_draws=2, seed=1, batch_size=batch_size)
+        assert got == pytest.approx(mean_elbo_by_hand(model, x, 2, 1, size), rel=1e-12)
+    # each chunk has its own draw: chunks of 2 are not the whole batch's estimate
+    assert abs(mean_elbo(model, x, num_draws=2, seed=1, batch_size=2)[1] - mean_elbo(model, x, num_draws=2, seed=1)[1]) > 1e-3
