@@ -144,3 +144,15 @@ def test_mean_elbo_draws_from_its_seed_chunk_by_chunk():
         assert got == pytest.approx(mean_elbo_by_hand(model, x, 2, 1, size), rel=1e-12)
     # each chunk has its own draw: chunks of 2 are not the whole batch's estimate
     assert abs(mean_elbo(model, x, num_draws=2, seed=1, batch_size=2)[1] - mean_elbo(model, x, num_draws=2, seed=1)[1]) > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mean_elbo_leaves_the_cuda_generator_as_it_was():
+    from pyro_causal.elbo import mean_elbo
+
+    model, x = drawn_model().cuda(), data(5).cuda()
+    torch.cuda.manual_seed(123)
+    state = torch.cuda.get_rng_state()
+    first = mean_elbo(model, x, num_draws=2)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    assert mean_elbo(model, x, num_draws=2) == first

@@ -354,6 +354,12 @@ def test_load_dcdi_regime_refusals_in_full(tmp_path):
         dcdi_folder(tmp_path, regimes=labels)
         assert error(load_dcdi, tmp_path) == (
             f"{tmp_path / 'regime1.csv'}, line 3: regime label {label!r} is not an integer >= 0")
+    for line in (11, 12):  # the last lines are checked too
+        labels = [0] * 4 + [3] * 4 + [5] * 4
+        labels[line - 1] = "x"
+        dcdi_folder(tmp_path, regimes=labels)
+        assert error(load_dcdi, tmp_path) == (
+            f"{tmp_path / 'regime1.csv'}, line {line}: regime label 'x' is not an integer >= 0")
     dcdi_folder(tmp_path, regimes=[0] * 12 + [1])
     assert error(load_dcdi, tmp_path) == f"{tmp_path / 'regime1.csv'}: 13 lines, but the data has 12 rows"
 
