@@ -156,3 +156,71 @@ def test_mean_elbo_leaves_the_cuda_generator_as_it_was():
     first = mean_elbo(model, x, num_draws=2)
     assert torch.equal(torch.cuda.get_rng_state(), state)
     assert mean_elbo(model, x, num_draws=2) == first
+
+
+def test_unwrap_combines_the_masks_at_their_depths():
+    from pyro_causal.elbo import _unwrap
+
+    normal = dist.Normal(torch.zeros(2, 3, 4), 1.0)
+    fn = dist.Independent(dist.Independent(normal, 1), 1).mask(torch.tensor([True, False]))
+    base, mask = _unwrap(fn)
+    assert base is normal and mask.shape == (2, 1, 1) and mask.reshape(-1).tolist() == [True, False]
+    base, mask = _unwrap(fn, torch.tensor([False, True]))  # a site mask over the batch (2,)
+    assert base is normal and mask.shape == (2, 1, 1) and mask.reshape(-1).tolist() == [False, False]
+    assert _unwrap(fn, True)[1].reshape(-1).tolist() == [True, False]
+    assert _unwrap(fn, False)[1].reshape(-1).tolist() == [False, False]
+    inner = dist.Independent(normal.mask(torch.tensor([[True], [False], [True]])), 2)  # (3, 1) over (2, 3, 4)
+    assert _unwrap(inner)[1].shape == (2, 3, 4) and _unwrap(normal) == (normal, None) and _unwrap(normal, True)[1] is None
+
+
+def test_a_python_bool_site_mask_keeps_or_drops_the_graph_kl():
+    model, x = tiny_model(), data()
+    for mask, expected in ((True, hand_kls(model)[0]), (False, 0.0)):
+        terms, _ = local_gradient(model, x, None, _GraphSite(mask=mask)(model.guide))
+        torch.testing.assert_close(terms.kl["graph"].detach(), torch.as_tensor(expected, dtype=x.dtype))
+
+
+def test_a_site_mask_over_the_components_drops_their_embedding_kl():
+    model, x = tiny_model(), data()
+    with torch.no_grad():
+        model.guide.embedding_log_scale.copy_(torch.linspace(-1.0, 0.5, 6).reshape(3, 2))
+    keep = torch.tensor([True, False, True])
+
+    class MaskU(Messenger):
+        def _process_message(self, msg):
+            if msg["name"] == "u":
+                msg["mask"] = keep
+
+    with patched_graph(model):
+        terms = LatentInterventionELBO().terms(model.model, MaskU()(model.guide), x)
+    loc, scale = model.guide.embedding_loc.detach(), model.guide.embedding_log_scale.exp().detach()
+    per_component = (0.5 * (scale ** 2 + loc ** 2 - 1) - scale.log()).sum(-1)
+    torch.testing.assert_close(terms.kl["u"].detach(), per_component[keep].sum())
+
+
+def test_kl_or_monte_carlo_falls_back_to_the_log_ratio_at_the_sample():
+    from pyro_causal.elbo import kl_or_monte_carlo
+
+    q, p = dist.Kumaraswamy(torch.tensor([2.0, 0.7]), torch.tensor([3.0, 1.5])), dist.Beta(torch.tensor([1.0, 2.0]), 2.5)
+    s = torch.tensor([0.3, 0.8])
+    torch.testing.assert_close(kl_or_monte_carlo(q, p, s), q.log_prob(s) - p.log_prob(s))
+    a, b = dist.Beta(2.0, 3.0), dist.Beta(1.0, 4.0)
+    torch.testing.assert_close(kl_or_monte_carlo(a, b, s), torch.distributions.kl_divergence(a, b))
+    assert LatentInterventionELBO._closed_kl({"fn": a.to_event(0)}, {"fn": b}) is True
+    assert LatentInterventionELBO._closed_kl({"fn": q}, {"fn": p}) is False
+
+
+def test_a_global_site_without_a_closed_form_kl_is_the_log_ratio_at_the_draw():
+    def model():
+        pyro.sample("tau", dist.Gamma(torch.tensor(2.0), torch.tensor(3.0)))
+
+    def guide():
+        pyro.sample("tau", dist.LogNormal(torch.tensor(-0.5), torch.tensor(0.4)))
+
+    torch.manual_seed(2)
+    terms = LatentInterventionELBO().terms(model, guide)
+    torch.manual_seed(2)
+    tau = poutine.trace(guide).get_trace().nodes["tau"]["value"]
+    expected = dist.LogNormal(torch.tensor(-0.5), torch.tensor(0.4)).log_prob(tau) - dist.Gamma(2.0, 3.0).log_prob(tau)
+    torch.testing.assert_close(terms.kl["tau"], expected)
+    assert float(terms.elbo) == pytest.approx(-float(expected), rel=1e-6)
