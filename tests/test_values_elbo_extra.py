@@ -224,3 +224,61 @@ def test_a_global_site_without_a_closed_form_kl_is_the_log_ratio_at_the_draw():
     expected = dist.LogNormal(torch.tensor(-0.5), torch.tensor(0.4)).log_prob(tau) - dist.Gamma(2.0, 3.0).log_prob(tau)
     torch.testing.assert_close(terms.kl["tau"], expected)
     assert float(terms.elbo) == pytest.approx(-float(expected), rel=1e-6)
+
+
+def test_optimal_assignment_on_a_subset_of_large_batches_with_known_regimes():
+    from unittest import mock
+
+    from pyro_causal.elbo import ENCODER_ROWS
+
+    model = tiny_model(truncation=2)
+    torch.manual_seed(0)
+    n = ENCODER_ROWS + 200
+    x = torch.randn(n, 3, dtype=torch.float64)
+    regimes = torch.where(torch.arange(n) % 3 == 0, torch.arange(n) % 2, torch.full((n,), -1))
+    torch.manual_seed(4)
+    perm = torch.randperm(n)
+    with mock.patch("torch.randperm", lambda k, device=None: perm[:k] if k == perm.numel() else None):
+        t = terms_at(model, x, regimes=regimes, assignment="optimal", supervision_weight=0.6)
+    rows = perm[:ENCODER_ROWS]
+    joint, _ = joint_by_hand(model, x)
+    exact = torch.log_softmax(joint, 0)
+    net = torch.log_softmax(model.guide.assignment_logits(x, model.guide.embedding_loc).detach(), -1).T
+    known = regimes >= 0
+    distillation = -(exact.exp() * (exact - net)).sum(0)
+    supervision = 0.6 * net.gather(0, regimes.clamp(min=0).unsqueeze(0)).squeeze(0)
+    per_row = torch.where(known, supervision, distillation)[rows]
+    torch.testing.assert_close(t.auxiliary.detach(), n / ENCODER_ROWS * per_row.sum())
+    local = torch.where(known, joint.gather(0, regimes.clamp(min=0).unsqueeze(0)).squeeze(0), torch.logsumexp(joint, 0))
+    torch.testing.assert_close((t.log_likelihood + t.assignments).detach(), local.sum())
+
+
+def test_programs_of_another_shape_get_trace_enum_elbos_terms_and_gradient():
+    from pyro.infer import TraceEnum_ELBO
+
+    x = torch.tensor([0.3, -1.2, 2.0])
+    logits = torch.tensor([0.4, -0.1], requires_grad=True)
+
+    def model(x):
+        with pyro.plate("data", 3):
+            a = pyro.sample("a", dist.Categorical(torch.tensor([0.3, 0.7])))
+            b = pyro.sample("b", dist.Categorical(torch.tensor([0.6, 0.4])))
+            pyro.sample("x", dist.Normal(a.float() - b.float(), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("a", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+            pyro.sample("b", dist.Categorical(torch.tensor([0.2, 0.8])), infer={"enumerate": "parallel"})
+
+    stock = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
+    (expected,) = torch.autograd.grad(stock, logits)
+    terms = LatentInterventionELBO().terms(model, guide, x)
+    assert terms.kl == {} and float(terms.observed) == 0.0 and float(terms.auxiliary) == 0.0
+    assert float(terms.local.detach()) == pytest.approx(-float(stock.detach()), rel=1e-6)
+    assert float(terms.log_likelihood) == pytest.approx(-float(stock.detach()), rel=1e-6)
+    assert not terms.log_likelihood.requires_grad
+    (grad,) = torch.autograd.grad(-terms.local, logits)
+    torch.testing.assert_close(grad, expected)
+    with torch.no_grad():
+        quiet = LatentInterventionELBO().terms(model, guide, x)
+    assert float(quiet.local) == pytest.approx(-float(stock.detach()), rel=1e-6) and not quiet.local.requires_grad
