@@ -282,3 +282,56 @@ def test_programs_of_another_shape_get_trace_enum_elbos_terms_and_gradient():
     with torch.no_grad():
         quiet = LatentInterventionELBO().terms(model, guide, x)
     assert float(quiet.local) == pytest.approx(-float(stock.detach()), rel=1e-6) and not quiet.local.requires_grad
+
+
+class _GainNormal(dist.Normal):
+    """A Normal that keeps its extra attributes (graph, edge gain, components) when expanded."""
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new.__dict__.update({k: v for k, v in self.__dict__.items()
+                             if k in ("graph", "edge_gain", "component", "embeddings")})
+        return new
+
+
+def _gain_normal(graph, gain, seen, attributes, loc):
+    """A likelihood carrying the graph and a fixed edge gain, with or without components."""
+    fn = _GainNormal(loc, 1.0)
+    fn.graph = graph
+    fn.edge_gain = lambda value, probs: seen.append(probs) or gain
+    for name, value in attributes.items():
+        setattr(fn, name, value)
+    return fn
+
+
+@pytest.mark.parametrize("attributes", ["none", "embeddings", "both"])
+def test_local_graph_gradient_of_a_likelihood_with_or_without_components(attributes):
+    """With no site summed out the gain gets each row's one-hot component when the likelihood
+    has components and embeddings, else no weights."""
+    from pyro_causal.distributions import TwoCycleFreeBernoulli
+
+    x = torch.tensor([0.5, -1.0, 2.0, 0.1])
+    off = ~torch.eye(3, dtype=torch.bool)
+    gain = torch.tensor([[0.0, 1.5, -2.0], [0.7, 0.0, 0.3], [-1.1, 2.5, 0.0]])
+    logits = torch.tensor([[0.0, 0.4, -0.7], [-1.1, 0.0, 0.9], [0.3, -0.2, 0.0]], requires_grad=True)
+    component = torch.tensor([1, 0, 1, 1])
+    attrs = {"none": {}, "embeddings": {"embeddings": torch.zeros(2, 4)},
+             "both": {"embeddings": torch.zeros(2, 4), "component": component}}[attributes]
+    seen = []
+
+    def model(x):
+        graph = pyro.sample("graph", dist.Bernoulli(torch.full((3, 3), 0.3)).mask(off).to_event(2))
+        with pyro.plate("data", 4):
+            pyro.sample("x", _gain_normal(graph, gain, seen, attrs, graph.sum(0)[:1].expand(4)), obs=x)
+
+    def guide(x):
+        probs = torch.sigmoid(logits) * off
+        pyro.sample("graph", TwoCycleFreeBernoulli(probs=probs, pairs=off).mask(off).to_event(2))
+
+    terms = LatentInterventionELBO(graph_estimator="local").terms(model, guide, x)
+    (grad,) = torch.autograd.grad(terms.log_likelihood, logits)
+    p = torch.sigmoid(logits) * off
+    (expected,) = torch.autograd.grad(((p * (1 - p.T / 2)) * gain).sum(), logits)
+    torch.testing.assert_close(grad, expected)
+    expected_probs = torch.nn.functional.one_hot(component, 2).float() if attributes == "both" else None
+    assert (seen[-1] is None) if expected_probs is None else torch.equal(seen[-1], expected_probs)
