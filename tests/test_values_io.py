@@ -373,3 +373,13 @@ def test_load_dcdi_graph_refusals_in_full(tmp_path):
         assert error(load_dcdi, tmp_path) == f"{dag_file}: expected a (3, 3) 0/1 matrix"
     np.save(dag_file, np.eye(3))
     assert load_dcdi(tmp_path).adjacency.tolist() == np.eye(3, dtype=int).tolist()
+
+
+def test_a_constant_column_shows_its_first_value():
+    names = ["p", "q"]
+    assert error(check_matrix, np.array([[1.5, 2.0]]), names, "src", str, min_rows=1) == (
+        "src, column 'p': constant (every row is 1.5); it carries no information, drop it")
+    signed = np.array([[0.0, i] for i in range(10)])
+    signed[1:, 0] = -0.0  # 0.0 == -0.0: constant, shown as the first row has it
+    assert error(check_matrix, signed, names, "src", str) == (
+        "src, column 'p': constant (every row is 0.0); it carries no information, drop it")
