@@ -9,7 +9,7 @@ from pyro.poutine.messenger import Messenger
 
 from pyro_causal.elbo import LatentInterventionELBO
 
-from test_values_elbo import GRAPH, data, hand_kls, joint_by_hand, patched_graph, terms_at, tiny_model
+from test_values_elbo import GRAPH, data, guide_draws, hand_kls, joint_by_hand, patched_graph, terms_at, tiny_model
 
 REGIMES = torch.tensor([0, 1, 2, 1, 0, 2])
 
@@ -335,3 +335,65 @@ def test_local_graph_gradient_of_a_likelihood_with_or_without_components(attribu
     torch.testing.assert_close(grad, expected)
     expected_probs = torch.nn.functional.one_hot(component, 2).float() if attributes == "both" else None
     assert (seen[-1] is None) if expected_probs is None else torch.equal(seen[-1], expected_probs)
+
+
+def test_local_graph_gradient_skips_a_likelihood_without_a_gain_and_uses_the_next():
+    from pyro_causal.distributions import TwoCycleFreeBernoulli
+
+    x = torch.tensor([0.5, -1.0, 2.0, 0.1])
+    off = ~torch.eye(3, dtype=torch.bool)
+    gain = torch.tensor([[0.0, 1.5, -2.0], [0.7, 0.0, 0.3], [-1.1, 2.5, 0.0]])
+    logits = torch.tensor([[0.0, 0.4, -0.7], [-1.1, 0.0, 0.9], [0.3, -0.2, 0.0]], requires_grad=True)
+
+    def model(x):
+        graph = pyro.sample("graph", dist.Bernoulli(torch.full((3, 3), 0.3)).mask(off).to_event(2))
+        loc = graph.sum(0)[:1].expand(4)
+        with pyro.plate("data", 4):
+            pyro.sample("x", _gain_normal(graph, None, [], {}, loc), obs=x)  # no gain: skipped
+            pyro.sample("y", _gain_normal(graph, gain, [], {}, loc), obs=x)
+
+    def guide(x):
+        probs = torch.sigmoid(logits) * off
+        pyro.sample("graph", TwoCycleFreeBernoulli(probs=probs, pairs=off).mask(off).to_event(2))
+
+    terms = LatentInterventionELBO(graph_estimator="local").terms(model, guide, x)
+    (grad,) = torch.autograd.grad(terms.log_likelihood, logits)
+    p = torch.sigmoid(logits) * off
+    (expected,) = torch.autograd.grad(((p * (1 - p.T / 2)) * gain).sum(), logits)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_mean_elbo_passes_known_targets_on():
+    from pyro_causal.elbo import mean_elbo
+
+    model, x = drawn_model(), data(5)
+    targets = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 1.0]], dtype=x.dtype)
+    elbo = LatentInterventionELBO(assignment="optimal")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        t = elbo.terms(model.model, model.guide, x, None, targets)
+    assert mean_elbo(model, x, targets=targets, num_draws=1) == pytest.approx(
+        (float(t.elbo) / 5, float(t.local) / 5), rel=1e-12)
+    assert abs(mean_elbo(model, x, targets=targets, num_draws=1)[1] - mean_elbo(model, x, num_draws=1)[1]) > 1e-3
+
+
+def test_closed_forms_off_with_known_regimes_counts_the_observed_rows_once():
+    """``closed_forms=False``: ``z``'s log-probabilities come from the trace, masked per row by the
+    ``obs_mask`` split (observed rows at their regime, the others summed out)."""
+    model, x = tiny_model(), data()
+    regimes = torch.tensor([0, -1, 2, 1, -1, 2])
+    with torch.no_grad():
+        model.guide.target_logits.copy_(torch.tensor([[30.0, -30.0, -30.0], [-30.0, 30.0, 30.0]]))
+    torch.manual_seed(9)
+    sampled = terms_at(model, x, regimes=regimes, assignment="optimal", closed_forms=False)
+    torch.manual_seed(9)
+    v = guide_draws(model, x, regimes=regimes).nodes["v"]["value"].detach()
+    from pyro_causal.distributions import stick_breaking_log_weights
+
+    log_w = stick_breaking_log_weights(v)
+    pi = torch.sigmoid(model.guide.target_logits).detach()
+    joint = model.log_likelihood(x, GRAPH, model.guide.embedding_loc.detach(), model.full_targets(pi)).detach() \
+        + log_w.unsqueeze(-1)
+    known = regimes >= 0
+    local = torch.where(known, joint.gather(0, regimes.clamp(min=0).unsqueeze(0)).squeeze(0), torch.logsumexp(joint, 0))
+    torch.testing.assert_close(sampled.local.detach(), local.sum())
