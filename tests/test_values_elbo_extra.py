@@ -397,3 +397,13 @@ def test_closed_forms_off_with_known_regimes_counts_the_observed_rows_once():
     known = regimes >= 0
     local = torch.where(known, joint.gather(0, regimes.clamp(min=0).unsqueeze(0)).squeeze(0), torch.logsumexp(joint, 0))
     torch.testing.assert_close(sampled.local.detach(), local.sum())
+
+
+def test_one_component_with_known_regimes():
+    model, x = tiny_model(truncation=1), data()
+    regimes = torch.tensor([0, -1, 0, 0, -1, 0])
+    t = terms_at(model, x, regimes=regimes, assignment="optimal", supervision_weight=0.4)
+    ll = model.log_likelihood(x, GRAPH, model.guide.embedding_loc.detach(), torch.zeros(1, 3, dtype=x.dtype)).detach()
+    torch.testing.assert_close(t.local.detach(), ll.sum())
+    torch.testing.assert_close(t.log_likelihood.detach(), ll.sum())
+    torch.testing.assert_close(t.auxiliary.detach(), torch.zeros((), dtype=x.dtype))  # log q(z = 0) = 0
