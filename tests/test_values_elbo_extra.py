@@ -407,3 +407,21 @@ def test_one_component_with_known_regimes():
     torch.testing.assert_close(t.local.detach(), ll.sum())
     torch.testing.assert_close(t.log_likelihood.detach(), ll.sum())
     torch.testing.assert_close(t.auxiliary.detach(), torch.zeros((), dtype=x.dtype))  # log q(z = 0) = 0
+
+
+def test_the_supervision_of_a_conditioned_z_follows_its_site_mask():
+    model, x = tiny_model(), data()
+    keep = torch.tensor([True, False, True, True, False, True])
+
+    class MaskZ(Messenger):
+        def _process_message(self, msg):
+            if msg["name"] == "z":
+                msg["mask"] = keep
+
+    conditioned = MaskZ()(poutine.condition(model.model, data={"z": REGIMES}))
+    with patched_graph(model):
+        t = LatentInterventionELBO(supervision_weight=0.7).terms(conditioned, model.guide, x)
+    log_q = torch.log_softmax(model.guide.assignment_logits(x, model.guide.embedding_loc).detach(), -1)
+    supervision = log_q.gather(1, REGIMES.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(t.auxiliary.detach(), 0.7 * supervision[keep].sum())
+    assert abs(float(supervision[~keep].sum())) > 0.1
