@@ -425,3 +425,27 @@ def test_the_supervision_of_a_conditioned_z_follows_its_site_mask():
     supervision = log_q.gather(1, REGIMES.unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(t.auxiliary.detach(), 0.7 * supervision[keep].sum())
     assert abs(float(supervision[~keep].sum())) > 0.1
+
+
+def test_a_local_latent_site_with_its_own_guide_factor_enters_as_log_p_minus_log_q():
+    y = torch.tensor([0.3, -1.2, 2.0])
+    loc = torch.tensor([0.1, -0.4, 0.9])
+
+    def model(y):
+        with pyro.plate("data", 3):
+            w = pyro.sample("w", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(w, 1.0), obs=y)
+
+    def guide(y):
+        with pyro.plate("data", 3):
+            pyro.sample("w", dist.Normal(loc, 0.5))
+
+    torch.manual_seed(6)
+    terms = LatentInterventionELBO().terms(model, guide, y)
+    torch.manual_seed(6)
+    w = poutine.trace(guide).get_trace(y).nodes["w"]["value"]
+    log_lik = dist.Normal(w, 1.0).log_prob(y).sum()
+    expected = log_lik + (dist.Normal(0.0, 1.0).log_prob(w) - dist.Normal(loc, 0.5).log_prob(w)).sum()
+    torch.testing.assert_close(terms.local, expected)
+    torch.testing.assert_close(terms.log_likelihood, log_lik)
+    assert terms.kl == {}
