@@ -316,7 +316,7 @@ def test_local_graph_gradient_of_a_likelihood_with_or_without_components(attribu
     logits = torch.tensor([[0.0, 0.4, -0.7], [-1.1, 0.0, 0.9], [0.3, -0.2, 0.0]], requires_grad=True)
     component = torch.tensor([1, 0, 1, 1])
     attrs = {"none": {}, "embeddings": {"embeddings": torch.zeros(2, 4)},
-             "both": {"embeddings": torch.zeros(2, 4), "component": component}}[attributes]
+             "both": {"embeddings": torch.zeros(3, 4), "component": component}}[attributes]  # K = 3 > max + 1
     seen = []
 
     def model(x):
@@ -333,7 +333,7 @@ def test_local_graph_gradient_of_a_likelihood_with_or_without_components(attribu
     p = torch.sigmoid(logits) * off
     (expected,) = torch.autograd.grad(((p * (1 - p.T / 2)) * gain).sum(), logits)
     torch.testing.assert_close(grad, expected)
-    expected_probs = torch.nn.functional.one_hot(component, 2).float() if attributes == "both" else None
+    expected_probs = torch.nn.functional.one_hot(component, 3).float() if attributes == "both" else None
     assert (seen[-1] is None) if expected_probs is None else torch.equal(seen[-1], expected_probs)
 
 
