@@ -415,7 +415,7 @@ class LatentInterventionELBO(ELBO):
         for site in model_trace.nodes.values():
             fn = site["fn"] if site["type"] == "sample" else None
             if site["type"] == "sample" and site["is_observed"] and getattr(fn, "graph", None) is value:
-                probs = weights.T if weights is not None else None
+                probs = weights.T if weights is not None else self._observed_component_probs(fn, value.dtype)
                 with torch.no_grad():
                     gain = fn.edge_gain(site["value"], probs)
                 if gain is None:
@@ -424,6 +424,15 @@ class LatentInterventionELBO(ELBO):
                 free_mask = torch.ones_like(marginal, dtype=torch.bool) if free is None else free.expand_as(marginal)
                 total = total + ((marginal - marginal.detach()) * gain * free_mask).sum()
         return total
+
+    @staticmethod
+    def _observed_component_probs(fn, dtype) -> Optional[Tensor]:
+        """``(B, K)`` one-hot weights of the likelihood's own components when no site is summed out
+        (``z`` observed through ``poutine.condition``); ``None`` when ``fn`` has no components."""
+        component, embeddings = getattr(fn, "component", None), getattr(fn, "embeddings", None)
+        if component is None or embeddings is None:
+            return None
+        return torch.nn.functional.one_hot(component.long().reshape(-1), embeddings.shape[-2]).to(dtype)
 
     # ----------------------------------------------------------------- ELBO interface
     def differentiable_loss(self, model, guide, *args, **kwargs) -> Tensor:
