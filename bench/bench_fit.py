@@ -29,7 +29,7 @@ from functools import partial
 
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.densities import ConditionalDensity
 from pyro_causal.metrics import hamming_distance
@@ -54,15 +54,16 @@ def load() -> str:
 def one_fit(args) -> dict:
     """One fit in this process (``--worker``): seconds, steps, threads and batch size used."""
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, mechanism=args.mechanism, seed=args.seed)
-    options = {}
-    if args.steps:
-        options = dict(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1), held_refit=False)
     threads = None if args.worker_threads == "default" else int(args.worker_threads)
+    config = FitConfig(num_threads=threads)
+    if args.steps:
+        config = FitConfig(num_threads=threads, after_training=AfterTraining(held_refit=False),
+                           training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1)))
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed, num_threads=threads, **options)
+    result = fit(data.x, density=args.density, seed=args.seed, config=config)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": len(result.elbo_trace), "threads": result.settings["num_threads"],
-            "batch_size": result.settings["batch_size"], "stop": result.stop_reason,
+            "batch_size": result.settings["training"]["batch_size"], "stop": result.stop_reason,
             "hamming": hamming_distance(data.adjacency, result.adjacency)}
 
 
@@ -92,7 +93,7 @@ def baseline(args) -> list:
     torch.set_num_threads(args.threads)
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
     start = time.perf_counter()
-    result = fit(data.x, seed=args.seed, num_threads=args.threads)
+    result = fit(data.x, seed=args.seed, config=FitConfig(num_threads=args.threads))
     total = time.perf_counter() - start
     return [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
@@ -193,13 +194,16 @@ def main() -> None:
     step = seconds_per_step(x, args.density)
     table_step = seconds_per_step(x, args.density, table=True)
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed, num_threads=args.threads)
+    result = fit(data.x, density=args.density, seed=args.seed, config=FitConfig(num_threads=args.threads))
     total = time.perf_counter() - start
     start = time.perf_counter()
-    fit(data.x, density=args.density, seed=args.seed, held_refit=False, num_threads=args.threads)
+    fit(data.x,
+        density=args.density,
+        seed=args.seed,
+        config=FitConfig(after_training=AfterTraining(held_refit=False), num_threads=args.threads))
     without_refit = time.perf_counter() - start
-    refit = result.settings["held_refit"]
-    refit_note = (f"{result.settings['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"
+    refit = result.records["held_refit"]
+    refit_note = (f"{result.settings['training']['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"
                   if refit else "no held refit")
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads. "

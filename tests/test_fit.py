@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, is_dag, simulate
+from pyro_causal import FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit, is_dag, simulate
 from pyro_causal.elbo import mean_elbo
 from pyro_causal.io import DataError
 from pyro_causal.metrics import hamming_distance
@@ -38,27 +38,35 @@ def test_recovers_a_small_graph_with_latent_interventions(chain):
 
 def test_restarts_keep_the_fit_with_the_highest_elbo(chain):
     short = PenaltySchedule(first_round_steps=60, round_steps=20, max_rounds=2)
-    result = fit(chain.x, schedule=short, restarts=3, seed=7)
-    scores = result.settings["restart_elbos"]
+    result = fit(chain.x, restarts=3, seed=7, config=FitConfig(training=TrainingConfig(schedule=short)))
+    scores = result.records["restart_elbos"]
     assert len(scores) == 3 and result.settings["restarts"] == 3
-    assert result.settings["chosen_seed"] == 7 + int(np.argmax(scores))
+    assert result.records["chosen_seed"] == 7 + int(np.argmax(scores))
     x = torch.as_tensor(result.standardizer(chain.x), dtype=torch.float32)
-    assert mean_elbo(result.model, x, seed=result.settings["chosen_seed"])[0] == pytest.approx(max(scores), rel=1e-6)
-    single = fit(chain.x, schedule=short, seed=result.settings["chosen_seed"])
+    assert mean_elbo(result.model, x, seed=result.records["chosen_seed"])[0] == pytest.approx(max(scores), rel=1e-6)
+    single = fit(chain.x,
+                 seed=result.records["chosen_seed"],
+                 config=FitConfig(training=TrainingConfig(schedule=short)))
     np.testing.assert_array_equal(single.edge_probs, result.edge_probs)
     with pytest.raises(ValueError, match="restarts must be >= 1"):
         fit(chain.x, restarts=0)
 
 
 def test_same_seed_same_result(chain):
-    a = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
-    b = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
+    a = fit(chain.x,
+            seed=5,
+            config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2))))
+    b = fit(chain.x,
+            seed=5,
+            config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2))))
     np.testing.assert_array_equal(a.edge_probs, b.edge_probs)
     np.testing.assert_array_equal(a.elbo_trace, b.elbo_trace)
 
 
 def test_always_returns_a_dag_even_when_stopped_early(chain):
-    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), seed=0)
+    result = fit(chain.x,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
     assert result.stop_reason == "budget"
     assert is_dag(result.adjacency)
 
@@ -82,7 +90,9 @@ def test_variants_are_the_same_model_conditioned(chain, kwargs, variant, compone
         options["regimes"] = regimes
     if options.get("targets"):
         options["targets"] = chain.targets
-    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), **options)
+    result = fit(chain.x,
+                 **options,
+                 config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
     assert result.variant == variant
     assert result.model.truncation == components
     if variant == "known":
@@ -170,16 +180,24 @@ def test_a_step_far_below_the_recent_elbos_updates_only_the_edges():
 
 def test_the_edge_gradient_default_follows_the_supervision(chain):
     short = PenaltySchedule(first_round_steps=20, round_steps=10, max_rounds=1)
-    latent = fit(chain.x, schedule=short)
-    unknown = fit(chain.x, regimes=chain.regimes, schedule=short)
-    semi = fit(chain.x, regimes=np.where(np.arange(len(chain.x)) % 2 == 0, chain.regimes, -1), schedule=short)
-    mlp = fit(chain.x, regimes=chain.regimes, density="mlp", schedule=short)
-    observational = fit(chain.x, observational=True, schedule=short)
-    assert latent.settings["graph_estimator"] == observational.settings["graph_estimator"] == "straight-through"
-    assert unknown.settings["graph_estimator"] == semi.settings["graph_estimator"] == "local"
-    assert mlp.settings["graph_estimator"] == "straight-through"  # no exact edge gains
-    assert fit(chain.x, regimes=chain.regimes, graph_estimator="straight-through",
-               schedule=short).settings["graph_estimator"] == "straight-through"
+    latent = fit(chain.x, config=FitConfig(training=TrainingConfig(schedule=short)))
+    unknown = fit(chain.x,
+                  regimes=chain.regimes,
+                  config=FitConfig(training=TrainingConfig(schedule=short, graph_estimator="local")))
+    semi = fit(chain.x,
+               regimes=np.where(np.arange(len(chain.x)) % 2 == 0, chain.regimes, -1),
+               config=FitConfig(training=TrainingConfig(schedule=short, graph_estimator="local")))
+    mlp = fit(chain.x,
+              regimes=chain.regimes,
+              density="mlp",
+              config=FitConfig(training=TrainingConfig(schedule=short)))
+    observational = fit(chain.x, observational=True, config=FitConfig(training=TrainingConfig(schedule=short)))
+    assert latent.settings["training"]["graph_estimator"] == observational.settings["training"]["graph_estimator"] == "straight-through"
+    assert unknown.settings["training"]["graph_estimator"] == semi.settings["training"]["graph_estimator"] == "local"
+    assert mlp.settings["training"]["graph_estimator"] == "straight-through"  # no exact edge gains
+    assert fit(chain.x,
+               regimes=chain.regimes,
+               config=FitConfig(training=TrainingConfig(graph_estimator="straight-through", schedule=short))).settings["training"]["graph_estimator"] == "straight-through"
     for result in (latent, unknown):  # the reported bound is the 16-draw one, not the last step's
         x = torch.as_tensor(result.standardizer(chain.x), dtype=torch.float32)
         regimes = None if result is latent else torch.as_tensor(chain.regimes)
@@ -250,7 +268,7 @@ def test_cli_edge_and_density_options(chain, tmp_path, capsys):
     assert main(["fit", str(csv), "--out", str(searched), "--edge-search", "1", "--search-moves", "reverse,remove",
                  "--search-restarts", "1", *tiny]) == 0
     settings = json.loads((searched / "summary.json").read_text())["settings"]
-    assert settings["edge_search"]["scores"] and settings["search_moves"] == ["reverse", "remove"]
+    assert records["edge_search"]["scores"] and settings["after_training"]["edge_search"]["moves"] == ["reverse", "remove"]
     assert main(["fit", str(csv), "--out", str(tmp_path / "flip"), "--edge-search", "1", "--search-moves", "flip", *tiny]) == 1
     err = capsys.readouterr().err
     assert "unknown search move(s) ['flip']" in err and "Traceback" not in err
