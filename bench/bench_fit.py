@@ -197,9 +197,7 @@ def main() -> None:
     result = fit(data.x, density=args.density, seed=args.seed, config=FitConfig(num_threads=args.threads))
     total = time.perf_counter() - start
     start = time.perf_counter()
-    fit(data.x,
-        density=args.density,
-        seed=args.seed,
+    fit(data.x, density=args.density, seed=args.seed,
         config=FitConfig(after_training=AfterTraining(held_refit=False), num_threads=args.threads))
     without_refit = time.perf_counter() - start
     refit = result.records["held_refit"]

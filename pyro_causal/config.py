@@ -15,10 +15,20 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpointing
-from .search import DEFAULT_MOVES, check_moves
 from .trainer import TrainingConfig
 
 TWO_CYCLES = ("resolve", "allow")
+MOVES = ("reverse", "remove", "add")
+DEFAULT_MOVES = ("reverse", "remove")
+"""Additions are off by default: a graph with one more edge is penalised only by its prior (the
+mechanisms' weights are point estimates), less than the spread of held fits (:class:`EdgeSearch`)."""
+
+
+def check_moves(moves: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming any move that is not one of :data:`MOVES`."""
+    unknown = set(moves) - set(MOVES)
+    if unknown:
+        raise ValueError(f"unknown search move(s) {sorted(unknown)}; choose from {', '.join(MOVES)}")
 
 
 def _choice(name: str, value, allowed: Sequence[str]) -> None:
@@ -260,10 +270,11 @@ def _plain(value):
 
 def settings_of(keywords: Dict[str, Any], priors: Priors, config: FitConfig) -> Dict[str, Any]:
     """``FitResult.settings``: ``fit``'s keywords as used, ``asdict(priors)`` and ``asdict(config)``
-    (``training`` resolved), JSON-ready: a matrix of edge logits is ``"matrix"``, an object its
-    class name."""
-    dicts = {"priors": asdict(priors), **{f.name: getattr(config, f.name) for f in fields(config)}}
-    for name in ("training", "preprocessing", "model", "after_training", "checkpoint"):
-        if dicts[name] is not None:
-            dicts[name] = asdict(dicts[name])
+    (``training`` resolved) but its ``checkpoint`` (where the state is saved, not how the fit
+    runs: a resumed fit has the settings of one run straight through), JSON-ready: a matrix of
+    edge logits is ``"matrix"``, an object its class name."""
+    kept = [f.name for f in fields(config) if f.name != "checkpoint"]
+    dicts = {"priors": asdict(priors), **{name: getattr(config, name) for name in kept}}
+    for name in ("training", "preprocessing", "model", "after_training"):
+        dicts[name] = asdict(dicts[name])
     return _plain({**keywords, **dicts})

@@ -104,7 +104,7 @@ def check_graph(graph, model) -> Tensor:
 
 @restores_threads
 def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: int = 1,
-                        phase: str = "held fit"):
+                        phase: str = "held fit", prefix: str = ""):
     """Fit ``result``'s model afresh with ``q(A)`` held at ``graph`` and score it by its bound.
 
     Args:
@@ -113,7 +113,7 @@ def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: 
         graph: ``(d, d)`` 0/1 DAG.
         seed: the first seed (default: the fit's ``seed``); ``restarts`` seeds from it.
         restarts: fits from seeds ``seed, seed + 1, ...``; the highest bound is kept.
-        phase: the ``phase`` label of the callbacks' events.
+        phase, prefix: the callbacks' events are labelled ``"prefix: restart r/R: phase"``.
 
     Returns:
         A :class:`FitResult` whose ``edge_probs`` and ``adjacency`` are ``graph`` and whose
@@ -128,8 +128,9 @@ def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: 
         model = problem.build(restart_seed)
         held = check_graph(graph, model)
         hold_edges(model, held, ~held)
-        prefix = f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else ""
-        trainer = problem.trainer(model, config, tagged(problem.callbacks, prefix, phase, config.schedule.first_round_steps))
+        label = ": ".join(part for part in (prefix, f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else "")
+                          if part)
+        trainer = problem.trainer(model, config, tagged(problem.callbacks, label, phase, config.schedule.first_round_steps))
         stop_reason = trainer.run()
         scores.append(problem.score(model, restart_seed, stop_reason))
         if best is None or scores[-1] > best[0]:
@@ -153,7 +154,7 @@ def refit_with_graph_held(result, *, seed: Optional[int] = None, prefix: str = "
     """
     problem = _problem(result)
     seed = result.seed if seed is None else seed
-    held = fit_with_graph_held(result, result.adjacency, seed=seed, phase=f"{prefix}: held refit" if prefix else "held refit")
+    held = fit_with_graph_held(result, result.adjacency, seed=seed, phase="held refit", prefix=prefix)
     refitted = held.model
     with torch.no_grad():
         refitted.guide.required.copy_(result.model.guide.required)

@@ -9,20 +9,19 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Union
+from typing import Callable, Iterable, List, Optional, Union
 
 import numpy as np
 import pyro
 import torch
 from torch import Tensor
 
+from .config import ModelOptions, Priors
 from .densities import ConditionalDensity
 from .elbo import mean_elbo
 from .model import LatentInterventionModel
 from .trainer import StopReason, Trainer, TrainingConfig, TrainingEvent, build_trainer
 
-if TYPE_CHECKING:  # config imports the search, which imports this module
-    from .config import ModelOptions, Priors
 
 SCORE_CHUNK_ROWS = 256
 """Fewest rows per chunk when a fit scores its bound (with ``batch_size``, chunks of

@@ -26,22 +26,12 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from .acyclicity import is_dag
+from .config import DEFAULT_MOVES, MOVES, EdgeSearch, check_moves
 from .held_refit import _problem, fit_with_graph_held
 
 logger = logging.getLogger(__name__)
 
 Move = Tuple[str, int, int]
-MOVES = ("reverse", "remove", "add")
-DEFAULT_MOVES = ("reverse", "remove")
-"""Additions are off by default: a graph with one more edge is penalised only by its prior (the
-mechanisms' weights are point estimates), less than the spread of held fits (``fit``'s docstring)."""
-
-
-def check_moves(moves: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming any move that is not one of :data:`MOVES`."""
-    unknown = set(moves) - set(MOVES)
-    if unknown:
-        raise ValueError(f"unknown search move(s) {sorted(unknown)}; choose from {', '.join(MOVES)}")
 
 
 def neighbours(adjacency: np.ndarray, edge_logit: np.ndarray, moves: Sequence[str] = DEFAULT_MOVES) -> List[Tuple[Move, np.ndarray]]:
@@ -151,8 +141,6 @@ def search_edges(result, rounds: int = 1, *, restarts: int = 3, moves: Sequence[
         The held fit of the graph chosen (``edge_probs`` 0/1), with ``records["edge_search"]``
         (every score, the moves kept) and ``records["searched_from_elbo"]`` (``result.elbo``).
     """
-    from .config import EdgeSearch  # config imports this module
-
     options = EdgeSearch(rounds=rounds, restarts=restarts, moves=tuple(moves))
     problem = _problem(result)
     n, d = problem.shape
@@ -161,7 +149,7 @@ def search_edges(result, rounds: int = 1, *, restarts: int = 3, moves: Sequence[
     def fit_held(graph: np.ndarray):
         fits.append(graph)
         return fit_with_graph_held(result, graph, seed=problem.seed, restarts=restarts,
-                                   phase=f"edge search fit {len(fits)}")
+                                   prefix=f"edge search fit {len(fits)}")
 
     searched, record = hill_climb(result.adjacency, problem.priors.logits(d), n, rounds, fit_held, options.moves)
     record["start_edges"] = [[int(i), int(j)] for i, j in zip(*np.nonzero(result.adjacency))]

@@ -53,9 +53,7 @@ def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path)
 
     folder = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match=f"interrupted at step 100; checkpoint saved in {folder}"):
-        fit(data.x,
-            seed=3,
-            callbacks=[interrupt],
+        fit(data.x, seed=3, callbacks=[interrupt],
             config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, every=7)))
     assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["step_count"] == 100
     resumed = fit(data.x,

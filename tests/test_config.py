@@ -34,7 +34,7 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
     assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0)))
-    assert settings["checkpoint"] is None and settings["num_threads"] == 1
+    assert "checkpoint" not in settings and settings["num_threads"] == 1
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
     assert result.summary()["settings"] == settings and "elbo" not in settings
     assert np.isfinite(result.elbo) and result.records["held_refit"] is None

@@ -19,10 +19,7 @@ def data():
 @pytest.mark.parametrize("batch_size", [None, 64])
 def test_fit_on_cuda(data, batch_size):
     seen = []
-    result = fit(data.x,
-                 device="cuda",
-                 batch_size=batch_size,
-                 callbacks=[seen.append],
+    result = fit(data.x, device="cuda", batch_size=batch_size, callbacks=[seen.append],
                  config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
     assert all(p.device.type == "cuda" for p in result.model.parameters())
     assert all(b.device.type == "cuda" for b in result.model.buffers())
@@ -46,16 +43,9 @@ def test_cli_device_cuda(tmp_path, data):
 def test_nccl_two_gpus_match_one(data):
     from pyro_causal.distributed import fit_distributed
 
-    one = fit(data.x,
-              seed=2,
-              device="cuda",
-              batch_size=200,
+    one = fit(data.x, seed=2, device="cuda", batch_size=200,
               config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
-    two = fit_distributed(data.x,
-                          processes=2,
-                          seed=2,
-                          device="cuda",
-                          batch_size=200,
+    two = fit_distributed(data.x, processes=2, seed=2, device="cuda", batch_size=200,
                           config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
     assert two.settings["backend"] == "nccl"
     np.testing.assert_allclose(two.edge_probs, one.edge_probs, rtol=1e-4, atol=1e-6)

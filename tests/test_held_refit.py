@@ -75,9 +75,7 @@ def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
 def test_no_refit_when_every_edge_is_fixed(mixture):
     held = np.where(mixture.adjacency == 1, np.inf, -np.inf)
     np.fill_diagonal(held, 0.0)
-    result = fit(mixture.x,
-                 seed=1,
-                 priors=Priors(edge_logit=held),
+    result = fit(mixture.x, seed=1, priors=Priors(edge_logit=held),
                  config=FitConfig(training=TrainingConfig(schedule=SHORT)))
     assert result.records["held_refit"] is None
     np.testing.assert_array_equal(result.adjacency, mixture.adjacency)

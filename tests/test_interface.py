@@ -166,7 +166,7 @@ def test_summary_json_has_one_key_per_quantity_and_every_key_is_documented(csv_w
     assert "final_elbo_per_row" not in summary and "elbo" not in summary["settings"]
     assert summary["elbo_per_row"] != summary["last_step_elbo_per_row"]
     settings, records = summary["settings"], summary["records"]
-    keys = set(summary) | set(records) | set(records["edge_search"]) | set(records["held_refit"])
+    keys = set(summary) | set(records) | set(records["edge_search"]) | set(records["held_refit"] or {})
     for value in settings.values():  # asdict(FitConfig) and asdict(Priors): every field documented
         keys |= set(value) if isinstance(value, dict) else set()
     keys |= set(settings) | set(settings["training"]["schedule"]) | set(settings["after_training"]["edge_search"])

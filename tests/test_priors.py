@@ -54,9 +54,7 @@ def test_forbidden_required_and_favoured_edges():
     required[2, 3] = True
     logits = priors.edge_logits(4, base=-2.0, forbidden=forbidden, required=required, favoured=np.eye(4, k=1))
     assert logits[0, 2] == -2.0 and logits[1, 2] == 1.0 and torch.isinf(logits[0, 1]) and logits[2, 3] == np.inf
-    result = fit(data.x,
-                 priors=Priors(edge_logit=logits),
-                 config=FitConfig(training=TrainingConfig(schedule=SHORT)))
+    result = fit(data.x, priors=Priors(edge_logit=logits), config=FitConfig(training=TrainingConfig(schedule=SHORT)))
     assert result.edge_probs[0, 1] == 0 and result.edge_probs[1, 0] == 0
     assert result.edge_probs[2, 3] == 1 and result.adjacency[2, 3] == 1
     with pytest.raises(ValueError, match="shape"):

@@ -241,20 +241,19 @@ def test_errors_found_inside_fit_leave_no_folder(csv_file, tmp_path, capsys):
 
 
 def test_scoring_uses_chunks_of_reasonable_size(data, monkeypatch):
-    from pyro_causal import api
+    from pyro_causal import problem
 
     sizes = []
-    real = api.mean_elbo
+    real = problem.mean_elbo
 
     def recording(*args, **kwargs):
         sizes.append(kwargs.get("batch_size"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "mean_elbo", recording)
-    fit(data.x,
-        batch_size=1,
+    monkeypatch.setattr(problem, "mean_elbo", recording)
+    fit(data.x, batch_size=1,
         config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(held_refit=False)))
-    assert sizes == [api.SCORE_CHUNK_ROWS]
+    assert sizes == [problem.SCORE_CHUNK_ROWS]
 
 
 def test_seed_and_home_folder(csv_file, tmp_path, capsys, monkeypatch):

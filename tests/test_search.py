@@ -130,8 +130,7 @@ def test_fit_edge_search_returns_the_best_scored_graph():
     with pytest.raises(ValueError, match="edge_search"):
         EdgeSearch(rounds=-1)
     with pytest.raises(ValueError, match="search move"):
-        fit(data.x,
-            config=FitConfig(after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, moves=("flip",)))))
+        fit(data.x, config=FitConfig(after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, moves=("flip",)))))
 
 
 def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():

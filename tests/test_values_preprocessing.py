@@ -4,7 +4,6 @@ import pytest
 
 from pyro_causal.api import prepare_data
 from pyro_causal.result import Standardizer
-from pyro_causal import FitConfig, Preprocessing
 
 X = np.array([[1.0, 10.0, 0.5], [2.0, 30.0, 0.25], [4.0, 20.0, 8.0], [9.0, 60.0, 1.0]] * 3) * np.repeat([1.0, 1.5, 3.0], 4)[:, None]
 
@@ -37,8 +36,7 @@ def test_without_standardisation_the_data_is_unchanged_or_only_logged():
     np.testing.assert_array_equal(standardizer.scale, np.ones(3))
     logged, _, _ = prepare_data(X, standardize=False, log_transform=True)
     np.testing.assert_allclose(logged, np.log(X))
-    direct = Standardizer.fit(X,
-                              config=FitConfig(preprocessing=Preprocessing(standardize=False, log_transform=True)))
+    direct = Standardizer.fit(X, standardize=False, log_transform=True)
     assert direct.log_transform is True
 
 
