@@ -166,7 +166,7 @@ class FitConfig:
         after_training: :class:`AfterTraining` steps (held refit, order refit, edge search).
         num_threads: torch threads during the fit (restored after); ``None`` chooses from the
             problem's size (:func:`pyro_causal.resources.choose_num_threads`).
-        checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing` (single fits only).
+        checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing` (single fits only; not in ``settings``).
     """
 
     training: Optional[TrainingConfig] = None
