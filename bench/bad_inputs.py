@@ -66,8 +66,9 @@ def api(call) -> str:
 
 
 def cases():
-    def fit(**kw):
-        return pc.fit(DATA.x, schedule=SCHEDULE, held_refit=False, **kw)
+    def fit(training=None, **kw):
+        training = training or pc.TrainingConfig(schedule=SCHEDULE)
+        return pc.fit(DATA.x, **kw, config=pc.FitConfig(training=training, after_training=pc.AfterTraining(held_refit=False)))
 
     def gaps(d):
         path = _csv(d, extra=("regime", np.repeat([0, 5, 1_000_000], 40)))
@@ -168,21 +169,22 @@ def cases():
     yield "an error found inside fit (targets too short)", inside_fit
     yield "fit(truncation=0)", lambda d: api(lambda: fit(truncation=0))
     yield "fit(truncation=2.5)", lambda d: api(lambda: fit(truncation=2.5))
-    yield "fit(supervision_weight=-1)", lambda d: api(lambda: fit(supervision_weight=-1))
+    yield "fit(supervision_weight=-1)", lambda d: api(lambda: fit(training=pc.TrainingConfig(schedule=SCHEDULE, supervision_weight=-1)))
     yield "fit(names with a duplicate)", lambda d: api(lambda: fit(names=["a", "b", "a"]))
     yield "fit(complex data)", lambda d: api(lambda: pc.fit(DATA.x + 1j))
 
     def frame(d):
         import pandas
 
-        result = pc.fit(pandas.DataFrame(DATA.x, columns=list("pqr")), schedule=SCHEDULE, held_refit=False)
+        result = pc.fit(pandas.DataFrame(DATA.x, columns=list("pqr")),
+                        config=pc.FitConfig(training=pc.TrainingConfig(schedule=SCHEDULE), after_training=pc.AfterTraining(held_refit=False)))
         return f"names {result.names}"
 
     yield "fit(pandas DataFrame)", lambda d: api(lambda: frame(d))
     yield "fit(regimes as strings)", lambda d: api(lambda: fit(regimes=np.array(list("ab") * 60)))
     yield "fit(tensor with requires_grad)", lambda d: api(
-        lambda: "stop_reason " + pc.fit(torch.tensor(DATA.x, requires_grad=True), schedule=SCHEDULE,
-                                         held_refit=False).stop_reason)
+        lambda: "stop_reason " + pc.fit(torch.tensor(DATA.x, requires_grad=True),
+                                        config=pc.FitConfig(training=pc.TrainingConfig(schedule=SCHEDULE), after_training=pc.AfterTraining(held_refit=False))).stop_reason)
 
     def evil(d):
         class Payload:

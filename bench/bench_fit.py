@@ -29,7 +29,7 @@ from functools import partial
 
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.densities import ConditionalDensity
 from pyro_causal.metrics import hamming_distance
@@ -54,15 +54,16 @@ def load() -> str:
 def one_fit(args) -> dict:
     """One fit in this process (``--worker``): seconds, steps, threads and batch size used."""
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, mechanism=args.mechanism, seed=args.seed)
-    options = {}
-    if args.steps:
-        options = dict(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1), held_refit=False)
     threads = None if args.worker_threads == "default" else int(args.worker_threads)
+    config = FitConfig(num_threads=threads)
+    if args.steps:
+        config = FitConfig(num_threads=threads, after_training=AfterTraining(held_refit=False),
+                           training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1)))
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed, num_threads=threads, **options)
+    result = fit(data.x, density=args.density, seed=args.seed, config=config)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": len(result.elbo_trace), "threads": result.settings["num_threads"],
-            "batch_size": result.settings["batch_size"], "stop": result.stop_reason,
+            "batch_size": result.settings["training"]["batch_size"], "stop": result.stop_reason,
             "hamming": hamming_distance(data.adjacency, result.adjacency)}
 
 
@@ -83,16 +84,17 @@ def baseline(args) -> list:
     times = {name: [] for name in trees}
     before = load()
     for _ in range(args.rounds):
-        for name, tree in trees.items():
+        for name, tree in trees.items():  # each tree's own script speaks its own API
             env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-            command = [sys.executable, __file__, "--step-worker", "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            script = os.path.join(tree, "bench", "bench_fit.py")
+            command = [sys.executable, script, "--step-worker", "--seed", str(args.seed), "--repeats", str(args.repeats)]
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
             times[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
     middle = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
     fits = {}
     for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
         env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-        script = os.path.join(tree, "bench", "bench_fit.py")  # each tree's own script speaks its own API
+        script = os.path.join(tree, "bench", "bench_fit.py")
         command = [sys.executable, script, "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
@@ -198,13 +200,14 @@ def main() -> None:
     step = seconds_per_step(x, args.density)
     table_step = seconds_per_step(x, args.density, table=True)
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed, num_threads=args.threads)
+    result = fit(data.x, density=args.density, seed=args.seed, config=FitConfig(num_threads=args.threads))
     total = time.perf_counter() - start
     start = time.perf_counter()
-    fit(data.x, density=args.density, seed=args.seed, held_refit=False, num_threads=args.threads)
+    fit(data.x, density=args.density, seed=args.seed,
+        config=FitConfig(after_training=AfterTraining(held_refit=False), num_threads=args.threads))
     without_refit = time.perf_counter() - start
-    refit = result.settings["held_refit"]
-    refit_note = (f"{result.settings['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"
+    refit = result.records["held_refit"]
+    refit_note = (f"{result.settings['training']['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"
                   if refit else "no held refit")
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads. "

@@ -21,7 +21,7 @@ import platform
 
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import FitConfig, ModelOptions, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.elbo import elbo_terms
 
 
@@ -55,8 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     data = simulate(num_variables=10, num_samples=10000, seed=args.seed)
     # Independent edges (the paper's q(A)), as when docs/benchmarks_gradient_variance.md was measured.
-    result = fit(data.x, seed=args.seed, two_cycles="allow",
-                 schedule=PenaltySchedule(first_round_steps=300, round_steps=50, max_rounds=2))
+    result = fit(data.x,
+                 seed=args.seed,
+                 config=FitConfig(model=ModelOptions(two_cycles="allow"), training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=300, round_steps=50, max_rounds=2))))
     model = result.model.train()
     x = torch.as_tensor(result.train_x, dtype=torch.float32)
     torch.manual_seed(args.seed)

@@ -155,12 +155,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, torch {torch.__version__}, 1 thread"
 
 
-def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, schedule, learning_rate, assignment):
+def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, config):
     """``fit`` (linear density, defaults) with ``q(A)`` started at ``sigmoid(init_edge_logit)`` instead of 1/2."""
     import pyro
     import torch
 
-    from pyro_causal import LatentInterventionModel, Trainer, TrainingConfig
+    from dataclasses import replace
+
+    from pyro_causal import LatentInterventionModel, Trainer
     from pyro_causal.api import prepare_data
 
     data, _, _ = prepare_data(x)
@@ -168,8 +170,8 @@ def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, sc
     model = LatentInterventionModel(data.shape[1])
     with torch.no_grad():
         model.guide.edge_logits.fill_(init_edge_logit)
-    config = TrainingConfig(batch_size=batch_size, schedule=schedule, learning_rate=learning_rate, assignment=assignment)
-    trainer = Trainer(model, torch.as_tensor(data, dtype=torch.float32), config=config, callbacks=callbacks)
+    training = replace(config.training, batch_size=batch_size)
+    trainer = Trainer(model, torch.as_tensor(data, dtype=torch.float32), config=training, callbacks=callbacks)
     stop = trainer.run()
     return model.guide.edge_probs().detach().numpy(), trainer.step_count, stop, trainer.h_trace[-1]
 
@@ -177,7 +179,7 @@ def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, sc
 def quality(args) -> dict:
     import torch
 
-    from pyro_causal import PenaltySchedule, dag_from_probabilities, fit, simulate
+    from pyro_causal import FitConfig, PenaltySchedule, TrainingConfig, dag_from_probabilities, fit, simulate
     from pyro_causal.metrics import evaluate
 
     torch.set_num_threads(args.threads)
@@ -187,8 +189,8 @@ def quality(args) -> dict:
                                max_rounds=args.max_rounds)
     rounds = []
     record = lambda event: rounds.append((event.step, f"{event.h:.3g}", f"{event.penalty:.0e}")) if event.kind == "round" else None  # noqa: E731
-    options = dict(batch_size=args.batch_size, schedule=schedule, learning_rate=args.learning_rate,
-                   assignment=args.assignment)
+    options = dict(batch_size=args.batch_size, config=FitConfig(training=TrainingConfig(
+        schedule=schedule, learning_rate=args.learning_rate, assignment=args.assignment)))
     start = time.perf_counter()
     if args.init_edge_logit is None:
         result = fit(data.x, seed=args.seed, callbacks=[record], **options)

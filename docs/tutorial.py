@@ -28,9 +28,10 @@ def main(argv=None) -> None:
     print(f"{data.x.shape[0]} rows, {data.x.shape[1]} variables, {data.num_regimes} hidden regimes")
 
     # 2. Fit: a shared DAG under a truncated Dirichlet-process mixture of interventions.
-    schedule = pc.PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=2) if args.quick else None
+    quick = pc.TrainingConfig(schedule=pc.PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=2))
     progress = []
-    result = pc.fit(data.x, names=data.names, seed=0, schedule=schedule, callbacks=[progress.append])
+    result = pc.fit(data.x, names=data.names, seed=0, callbacks=[progress.append],
+                    config=pc.FitConfig(training=quick) if args.quick else None)
     print(f"stopped: {result.stop_reason} after {len(result.elbo_trace)} steps; {len(progress)} progress events")
 
     # 3. The graph: a DAG (numpy, networkx) and how it compares with the truth.

@@ -29,7 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pyro_causal import fit, simulate_cause_effect
+from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate_cause_effect
+from pyro_causal.api import default_graph_estimator
 from pyro_causal.metrics import hamming_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
@@ -53,9 +54,11 @@ def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int =
     data = simulate_cause_effect(samples, seed)
     start = time.perf_counter()
     options = variant_options(variant, data, seed, labelled=0.1)
-    result = fit(data.x, names=data.names, seed=seed, intervention=intervention, restarts=restarts,
-                 graph_estimator=graph_estimator, edge_search=edge_search, **(search or {}), **options,
-                 **({"schedule": QUICK} if quick else {}))
+    estimator = graph_estimator or default_graph_estimator("linear", options.get("regimes"), False)
+    training = TrainingConfig(schedule=QUICK if quick else PenaltySchedule(), graph_estimator=estimator)
+    after = AfterTraining(edge_search=EdgeSearch(rounds=edge_search, **(search or {})))
+    result = fit(data.x, names=data.names, seed=seed, intervention=intervention, restarts=restarts, **options,
+                 config=FitConfig(training=training, after_training=after))
     return {"graph": true_graph(data.adjacency), "seconds": time.perf_counter() - start,
             "hd": hamming_distance(data.adjacency, result.adjacency), "stop": result.stop_reason}
 
@@ -147,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seeds = range(args.first_seed, args.first_seed + args.pairs)
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
                   args.restarts, args.edge_search, args.graph_estimator,
-                  {"search_moves": tuple(args.search_moves.split(",")), "search_restarts": args.search_restarts})
+                  {"moves": tuple(args.search_moves.split(",")), "restarts": args.search_restarts})
     lines = [
         f"### Cause-effect pairs (Figure 3): {args.pairs} pairs, seeds {seeds[0]}..{seeds[-1]}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "

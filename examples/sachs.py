@@ -31,11 +31,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pyro_causal import PenaltySchedule, available_densities, fit
+from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, Preprocessing, TrainingConfig,
+                         available_densities, fit, fit_with_graph_held)
+from pyro_causal.api import default_graph_estimator
 from pyro_causal.datasets import sachs
 from pyro_causal.metrics import adjusted_rand_index, evaluate
 from pyro_causal.posterior import exact_assignment_probs
-from pyro_causal.search import graph_log_prior, held_logits
+from pyro_causal.search import graph_log_prior
 from pyro_causal.selection import SelectionResult, select_hyperparameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
@@ -100,12 +102,14 @@ def run(args: argparse.Namespace):
     """Fit (or select then fit) on Sachs; returns ``(data, result, selection or None)``."""
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
-                   graph_estimator=args.graph_estimator, restarts=args.restarts,
-                   batch_size=args.batch_size, held_refit=args.held_refit, edge_search=args.edge_search,
-                   search_moves=tuple(args.search_moves.split(",")), log_transform=args.log_transform, seed=args.seed)
-    options.update(variant_options(data, args.variant))
-    if args.quick:
-        options["schedule"] = QUICK
+                   restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
+                   **variant_options(data, args.variant))
+    estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
+    options["config"] = FitConfig(
+        training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(), graph_estimator=estimator),
+        preprocessing=Preprocessing(log_transform=args.log_transform),
+        after_training=AfterTraining(held_refit=args.held_refit, edge_search=EdgeSearch(
+            rounds=args.edge_search, moves=tuple(args.search_moves.split(",")))))
     if args.select:
         selection = select_hyperparameters(data.x, **options)
         return data, selection.result, selection
@@ -114,15 +118,11 @@ def run(args: argparse.Namespace):
 
 def held_scores(data, result, args) -> List[str]:
     """Markdown rows: each graph's edge-search score (held fit, 3 seeds) = ELBO / N + log p(G) / N."""
-    options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
-                   graph_estimator=args.graph_estimator, log_transform=args.log_transform, seed=args.seed,
-                   batch_size=args.batch_size, held_refit=False, restarts=3, **variant_options(data, args.variant),
-                   **({"schedule": QUICK} if args.quick else {}))
-    prior = np.full(data.adjacency.shape, float(result.settings["edge_logit"]))
+    prior = np.full(data.adjacency.shape, float(result.settings["priors"]["edge_logit"]))
     lines = ["", "Held fits, scored as by the edge search (`pyro_causal.search`; 3 seeds each):", "",
              "| graph | edges | ELBO / row | score / row |", "|---|---|---|---|"]
     for name, graph in (("found", result.adjacency), ("consensus", data.adjacency), ("empty", 0 * data.adjacency)):
-        elbo = fit(data.x, edge_logit=held_logits(graph), **options).settings["elbo"]
+        elbo = fit_with_graph_held(result, graph, restarts=3).elbo
         score = elbo + graph_log_prior(graph, prior) / len(data.x)
         lines.append(f"| {name} | {int(graph.sum())} | {elbo:.4f} | {score:.4f} |")
     return lines
@@ -197,9 +197,9 @@ def supervised_ari(x: np.ndarray, conditions: np.ndarray) -> float:
     return adjusted_rand_index(conditions, np.argmax(scores, axis=0))
 
 
-def held_refit_sentence(settings: dict) -> str:
-    """`` Held refit: ...`` from ``settings["held_refit"]`` (empty when there was none)."""
-    record = settings.get("held_refit")
+def held_refit_sentence(records: dict) -> str:
+    """`` Held refit: ...`` from ``records["held_refit"]`` (empty when there was none)."""
+    record = records.get("held_refit")
     if not record:
         return ""
     return (f" Held refit: bound {record['elbo_before']:.3f} -> {record['elbo_after']:.3f} per row, "
@@ -262,10 +262,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.held_refit:
         how += ", no held refit"
     if args.restarts > 1:
-        how += f", {args.restarts} restarts (highest ELBO: seed {result.settings['chosen_seed']})"
+        how += f", {args.restarts} restarts (highest ELBO: seed {result.records['chosen_seed']})"
     if args.edge_search:
         how += (f", edge search {args.edge_search} round(s) of {args.search_moves}: "
-                f"{len(result.settings['edge_search']['moves'])} move(s)")
+                f"{len(result.records['edge_search']['moves'])} move(s)")
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings
     reference_ari = supervised_ari(np.log(data.x) if args.log_transform else data.x, data.regimes)
@@ -287,10 +287,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         *(paper_row(*row) for row in PAPER_TABLE2),
         metrics_row(label, m),
         "",
-        f"lambda = {settings['edge_logit']}, gamma = {settings['target_logit']}, alpha = {settings['alpha']}, "
+        f"lambda = {settings['priors']['edge_logit']}, gamma = {settings['priors']['target_logit']}, alpha = {settings['priors']['alpha']}, "
         f"K = {settings['truncation']}; {int(result.adjacency.sum())} edges, "
         f"{result.components_in_use()} components in use, stopped: {result.stop_reason} "
-        f"after {len(result.elbo_trace)} steps (h = {result.final_h:.1e}); {seconds:.0f} s in all.{held_refit_sentence(settings)}",
+        f"after {len(result.elbo_trace)} steps (h = {result.final_h:.1e}); {seconds:.0f} s in all.{held_refit_sentence(result.records)}",
         "",
         f"ARI reference: a Gaussian classifier given the conditions (one full-covariance Gaussian per "
         f"condition on the {'log' if args.log_transform else 'raw'} data, in-sample argmax) reaches "

@@ -27,7 +27,9 @@ from typing import NamedTuple, Tuple
 import numpy as np
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, PenaltySchedule, TrainingConfig, fit,
+                         fit_with_graph_held, simulate)
+from pyro_causal.api import default_graph_estimator
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.metrics import adjusted_rand_index, f1, hamming_distance, shd
 
@@ -119,18 +121,19 @@ def run_one(task, args, schedule):
     seed, variant = task[:2]
     data = simulate_cell(task[2] if len(task) > 2 else cell_of(args), args, seed)
     options = variant_options(variant, data, seed, args.labelled)
-    if args.true_graph:  # hold the graph at the truth: the ELBO a perfect search would reach
-        options["edge_logit"] = np.where(data.adjacency == 1, np.inf, -np.inf)
-        np.fill_diagonal(options["edge_logit"], 0.0)  # the diagonal is never an edge
+    estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
+    config = FitConfig(
+        training=TrainingConfig(schedule=schedule or PenaltySchedule(), graph_estimator=estimator),
+        model=ModelOptions(two_cycles=args.two_cycles,
+                           density_options={"activation": args.activation} if args.activation else None),
+        after_training=AfterTraining(held_refit=args.held_refit and not args.true_graph, order_refit=args.order_refit,
+                                     edge_search=EdgeSearch(rounds=args.edge_search,
+                                                            moves=tuple(args.search_moves.split(",")))))
     start = time.perf_counter()
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
-                 schedule=schedule, two_cycles=args.two_cycles,
-                 batch_size=args.batch_size, graph_estimator=args.graph_estimator, restarts=args.restarts, held_refit=args.held_refit,
-                 order_refit=args.order_refit,
-                 edge_search=args.edge_search,
-                 search_moves=tuple(args.search_moves.split(",")),
-                 density_options={"activation": args.activation} if args.activation else None,
-                 **options)
+                 batch_size=args.batch_size, restarts=args.restarts, **options, config=config)
+    if args.true_graph:  # hold the graph at the truth: the ELBO a perfect search would reach
+        result = fit_with_graph_held(result, data.adjacency, restarts=args.restarts)
     took = time.perf_counter() - start
     # For unknown/known this is the posterior of a model fitted with the labels: the ceiling
     # of what any assignment can reach on these data (regimes overlap).

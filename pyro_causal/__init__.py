@@ -14,25 +14,34 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())  # the application
 from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, dag_from_probabilities, is_dag
 from .api import fit
 from .checkpoint import Checkpointing
+from .config import AfterTraining, EdgeSearch, FitConfig, ModelOptions, Preprocessing, Priors
 from .densities import ConditionalDensity, available_densities, make_density, register_density
 from .elbo import LatentInterventionELBO, elbo_terms
 from .guide import LatentInterventionGuide
+from .held_refit import fit_with_graph_held, refit_with_graph_held
 from .io import DataError
 from .model import LatentInterventionModel
 from .result import FitResult
+from .search import search_edges
 from .simulate import simulate, simulate_cause_effect
 from .trainer import StopReason, Trainer, TrainingConfig, TrainingEvent
 
 __all__ = [
+    "AfterTraining",
     "AugmentedLagrangian",
     "Checkpointing",
     "ConditionalDensity",
     "DataError",
+    "EdgeSearch",
+    "FitConfig",
     "FitResult",
     "LatentInterventionELBO",
     "LatentInterventionGuide",
     "LatentInterventionModel",
+    "ModelOptions",
     "PenaltySchedule",
+    "Preprocessing",
+    "Priors",
     "StopReason",
     "Trainer",
     "TrainingConfig",
@@ -42,9 +51,12 @@ __all__ = [
     "dag_from_probabilities",
     "elbo_terms",
     "fit",
+    "fit_with_graph_held",
     "is_dag",
     "make_density",
+    "refit_with_graph_held",
     "register_density",
+    "search_edges",
     "simulate",
     "simulate_cause_effect",
 ]

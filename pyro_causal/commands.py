@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .acyclicity import PenaltySchedule
 from .checkpoint import CHECKPOINT_FILE, Checkpointing, TrainingInterrupted
+from .config import FitConfig, Priors, with_field
 from .io import (FIT_OUTPUTS, OUTPUT_NAMES, PLOT_OUTPUTS, DataError, OutputError, check_output_dir, read_csv_table,
                  read_targets, remove_stale_outputs, csv_text, write_outputs)
 from .result import strict_json
@@ -30,11 +30,31 @@ def _load_fit_data(args):
     if args.dataset == "simulated":
         from .simulate import simulate
 
-        data = simulate(seed=args.seed)
-        return data.x, data.names, None, None, "simulated (10 variables, 1 edge per node, seed {})".format(args.seed)
+        data = simulate(seed=getattr(args, "fit.seed"))
+        return data.x, data.names, None, None, "simulated (10 variables, 1 edge per node, seed {})".format(getattr(args, "fit.seed"))
     table = read_csv_table(Path(args.data).expanduser(), regime_column=args.regime_column, log_transform=False)
     targets = read_targets(args.targets, table.names) if args.targets else None
     return table.x, table.names, table.regimes, targets, str(args.data)
+
+
+def fit_options(args, regimes=None) -> dict:
+    """The ``fit`` keywords, ``priors`` and ``config`` of the flags (their ``dest`` is the path
+    they set: ``fit.restarts``, ``priors.alpha``, ``config.training.schedule.max_rounds``...)."""
+    from .api import default_graph_estimator
+    from .trainer import TrainingConfig
+
+    flags = vars(args)
+    keywords = {path.split(".", 1)[1]: value for path, value in flags.items() if path.startswith("fit.")}
+    estimator = default_graph_estimator(keywords["density"], regimes, keywords["observational"])
+    built = {"priors": Priors(), "config": FitConfig(training=TrainingConfig(graph_estimator=estimator))}
+    for path, value in flags.items():
+        head, _, rest = path.partition(".")
+        if head in built and value is not None:
+            value = "optimal" if path == "config.training.assignment" and value == "exact" else value  # its former name
+            built[head] = with_field(built[head], rest.split("."), value)
+    if args.activation:
+        built["config"] = with_field(built["config"], ["model", "density_options"], {"activation": args.activation})
+    return {**keywords, **built}
 
 
 def _progress(quiet: bool):
@@ -98,27 +118,27 @@ def run_fit(args) -> int:
     from .distributed import fit_distributed, is_primary, launched_by_torchrun
 
     try:  # before anything is read or created
-        check_device(args.device)
+        check_device(getattr(args, "fit.device"))
     except ValueError as error:
-        raise ValueError(f"--device {args.device}: {str(error).split(': ', 1)[-1]}") from None
+        raise ValueError(f"--device {getattr(args, 'fit.device')}: {str(error).split(': ', 1)[-1]}") from None
     processes = args.processes
     cores = os.cpu_count() or 1
     if processes > cores and not args.oversubscribe:
         raise ValueError(f"--processes {processes} is more than the {cores} CPU cores; pass --oversubscribe to run them anyway")
-    if (args.checkpoint_every or args.resume) and (processes > 1 or launched_by_torchrun() or args.select or args.restarts > 1):
+    if (args.checkpoint_every or args.resume) and (processes > 1 or launched_by_torchrun() or args.select or getattr(args, "fit.restarts") > 1):
         raise ValueError("--checkpoint-every/--resume cover one fit in one process: drop --processes, --select and --restarts")
     fit = fit_one_process
     if processes > 1 or launched_by_torchrun():  # data-parallel, see docs/distributed.md
         fit = functools.partial(fit_distributed, processes=processes, oversubscribe=args.oversubscribe)
     primary = is_primary()  # under torchrun only rank 0 reports and writes
 
-    if args.activation and args.density != "mlp":
-        raise ValueError(f"--activation applies to --density mlp, not {args.density}")
-    plots = args.plots
+    density, truncation = getattr(args, "fit.density"), getattr(args, "fit.truncation")
+    if args.activation and density != "mlp":
+        raise ValueError(f"--activation applies to --density mlp, not {density}")
     posterior = Path(args.posterior).expanduser() if args.posterior else None
     x, names, regimes, targets, source = _load_fit_data(args)  # bad data: refused before any folder exists
-    if args.truncation is not None and args.truncation > min(len(x), MAX_TRUNCATION):
-        raise ValueError(f"--truncation {args.truncation}: more components than "
+    if truncation is not None and truncation > min(len(x), MAX_TRUNCATION):
+        raise ValueError(f"--truncation {truncation}: more components than "
                          + (f"the {len(x)} rows" if len(x) < MAX_TRUNCATION else f"the maximum, {MAX_TRUNCATION}"))
     out = Path(args.out).expanduser()
     resume = Path(args.resume).expanduser() if args.resume else None
@@ -133,58 +153,25 @@ def run_fit(args) -> int:
         from .posterior import check_posterior_path
 
         check_posterior_path(posterior, overwrite=args.overwrite)
-    schedule = PenaltySchedule(
-        first_round_steps=args.first_round_steps,
-        round_steps=args.round_steps,
-        max_rounds=args.max_rounds,
-        tolerance=args.tolerance,
-    )
     bar, callbacks = _progress(args.quiet or not primary)
     log = _library_log(args.verbose and primary, args.quiet or not primary)
     log.__enter__()
     selection = None
     try:
-        options = dict(
-            names=names,
-            density=args.density,
-            density_options={"activation": args.activation} if args.activation else None,
-            intervention=args.intervention,
-            truncation=args.truncation,
-            embedding_dim=args.embedding_dim,
-            alpha=args.alpha,
-            regimes=regimes,
-            targets=targets,
-            observational=args.observational,
-            supervision_weight=args.supervision_weight,
-            assignment=args.assignment,
-            graph_estimator=args.graph_estimator,
-            restarts=args.restarts,
-            held_refit=args.held_refit,
-            order_refit=args.order_refit,
-            edge_search=args.edge_search,
-            search_restarts=args.search_restarts,
-            search_moves=tuple(args.search_moves.split(",")),
-            two_cycles=args.two_cycles,
-            standardize=not args.no_standardize,
-            log_transform=args.log_transform,
-            learning_rate=args.learning_rate,
-            batch_size=args.batch_size,
-            schedule=schedule,
-            device=args.device,
-            num_threads=args.threads,
-            callbacks=callbacks,
-        )
+        options = dict(fit_options(args, regimes), names=names, regimes=regimes, targets=targets, callbacks=callbacks)
+        seed = options.pop("seed")
         if checkpointing:
-            options["checkpoint"] = Checkpointing(out, every=args.checkpoint_every, resume=resume)
+            options["config"] = with_field(options["config"], ["checkpoint"],
+                                           Checkpointing(out, every=args.checkpoint_every, resume=resume))
         if args.select:  # section 4: lambda and gamma by held-out ELBO
             if processes > 1 or launched_by_torchrun():
                 raise ValueError("--select runs in one process; drop --processes")
             from .selection import select_hyperparameters
 
-            selection = select_hyperparameters(x, seed=args.seed, **options)
+            selection = select_hyperparameters(x, seed=seed, **options)
             result = selection.result
         else:
-            result = fit(x, target_logit=args.target_logit, edge_logit=args.edge_logit, seed=args.seed, **options)
+            result = fit(x, seed=seed, **options)
     except KeyboardInterrupt as error:  # e.g. during the held refit: the training state is still on disk
         if checkpointing and "checkpoint saved" not in str(error) and (out / CHECKPOINT_FILE).is_file():
             raise TrainingInterrupted(f"{error or 'interrupted'}; last checkpoint saved in {out / CHECKPOINT_FILE}") from None
@@ -195,15 +182,21 @@ def run_fit(args) -> int:
         log.__exit__(None, None, None)
     if not primary:
         return 0
+    return _write_results(args, result, selection, source, int(x.shape[0]), out, checkpointing, posterior)
+
+
+def _write_results(args, result, selection, source: str, rows: int, out: Path, checkpointing: bool,
+                   posterior) -> int:
+    """Write what ``pyro-causal fit`` produced into ``out`` (and ``--posterior``), then say so."""
     if result.stop_reason == "diverged":
-        raise ValueError(f"training diverged ({result.settings.get('diverged')}); no results written; "
+        raise ValueError(f"training diverged ({result.records.get('diverged')}); no results written; "
                          "try a smaller --learning-rate")
     summary = result.summary()
     summary["data"] = source
-    summary["rows"] = int(x.shape[0])
+    summary["rows"] = rows
     if selection is not None:
         summary["selection"] = selection.summary()
-    written = write_fit_outputs(result, out, summary, plots=plots)
+    written = write_fit_outputs(result, out, summary, plots=args.plots)
     if args.overwrite:  # outputs of an earlier fit that this one did not write
         remove_stale_outputs(out, OUTPUT_NAMES,
                              keep=set(written) | ({CHECKPOINT_FILE} if checkpointing else set()))
@@ -212,7 +205,7 @@ def run_fit(args) -> int:
 
         save_posterior(result, posterior, overwrite=args.overwrite)
     if not args.quiet:
-        refit = result.settings.get("held_refit")
+        refit = result.records.get("held_refit")
         refit_note = f"; held refit {'kept' if refit['kept'] else 'not kept'}" if refit else ""
         print(f"{summary['num_edges']} edges, {summary['components_in_use']} components in use, "
               f"stopped: {result.stop_reason}{refit_note}; results in {out}", file=sys.stderr)
@@ -235,12 +228,14 @@ def _text_writer(text: str):
 def write_fit_outputs(result, out: Path, summary: dict, plots: bool = False) -> tuple:
     """Write the result files (and, with ``plots``, the figures) into ``out``, all or nothing,
     through :func:`pyro_causal.io.write_outputs`; returns the names written."""
+    from .posterior import exact_assignment_probs
+
     names = result.names
     components = [f"component_{k}" for k in range(result.model.truncation)]
     writers = {
         "adjacency.csv": _matrix_writer(result.adjacency, names, names),
         "edge_probs.csv": _matrix_writer(np.round(result.edge_probs, 6), names, names),
-        "assignments.csv": _matrix_writer(np.round(result.assignment_probs(), 6), components),
+        "assignments.csv": _matrix_writer(np.round(exact_assignment_probs(result), 6), components),
         "targets.csv": _matrix_writer(np.round(result.target_probs, 6), names, components),
         "summary.json": _text_writer(json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n"),
     }

@@ -26,6 +26,7 @@ import os
 import pickle
 import socket
 import sys
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import api
+from .config import FitConfig
 from .model import default_truncation
 from .resources import choose_batch_size, choose_num_threads
 from .result import FitResult
@@ -261,12 +263,18 @@ def threads_per_process(x, fit_kwargs: dict, processes: int) -> int:
     """Torch threads of each of ``processes`` processes on one machine: the fit's ``num_threads``
     split between them, or :func:`~pyro_causal.resources.choose_num_threads` for their share of
     each step; together never more than the cores."""
-    if fit_kwargs.get("num_threads") is not None:
-        return max(1, fit_kwargs["num_threads"] // processes)
+    config = fit_kwargs.get("config")
+    if config is not None and config.num_threads is not None:
+        return max(1, config.num_threads // processes)
     n, d = np.shape(x)
     rows = fit_kwargs.get("batch_size") or choose_batch_size(fit_kwargs.get("density", "linear"), n) or n
     components = fit_kwargs.get("truncation") or default_truncation(d)
     return choose_num_threads(min(rows, n), d, components, processes=processes)
+
+
+def _with_threads(fit_kwargs: dict, threads: int) -> FitConfig:
+    """``fit_kwargs``'s config (or the default one) with ``num_threads=threads``."""
+    return replace(fit_kwargs.get("config") or FitConfig(), num_threads=threads)
 
 
 def _fit_in_group(x, fit_kwargs: dict, callbacks: Iterable[Callable[[TrainingEvent], None]]) -> FitResult:
@@ -310,7 +318,7 @@ def fit_distributed(
         x: ``(n, d)`` data, as for :func:`pyro_causal.fit`.
         processes: ``W``; with ``device="cuda"`` at most the number of GPUs.
         backend: ``"gloo"`` or ``"nccl"`` (default: ``nccl`` for CUDA, else ``gloo``).
-        threads: torch threads per spawned process (default: ``num_threads`` in ``fit_kwargs``
+        threads: torch threads per spawned process (default: ``config.num_threads`` in ``fit_kwargs``
             split between the ``W`` processes, else :func:`threads_per_process`).
         callbacks: as for :func:`pyro_causal.fit`.
         oversubscribe: allow more spawned processes than CPU cores (refused otherwise).
@@ -324,7 +332,7 @@ def fit_distributed(
         ...     result = fit_distributed(data.x, processes=4, batch_size=4096, seed=0)
     """
     device = fit_kwargs.get("device", "cpu")
-    if fit_kwargs.get("checkpoint") is not None and (processes > 1 or launched_by_torchrun()):
+    if getattr(fit_kwargs.get("config"), "checkpoint", None) is not None and (processes > 1 or launched_by_torchrun()):
         raise ValueError("checkpoint covers a fit in one process: use pyro_causal.fit")
     if dist.is_available() and (dist.is_initialized() or launched_by_torchrun()):
         joined = not dist.is_initialized()
@@ -332,12 +340,19 @@ def fit_distributed(
             dist.init_process_group(backend or default_backend(device))
         if torch.device(device).type != "cuda":  # the processes of this machine share its cores
             local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
-            fit_kwargs["num_threads"] = threads or threads_per_process(x, fit_kwargs, local)
+            fit_kwargs["config"] = _with_threads(fit_kwargs, threads or threads_per_process(x, fit_kwargs, local))
         try:
             return _fit_in_group(x, dict(fit_kwargs), callbacks)
         finally:
             if joined:
                 dist.destroy_process_group()
+    return _spawn(x, fit_kwargs, processes, backend, threads, callbacks, oversubscribe)
+
+
+def _spawn(x, fit_kwargs: dict, processes: int, backend: Optional[str], threads: Optional[int],
+           callbacks: Iterable[Callable[[TrainingEvent], None]], oversubscribe: bool) -> FitResult:
+    """:func:`fit_distributed` outside a group: ``processes`` processes spawned on this machine."""
+    device = fit_kwargs.get("device", "cpu")
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     if processes == 1:
@@ -354,7 +369,7 @@ def fit_distributed(
     if threads is None and torch.device(device).type != "cuda":
         threads = threads_per_process(x, fit_kwargs, processes)
     if threads is not None:
-        fit_kwargs["num_threads"] = threads
+        fit_kwargs["config"] = _with_threads(fit_kwargs, threads)
     callbacks = list(callbacks)
 
     def forward(event: TrainingEvent) -> None:

@@ -1,59 +1,70 @@
-"""Refits after the penalty loop with part of the graph held: the whole DAG, or a causal order.
+"""One way to hold a graph, and the refits after the penalty loop built on it.
 
-The penalty loop fits the mixture (sticks, embeddings, targets, ``q(z)``) and the mechanisms
-while the graph is still random and often wrong; their optimum for the final DAG can lie in
-another basin.  A fresh model trained for one penalty round with its edges held at that DAG
-(``guide.required`` / ``guide.forbidden``, :func:`graph_held`; ``h = 0`` throughout) reaches
-it, and its edge posterior is then set back to the loop's, so ``edge_probs`` and the DAG are
-unchanged.  :func:`pyro_causal.fit` keeps the refitted model when the bound of that posterior,
-``q(A)`` included, is higher than the loop's.  ``docs/results.md`` measures the gain (ARI of
-the assignments).
+:func:`fit_with_graph_held` fits a fresh model whose ``q(A)`` is the point mass at a given DAG
+(``guide.required`` / ``guide.forbidden``; ``h = 0`` throughout, one penalty round) and scores it
+by its bound: the held refit and the edge search (:func:`pyro_causal.search_edges`) use it.
 
-:func:`refit_in_searched_order` holds an order instead (:func:`order_held`): edges against it
-are forbidden and those along it stay free, so the graph is re-decided without the penalty.
+:func:`refit_with_graph_held` refits a result's mixture and mechanisms with its graph held: the
+penalty loop fits them while the graph is still random and often wrong, and their optimum for
+the final DAG can lie in another basin.  The refit is then given the loop's edge posterior back,
+so ``edge_probs`` and the DAG are unchanged, and kept when that bound, ``q(A)`` included, is
+higher.  :func:`refit_in_searched_order` holds an order instead (:func:`order_held`): edges
+against it are forbidden and those along it stay free.
 """
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .acyclicity import dag_from_probabilities
+from .acyclicity import dag_from_probabilities, is_dag
 from .elbo import mean_elbo
 from .order_search import propose_order
+from .problem import held_config, tagged
+from .resources import restores_threads
 from .trainer import Trainer, TrainingConfig
 
-
-def held_config(config: TrainingConfig) -> TrainingConfig:
-    """``config`` for a held graph: one penalty round, no order refit."""
-    return replace(config, schedule=replace(config.schedule, max_rounds=1))
+logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def edges_held(model, required: Tensor, forbidden: Tensor) -> Iterator[None]:
-    """Inside the block the ``(d, d)`` bool masks ``required`` / ``forbidden`` are added to
-    ``model``'s prior-fixed edges; the masks it was built with are restored on exit."""
+def hold_edges(model, required: Tensor, forbidden: Tensor) -> Callable[[], None]:
+    """Add the ``(d, d)`` bool masks ``required`` / ``forbidden`` to ``model``'s prior-fixed edges;
+    returns the function that restores the masks it was built with."""
     guide = model.guide
     built_required, built_forbidden = guide.required.clone(), guide.forbidden.clone()
     device = guide.required.device
     with torch.no_grad():
         guide.required |= required.to(device=device, dtype=torch.bool) & ~built_forbidden
         guide.forbidden |= forbidden.to(device=device, dtype=torch.bool) & ~built_required & guide.off_diagonal.bool()
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         with torch.no_grad():
             guide.required.copy_(built_required)
             guide.forbidden.copy_(built_forbidden)
 
+    return restore
+
+
+@contextmanager
+def edges_held(model, required: Tensor, forbidden: Tensor) -> Iterator[None]:
+    """Inside the block :func:`hold_edges` holds; the built masks are restored on exit."""
+    restore = hold_edges(model, required, forbidden)
+    try:
+        yield
+    finally:
+        restore()
+
 
 def graph_held(model, graph: Tensor):
     """Context in which ``model``'s ``q(A)`` is the point mass at ``graph`` (``(d, d)`` bool DAG)."""
-    graph = graph.to(dtype=torch.bool)
+    graph = torch.as_tensor(graph).to(dtype=torch.bool)
     return edges_held(model, graph, ~graph)
 
 
@@ -72,24 +83,91 @@ def found_graph(model) -> Tensor:
     return torch.as_tensor(dag_from_probabilities(model.guide.edge_probs().detach().cpu().numpy()), dtype=torch.bool)
 
 
-def refit_with_graph_held(trained, fresh, make_trainer: Callable[[object], Trainer]) -> Trainer:
-    """Train ``fresh`` with its graph held at ``trained``'s DAG, then give it ``trained``'s ``q(A)``.
+def _problem(result):
+    if getattr(result, "problem", None) is None:
+        raise ValueError("this FitResult does not keep its problem (data and options): refit it with pyro_causal.fit")
+    return result.problem
+
+
+def check_graph(graph, model) -> Tensor:
+    """``graph`` as a ``(d, d)`` bool tensor; ``ValueError`` unless it is a 0/1 DAG that the prior allows."""
+    array = np.asarray(graph.detach().cpu() if isinstance(graph, Tensor) else graph)
+    d = model.num_variables
+    if array.shape != (d, d) or not np.isin(array, (0, 1)).all() or array.diagonal().any() or not is_dag(array):
+        raise ValueError(f"graph must be a ({d}, {d}) 0/1 DAG with a zero diagonal, got shape {array.shape}")
+    held = torch.as_tensor(array.astype(bool))
+    guide = model.guide
+    if (held & guide.forbidden.cpu()).any() or (~held & guide.required.cpu()).any():
+        raise ValueError("graph contradicts the edges the prior fixes (edge_logit +-inf)")
+    return held
+
+
+@restores_threads
+def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: int = 1,
+                        phase: str = "held fit", prefix: str = ""):
+    """Fit ``result``'s model afresh with ``q(A)`` held at ``graph`` and score it by its bound.
 
     Args:
-        trained: a fitted :class:`~pyro_causal.model.LatentInterventionModel`.
-        fresh: a newly built model of the same shape (its own seed and initialisation).
-        make_trainer: builds the :class:`Trainer` for ``fresh`` (see :func:`held_config`).
+        result: a :class:`~pyro_causal.result.FitResult` of :func:`pyro_causal.fit` (its data
+            and options are reused).
+        graph: ``(d, d)`` 0/1 DAG.
+        seed: the first seed (default: the fit's ``seed``); ``restarts`` seeds from it.
+        restarts: fits from seeds ``seed, seed + 1, ...``; the highest bound is kept.
+        phase, prefix: the callbacks' events are labelled ``"prefix: restart r/R: phase"``.
 
     Returns:
-        The trainer that ran; ``fresh`` is left in training mode with ``trained``'s edge logits
-        and its own prior-fixed edges (``required``/``forbidden`` as built).
+        A :class:`FitResult` whose ``edge_probs`` and ``adjacency`` are ``graph`` and whose
+        ``elbo`` is the bound of the held fit (no ``log p(G)``: the held edges carry no KL term).
     """
-    with graph_held(fresh, found_graph(trained)):
-        trainer = make_trainer(fresh)
-        trainer.run()
+    problem = _problem(result)
+    torch.set_num_threads(problem.num_threads)
+    seed = problem.seed if seed is None else seed
+    config = held_config(problem.training)
+    start, best, scores = time.perf_counter(), None, []
+    for restart_seed in range(seed, seed + restarts):
+        model = problem.build(restart_seed)
+        held = check_graph(graph, model)
+        hold_edges(model, held, ~held)
+        label = ": ".join(part for part in (prefix, f"restart {restart_seed - seed + 1}/{restarts}" if restarts > 1 else "")
+                          if part)
+        trainer = problem.trainer(model, config, tagged(problem.callbacks, label, phase, config.schedule.first_round_steps))
+        stop_reason = trainer.run()
+        scores.append(problem.score(model, restart_seed, stop_reason))
+        if best is None or scores[-1] > best[0]:
+            best = (scores[-1], restart_seed, model, trainer, stop_reason)
+    score, chosen, model, trainer, stop_reason = best
+    records = {"skipped_steps": trainer.skipped_steps}
+    if restarts > 1:
+        records.update(chosen_seed=chosen, restart_elbos=[round(float(v), 6) for v in scores])
+    return result.with_model(model, elbo=score, seed=chosen, stop_reason=stop_reason, records=records,
+                             elbo_trace=np.asarray(trainer.elbo_trace), h_trace=np.asarray(trainer.h_trace),
+                             wall_time=time.perf_counter() - start)
+
+
+def refit_with_graph_held(result, *, seed: Optional[int] = None, prefix: str = ""):
+    """Refit ``result``'s mixture and mechanisms with its DAG held; keep the refit if its bound is higher.
+
+    The refit (:func:`fit_with_graph_held`, ``seed`` default ``result.seed``) is given
+    ``result``'s edge posterior back, so ``edge_probs`` and the DAG are unchanged, and scored by
+    the bound of that posterior.  Returns the result kept; its ``records["held_refit"]`` holds
+    ``elbo_before``, ``elbo_after`` and ``kept``.
+    """
+    problem = _problem(result)
+    seed = result.seed if seed is None else seed
+    held = fit_with_graph_held(result, result.adjacency, seed=seed, phase="held refit", prefix=prefix)
+    refitted = held.model
     with torch.no_grad():
-        fresh.guide.edge_logits.copy_(trained.guide.edge_logits)
-    return trainer
+        refitted.guide.required.copy_(result.model.guide.required)
+        refitted.guide.forbidden.copy_(result.model.guide.forbidden)
+        refitted.guide.edge_logits.copy_(result.model.guide.edge_logits)
+    after, before = problem.score(refitted, seed), result.elbo
+    record = {"elbo_before": round(before, 6), "elbo_after": round(after, 6), "kept": after > before}
+    logger.info("held refit (seed %d): elbo/row %.4f -> %.4f, %s", seed, before, after,
+                "kept" if after > before else "not kept")
+    records = {**result.records, "held_refit": record}
+    if after > before:
+        return replace(result, model=refitted, elbo=after, records=records)
+    return replace(result, records=records)
 
 
 def refit_with_order_held(fresh, order, make_trainer: Callable[[object], Trainer]) -> Trainer:

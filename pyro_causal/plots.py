@@ -164,7 +164,7 @@ def plot_training(result: FitResult, *, path: Optional[PathLike] = None) -> Figu
     h.set_yscale("log")
     h.set_ylabel("h(σ(Λ))")
     h.set_title("Acyclicity constraint")
-    tolerance = result.settings.get("schedule", {}).get("tolerance")
+    tolerance = ((result.settings.get("training") or {}).get("schedule") or {}).get("tolerance")
     if tolerance and positive.size and tolerance >= positive.min() * 1e-3:
         h.axhline(tolerance, color="#777777", ls=":", lw=1, label=f"tolerance {tolerance:g}")
         h.legend(fontsize=8, frameon=False)

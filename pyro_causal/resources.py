@@ -1,7 +1,7 @@
 """How much of the machine one fit takes: torch threads and rows per step, chosen in one place.
 
 :func:`pyro_causal.fit` calls :func:`choose_batch_size` when ``batch_size=None`` and
-:func:`choose_num_threads` when ``num_threads=None``; ``settings["batch_size"]`` and
+:func:`choose_num_threads` when ``config.num_threads=None``; ``settings["training"]["batch_size"]`` and
 ``settings["num_threads"]`` record what was used.  The measurements behind both rules are in
 ``docs/benchmarks.md`` ("Threads and automatic mini-batches").
 

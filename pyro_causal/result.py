@@ -1,8 +1,9 @@
 """What a fit returns: the graph, the posterior over interventions, and the training record."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional
 
 import networkx as nx
 import numpy as np
@@ -59,8 +60,19 @@ class FitResult:
             ``"diverged"``; compares equal to those strings).
         elbo_trace: ELBO per row at every step.
         h_trace: ``h(sigmoid(Lambda))`` at every step.
-        settings: the options of the fit (JSON-serialisable).
+        settings: the options of the fit (JSON-serialisable): ``fit``'s keywords as used,
+            ``priors`` and the :class:`~pyro_causal.config.FitConfig` as resolved
+            (:func:`~pyro_causal.config.settings_of`).
         wall_time: seconds spent in training.
+        standardizer: the map from the original units to the fitted ones.
+        train_x: ``(n, d)`` the fitted (standardised) rows.
+        elbo: the ELBO per training row of the returned fit: 16 draws of ``(A, U)``, ``z`` summed out.
+        seed: the seed the returned model was initialised from.
+        records: what the steps of the fit did (``held_refit``, ``order_refit``, ``edge_search``,
+            ``restart_elbos``...; every key in ``docs/outputs.md``).
+        known_targets: ``(K, d)`` the given targets of the known variant, else ``None``.
+        problem: the data and recipe of the fit, for the after-training steps
+            (:class:`~pyro_causal.problem.Problem`); ``None`` for a result built by hand.
     """
 
     model: "torch.nn.Module"
@@ -75,11 +87,21 @@ class FitResult:
     wall_time: float
     standardizer: Standardizer
     train_x: Optional[np.ndarray] = field(default=None, repr=False)
+    elbo: float = math.nan
+    seed: int = 0
+    records: Dict[str, Any] = field(default_factory=dict)
+    known_targets: Optional[np.ndarray] = field(default=None, repr=False)
+    problem: Any = field(default=None, repr=False)
 
     @classmethod
     def from_model(cls, model, names, **kwargs) -> "FitResult":
         probs = model.guide.edge_probs().detach().cpu().numpy()
         return cls(model=model, names=list(names), edge_probs=probs, adjacency=dag_from_probabilities(probs), **kwargs)
+
+    def with_model(self, model, **changes) -> "FitResult":
+        """A copy holding ``model`` (its edge posterior and DAG read off it) and ``changes``."""
+        probs = model.guide.edge_probs().detach().cpu().numpy()
+        return replace(self, model=model, edge_probs=probs, adjacency=dag_from_probabilities(probs), **changes)
 
     # ----------------------------------------------------------------- graph
     @property
@@ -95,11 +117,6 @@ class FitResult:
     def final_elbo(self) -> float:
         """The last training step's one-draw ELBO per row (noisy; see :attr:`elbo`)."""
         return float(self.elbo_trace[-1]) if len(self.elbo_trace) else float("nan")
-
-    @property
-    def elbo(self) -> float:
-        """The ELBO per training row of the returned fit: 16 draws of ``(A, U)``, ``z`` summed out."""
-        return float(self.settings.get("elbo", float("nan")))
 
     @property
     def final_h(self) -> float:
@@ -119,9 +136,8 @@ class FitResult:
     @property
     def target_probs(self) -> np.ndarray:
         """``(K, d)``: ``q(r_kj = 1)``, row 0 (observational) zero; the given targets for ``known``."""
-        known = self.settings.get("_targets")
-        if known is not None:
-            return np.asarray(known, dtype=float)
+        if self.known_targets is not None:
+            return np.asarray(self.known_targets, dtype=float)
         probs = self.model.guide.target_probs().detach().cpu()
         return self.model.full_targets(probs).numpy()
 
@@ -146,20 +162,28 @@ class FitResult:
         """Number of components with posterior mean weight above ``min_weight``."""
         return int((self.cluster_weights > min_weight).sum())
 
+    def __getstate__(self) -> dict:  # the user's callbacks need not pickle
+        state = dict(self.__dict__)
+        if state.get("problem") is not None:
+            state["problem"] = replace(state["problem"], callbacks=[])
+        return state
+
     # ----------------------------------------------------------------- summary
     def summary(self) -> dict:
         """JSON-serialisable overview, written as ``summary.json`` by the CLI (every key: ``docs/outputs.md``).
 
-        One key per quantity: the bound of the returned fit is ``elbo_per_row`` (not repeated in
-        ``settings``), the last training step's one-draw ELBO ``last_step_elbo_per_row``.  Strict
+        One key per quantity: the options are ``settings``, what the steps did ``records``, the
+        bound of the returned fit ``elbo_per_row``, the last training step's one-draw ELBO
+        ``last_step_elbo_per_row``.  Strict
         JSON: a non-finite number (an ELBO of a fit that never stepped...) is ``None``.
         """
         return strict_json({
             "variant": self.variant,
-            "settings": {k: v for k, v in self.settings.items() if not k.startswith("_") and k != "elbo"},
+            "settings": self.settings,
+            "records": self.records,
             "stop_reason": str(self.stop_reason),
             "steps": int(len(self.elbo_trace)),
-            "elbo_per_row": self.elbo,
+            "elbo_per_row": float(self.elbo),
             "last_step_elbo_per_row": self.final_elbo,
             "final_h": self.final_h,
             "num_edges": int(self.adjacency.sum()),

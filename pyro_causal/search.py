@@ -12,32 +12,26 @@ fit whose graph is held at the candidate, plus the candidate's log prior,
 with ``q`` refitted from scratch for every ``G``, so that the mixture, targets and mechanisms
 adapt to that graph (continuing from the state found gave scores too noisy to rank).  The best
 neighbour replaces the graph while it scores higher, for at most ``rounds`` rounds: hill
-climbing, as bnlearn's ``hc`` does with BIC.
+climbing, as bnlearn's ``hc`` does with BIC.  :func:`search_edges` runs it on a
+:class:`~pyro_causal.result.FitResult`, each graph fitted by
+:func:`~pyro_causal.held_refit.fit_with_graph_held`.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, replace
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from .acyclicity import is_dag
+from .config import DEFAULT_MOVES, MOVES, EdgeSearch, check_moves
+from .held_refit import _problem, fit_with_graph_held
 
 logger = logging.getLogger(__name__)
 
 Move = Tuple[str, int, int]
-MOVES = ("reverse", "remove", "add")
-DEFAULT_MOVES = ("reverse", "remove")
-"""Additions are off by default: a graph with one more edge is penalised only by its prior (the
-mechanisms' weights are point estimates), less than the spread of held fits (``fit``'s docstring)."""
-
-
-def check_moves(moves: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming any move that is not one of :data:`MOVES`."""
-    unknown = set(moves) - set(MOVES)
-    if unknown:
-        raise ValueError(f"unknown search move(s) {sorted(unknown)}; choose from {', '.join(MOVES)}")
 
 
 def neighbours(adjacency: np.ndarray, edge_logit: np.ndarray, moves: Sequence[str] = DEFAULT_MOVES) -> List[Tuple[Move, np.ndarray]]:
@@ -90,15 +84,8 @@ def graph_log_prior(adjacency: np.ndarray, edge_logit: np.ndarray) -> float:
     return float(np.where(free, np.where(adjacency == 1, log_on, log_off), 0.0).sum())
 
 
-def held_logits(adjacency: np.ndarray) -> np.ndarray:
-    """Prior logits that hold the graph at ``adjacency``: ``+inf`` on its edges, ``-inf`` elsewhere."""
-    logits = np.where(np.asarray(adjacency) == 1, np.inf, -np.inf)
-    np.fill_diagonal(logits, 0.0)
-    return logits
-
-
-def search_edges(start: np.ndarray, edge_logit: np.ndarray, num_rows: int, rounds: int,
-                 fit_held: Callable[[np.ndarray], "object"], moves: Sequence[str] = DEFAULT_MOVES) -> Tuple["object", Dict]:
+def hill_climb(start: np.ndarray, edge_logit: np.ndarray, num_rows: int, rounds: int,
+               fit_held: Callable[[np.ndarray], "object"], moves: Sequence[str] = DEFAULT_MOVES) -> Tuple["object", Dict]:
     """Hill-climb from the DAG ``start`` over :func:`neighbours`, scoring each by a held fit.
 
     Args:
@@ -107,14 +94,14 @@ def search_edges(start: np.ndarray, edge_logit: np.ndarray, num_rows: int, round
         num_rows: ``N``, to put ``log p(G)`` per row beside the bound per row.
         rounds: at most this many moves.
         moves: which of :data:`MOVES` to propose.
-        fit_held: ``graph -> FitResult`` of a fit with the graph held (its ``settings["elbo"]``
-            is the bound per row).
+        fit_held: ``graph -> FitResult`` of a fit with the graph held (its ``elbo`` is the
+            bound per row).
 
     Returns:
         The held fit of the best graph, and a record: the moves taken and every score.
     """
     def score(result, graph) -> float:
-        return float(result.settings["elbo"]) + graph_log_prior(graph, edge_logit) / num_rows
+        return float(result.elbo) + graph_log_prior(graph, edge_logit) / num_rows
 
     start_time = time.perf_counter()
     graph = np.asarray(start, dtype=np.int64)
@@ -139,3 +126,35 @@ def search_edges(start: np.ndarray, edge_logit: np.ndarray, num_rows: int, round
     record["score"] = round(best_score, 6)
     record["seconds"] = round(time.perf_counter() - start_time, 3)
     return best, record
+
+
+def search_edges(result, rounds: int = 1, *, restarts: int = 3, moves: Sequence[str] = DEFAULT_MOVES):
+    """Hill-climb from ``result``'s DAG, each graph scored by :func:`fit_with_graph_held` plus ``log p(G)``.
+
+    Args:
+        result: a :class:`~pyro_causal.result.FitResult` of :func:`pyro_causal.fit`.
+        rounds: at most this many single-edge changes kept.
+        restarts: seeds per held fit (from the fit's ``seed``); the best bound is the score.
+        moves: which of :data:`MOVES` to propose.
+
+    Returns:
+        The held fit of the graph chosen (``edge_probs`` 0/1), with ``records["edge_search"]``
+        (every score, the moves kept) and ``records["searched_from_elbo"]`` (``result.elbo``).
+    """
+    options = EdgeSearch(rounds=rounds, restarts=restarts, moves=tuple(moves))
+    problem = _problem(result)
+    n, d = problem.shape
+    fits = []
+
+    def fit_held(graph: np.ndarray):
+        fits.append(graph)
+        return fit_with_graph_held(result, graph, seed=problem.seed, restarts=restarts,
+                                   prefix=f"edge search fit {len(fits)}")
+
+    searched, record = hill_climb(result.adjacency, problem.priors.logits(d), n, rounds, fit_held, options.moves)
+    record["start_edges"] = [[int(i), int(j)] for i, j in zip(*np.nonzero(result.adjacency))]
+    after = dict(result.settings["after_training"], edge_search={**asdict(options), "moves": list(options.moves)})
+    records = {**result.records, "skipped_steps": searched.records["skipped_steps"], "edge_search": record,
+               "searched_from_elbo": result.elbo}
+    return replace(searched, settings={**result.settings, "after_training": after}, records=records,
+                   seed=searched.seed, wall_time=result.wall_time + record["seconds"])

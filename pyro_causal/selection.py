@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .api import fit
+from .config import Priors
 from .elbo import mean_elbo
 from .result import FitResult
 
@@ -136,6 +137,16 @@ def _take(value, rows: np.ndarray):
     return None if value is None else np.asarray(value)[rows]
 
 
+def _fit_point(x, point: Mapping[str, Any], fit_kwargs: Mapping[str, Any], **more) -> FitResult:
+    """``fit`` at one grid point: its :class:`~pyro_causal.config.Priors` fields go into ``priors``."""
+    prior_fields = {f.name for f in fields(Priors)}
+    kwargs = {**fit_kwargs, **{k: v for k, v in point.items() if k not in prior_fields}, **more}
+    chosen = {k: v for k, v in point.items() if k in prior_fields}
+    if chosen:
+        kwargs["priors"] = replace(fit_kwargs.get("priors") or Priors(), **chosen)
+    return fit(x, **kwargs)
+
+
 def select_hyperparameters(
     x,
     grid: Optional[Mapping[str, Sequence[Any]]] = None,
@@ -151,7 +162,7 @@ def select_hyperparameters(
 
     Args:
         x: ``(n, d)`` data in the original units (as for :func:`~pyro_causal.api.fit`).
-        grid: ``{fit keyword: values}``; every combination is tried (default
+        grid: ``{fit keyword or Priors field: values}``; every combination is tried (default
             :data:`DEFAULT_GRID`, ``edge_logit`` in ``{-4, -2, 0}`` x ``target_logit`` in
             ``{-4, -2}``).
         validation_fraction: share of the shuffled rows held out (the paper's 20%).
@@ -177,14 +188,14 @@ def select_hyperparameters(
     regimes, targets = fit_kwargs.pop("regimes", None), fit_kwargs.get("targets")
     scores = []
     for point in points:
-        result = fit(x[train], regimes=_take(regimes, train), seed=seed, **point, **fit_kwargs)
+        result = _fit_point(x[train], point, fit_kwargs, regimes=_take(regimes, train), seed=seed)
         held = heldout_scores(result, x[validation], regimes=_take(regimes, validation),
                               targets=targets, num_draws=num_draws, seed=seed)
         scores.append({**point, **held, "score": held[criterion],
                        "num_edges": int(result.adjacency.sum()), "stop_reason": result.stop_reason})
         logger.info("selection %s: held-out %s per row %.4f", point, criterion, held[criterion])
     best = dict(points[int(np.argmax([row["score"] for row in scores]))])
-    final = fit(x, regimes=regimes, seed=seed, **best, **fit_kwargs) if refit else None
+    final = _fit_point(x, best, fit_kwargs, regimes=regimes, seed=seed) if refit else None
     return SelectionResult(scores=scores, best=best, criterion=criterion, train_rows=train,
                            validation_rows=validation, result=final)
 

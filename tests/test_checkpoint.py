@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.checkpoint import CHECKPOINT_FILE, Checkpointing, TrainingInterrupted, load_checkpoint
 from pyro_causal.cli import main
 from pyro_causal.io import DataError, write_csv
@@ -26,7 +26,8 @@ def data():
 
 
 def test_checkpoints_hold_plain_data_only(data, tmp_path):
-    fit(data.x, schedule=SCHEDULE, checkpoint=Checkpointing(tmp_path, every=50), held_refit=False)
+    fit(data.x,
+        config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(tmp_path, every=50), after_training=AfterTraining(held_refit=False)))
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["step_count"] == 180 and state["lagrangian_stop"] == "budget"
     assert set(state["rng"]) == {"torch", "python", "numpy"} and len(state["elbo_trace"]) == 180
@@ -44,7 +45,7 @@ def test_checkpoints_hold_plain_data_only(data, tmp_path):
 
 
 def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path):
-    straight = fit(data.x, schedule=SCHEDULE, seed=3)
+    straight = fit(data.x, seed=3, config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
 
     def interrupt(event):
         if event.kind == "step":  # at step 100, inside step(): a real signal in the middle of a step
@@ -52,18 +53,23 @@ def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path)
 
     folder = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match=f"interrupted at step 100; checkpoint saved in {folder}"):
-        fit(data.x, schedule=SCHEDULE, seed=3, callbacks=[interrupt], checkpoint=Checkpointing(folder, every=7))
+        fit(data.x, seed=3, callbacks=[interrupt],
+            config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, every=7)))
     assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["step_count"] == 100
-    resumed = fit(data.x, schedule=SCHEDULE, seed=3, checkpoint=Checkpointing(folder, resume=folder))
+    resumed = fit(data.x,
+                  seed=3,
+                  config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, resume=folder)))
     np.testing.assert_array_equal(resumed.edge_probs, straight.edge_probs)
     np.testing.assert_array_equal(resumed.elbo_trace, straight.elbo_trace)
     np.testing.assert_array_equal(resumed.assignment_probs(), straight.assignment_probs())
-    assert resumed.settings["elbo"] == straight.settings["elbo"]
-    assert resumed.settings["held_refit"] == straight.settings["held_refit"]
+    assert resumed.elbo == straight.elbo
+    assert resumed.records["held_refit"] == straight.records["held_refit"]
     with pytest.raises(ValueError, match="written by a fit of other data or options"):
-        fit(data.x, schedule=SCHEDULE, seed=4, checkpoint=Checkpointing(folder, resume=folder))
+        fit(data.x,
+            seed=4,
+            config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, resume=folder)))
     with pytest.raises(ValueError, match="checkpoint covers a single fit"):
-        fit(data.x, restarts=2, checkpoint=Checkpointing(folder))
+        fit(data.x, restarts=2, config=FitConfig(checkpoint=Checkpointing(folder)))
     with pytest.raises(ValueError, match="every must be an integer >= 1"):
         Checkpointing(folder, every=0)
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pyro_causal import LatentInterventionModel, PenaltySchedule, Trainer, TrainingConfig, fit, simulate
+from pyro_causal import FitConfig, LatentInterventionModel, PenaltySchedule, Trainer, TrainingConfig, fit, simulate
 from pyro_causal.commands import FIT_OUTPUTS
 from pyro_causal.distributed import DistributedTrainer, fit_distributed, launch
 
@@ -83,7 +83,9 @@ def _fit_kwargs(options: dict) -> dict:
     options = dict(options)
     if options.pop("semi_supervised", False):
         options["regimes"] = _regimes(_data())
-    return dict(schedule=SCHEDULE, seed=1, **options)
+    batch_size = options.pop("batch_size", None)
+    return dict(seed=1, batch_size=batch_size, regimes=options.pop("regimes", None),
+                config=FitConfig(training=TrainingConfig(schedule=SCHEDULE, **options)))
 
 
 def _worker(send) -> dict:
@@ -147,8 +149,8 @@ def test_fit_matches_one_process(two_processes, case):
 
 def test_one_process_is_plain_fit():
     data = _data()
-    a = fit_distributed(data.x, processes=1, schedule=SCHEDULE, seed=2)
-    b = fit(data.x, schedule=SCHEDULE, seed=2)
+    a = fit_distributed(data.x, processes=1, seed=2, config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
+    b = fit(data.x, seed=2, config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
     np.testing.assert_array_equal(a.edge_probs, b.edge_probs)
 
 

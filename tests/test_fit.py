@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, is_dag, simulate
+from pyro_causal import FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit, is_dag, simulate
+from pyro_causal.api import default_graph_estimator
 from pyro_causal.elbo import mean_elbo
 from pyro_causal.io import DataError
 from pyro_causal.metrics import hamming_distance
@@ -38,27 +39,33 @@ def test_recovers_a_small_graph_with_latent_interventions(chain):
 
 def test_restarts_keep_the_fit_with_the_highest_elbo(chain):
     short = PenaltySchedule(first_round_steps=60, round_steps=20, max_rounds=2)
-    result = fit(chain.x, schedule=short, restarts=3, seed=7)
-    scores = result.settings["restart_elbos"]
+    result = fit(chain.x, restarts=3, seed=7, config=FitConfig(training=TrainingConfig(schedule=short)))
+    scores = result.records["restart_elbos"]
     assert len(scores) == 3 and result.settings["restarts"] == 3
-    assert result.settings["chosen_seed"] == 7 + int(np.argmax(scores))
+    assert result.records["chosen_seed"] == 7 + int(np.argmax(scores))
     x = torch.as_tensor(result.standardizer(chain.x), dtype=torch.float32)
-    assert mean_elbo(result.model, x, seed=result.settings["chosen_seed"])[0] == pytest.approx(max(scores), rel=1e-6)
-    single = fit(chain.x, schedule=short, seed=result.settings["chosen_seed"])
+    assert mean_elbo(result.model, x, seed=result.records["chosen_seed"])[0] == pytest.approx(max(scores), rel=1e-6)
+    single = fit(chain.x, seed=result.records["chosen_seed"], config=FitConfig(training=TrainingConfig(schedule=short)))
     np.testing.assert_array_equal(single.edge_probs, result.edge_probs)
-    with pytest.raises(ValueError, match="restarts must be >= 1"):
+    with pytest.raises(ValueError, match="restarts must be an int >= 1"):
         fit(chain.x, restarts=0)
 
 
 def test_same_seed_same_result(chain):
-    a = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
-    b = fit(chain.x, schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2), seed=5)
+    a = fit(chain.x,
+            seed=5,
+            config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2))))
+    b = fit(chain.x,
+            seed=5,
+            config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=30, round_steps=10, max_rounds=2))))
     np.testing.assert_array_equal(a.edge_probs, b.edge_probs)
     np.testing.assert_array_equal(a.elbo_trace, b.elbo_trace)
 
 
 def test_always_returns_a_dag_even_when_stopped_early(chain):
-    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), seed=0)
+    result = fit(chain.x,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
     assert result.stop_reason == "budget"
     assert is_dag(result.adjacency)
 
@@ -82,7 +89,9 @@ def test_variants_are_the_same_model_conditioned(chain, kwargs, variant, compone
         options["regimes"] = regimes
     if options.get("targets"):
         options["targets"] = chain.targets
-    result = fit(chain.x, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1), **options)
+    result = fit(chain.x,
+                 **options,
+                 config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
     assert result.variant == variant
     assert result.model.truncation == components
     if variant == "known":
@@ -169,17 +178,17 @@ def test_a_step_far_below_the_recent_elbos_updates_only_the_edges():
 
 
 def test_the_edge_gradient_default_follows_the_supervision(chain):
+    semi_labels = np.where(np.arange(len(chain.x)) % 2 == 0, chain.regimes, -1)
+    assert default_graph_estimator("linear", None, False) == "straight-through"  # latent
+    assert default_graph_estimator("linear", chain.regimes, True) == "straight-through"  # observational
+    assert default_graph_estimator("linear", chain.regimes, False) == "local"  # unknown
+    assert default_graph_estimator("linear", semi_labels, False) == "local"  # semi-supervised
+    assert default_graph_estimator("mlp", chain.regimes, False) == "straight-through"  # no exact edge gains
     short = PenaltySchedule(first_round_steps=20, round_steps=10, max_rounds=1)
-    latent = fit(chain.x, schedule=short)
-    unknown = fit(chain.x, regimes=chain.regimes, schedule=short)
-    semi = fit(chain.x, regimes=np.where(np.arange(len(chain.x)) % 2 == 0, chain.regimes, -1), schedule=short)
-    mlp = fit(chain.x, regimes=chain.regimes, density="mlp", schedule=short)
-    observational = fit(chain.x, observational=True, schedule=short)
-    assert latent.settings["graph_estimator"] == observational.settings["graph_estimator"] == "straight-through"
-    assert unknown.settings["graph_estimator"] == semi.settings["graph_estimator"] == "local"
-    assert mlp.settings["graph_estimator"] == "straight-through"  # no exact edge gains
-    assert fit(chain.x, regimes=chain.regimes, graph_estimator="straight-through",
-               schedule=short).settings["graph_estimator"] == "straight-through"
+    latent = fit(chain.x, config=FitConfig(training=TrainingConfig(schedule=short)))
+    unknown = fit(chain.x, regimes=chain.regimes,
+                  config=FitConfig(training=TrainingConfig(schedule=short, graph_estimator="local")))
+    assert unknown.settings["training"]["graph_estimator"] == "local"  # a given TrainingConfig is used as is
     for result in (latent, unknown):  # the reported bound is the 16-draw one, not the last step's
         x = torch.as_tensor(result.standardizer(chain.x), dtype=torch.float32)
         regimes = None if result is latent else torch.as_tensor(chain.regimes)
@@ -233,12 +242,12 @@ def test_cli_edge_and_density_options(chain, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["fit", str(csv), "--out", str(out), "--graph-estimator", "local", "--restarts", "2", *tiny]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["settings"]["graph_estimator"] == "local"
-    assert "refit_steps" not in summary["settings"] and "tensorwise_edges" not in summary["settings"]
-    assert summary["settings"]["restarts"] == 2 and len(summary["settings"]["restart_elbos"]) == 2
-    assert set(summary["settings"]["held_refit"]) == {"elbo_before", "elbo_after", "kept"}
+    assert summary["settings"]["training"]["graph_estimator"] == "local"
+    assert "refit_steps" not in summary["settings"]["training"] and "tensorwise_edges" not in summary["settings"]["training"]
+    assert summary["settings"]["restarts"] == 2 and len(summary["records"]["restart_elbos"]) == 2
+    assert set(summary["records"]["held_refit"]) == {"elbo_before", "elbo_after", "kept"}
     assert main(["fit", str(csv), "--out", str(tmp_path / "unrefitted"), "--no-held-refit", *tiny]) == 0
-    assert json.loads((tmp_path / "unrefitted" / "summary.json").read_text())["settings"]["held_refit"] is None
+    assert json.loads((tmp_path / "unrefitted" / "summary.json").read_text())["records"]["held_refit"] is None
     assert main(["fit", str(csv), "--out", str(tmp_path / "none"), "--restarts", "0", *tiny]) != 0
     for removed in (["--refit-steps", "7"], ["--tensorwise-edges"]):  # measured as no help, removed
         assert main(["fit", str(csv), "--out", str(tmp_path / "removed"), *removed, *tiny]) == 2
@@ -249,8 +258,8 @@ def test_cli_edge_and_density_options(chain, tmp_path, capsys):
     searched = tmp_path / "searched"
     assert main(["fit", str(csv), "--out", str(searched), "--edge-search", "1", "--search-moves", "reverse,remove",
                  "--search-restarts", "1", *tiny]) == 0
-    settings = json.loads((searched / "summary.json").read_text())["settings"]
-    assert settings["edge_search"]["scores"] and settings["search_moves"] == ["reverse", "remove"]
+    settings, records = (json.loads((searched / "summary.json").read_text())[key] for key in ("settings", "records"))
+    assert records["edge_search"]["scores"] and settings["after_training"]["edge_search"]["moves"] == ["reverse", "remove"]
     assert main(["fit", str(csv), "--out", str(tmp_path / "flip"), "--edge-search", "1", "--search-moves", "flip", *tiny]) == 1
     err = capsys.readouterr().err
     assert "unknown search move(s) ['flip']" in err and "Traceback" not in err

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -19,7 +19,8 @@ def data():
 @pytest.mark.parametrize("batch_size", [None, 64])
 def test_fit_on_cuda(data, batch_size):
     seen = []
-    result = fit(data.x, device="cuda", batch_size=batch_size, schedule=SCHEDULE, callbacks=[seen.append])
+    result = fit(data.x, device="cuda", batch_size=batch_size, callbacks=[seen.append],
+                 config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
     assert all(p.device.type == "cuda" for p in result.model.parameters())
     assert all(b.device.type == "cuda" for b in result.model.buffers())
     assert result.settings["device"].startswith("cuda")
@@ -42,7 +43,9 @@ def test_cli_device_cuda(tmp_path, data):
 def test_nccl_two_gpus_match_one(data):
     from pyro_causal.distributed import fit_distributed
 
-    one = fit(data.x, schedule=SCHEDULE, seed=2, device="cuda", batch_size=200)
-    two = fit_distributed(data.x, processes=2, schedule=SCHEDULE, seed=2, device="cuda", batch_size=200)
+    one = fit(data.x, seed=2, device="cuda", batch_size=200,
+              config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
+    two = fit_distributed(data.x, processes=2, seed=2, device="cuda", batch_size=200,
+                          config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
     assert two.settings["backend"] == "nccl"
     np.testing.assert_allclose(two.edge_probs, one.edge_probs, rtol=1e-4, atol=1e-6)

@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit, simulate
-from pyro_causal.held_refit import graph_held, held_config, refit_with_graph_held
-from pyro_causal.model import LatentInterventionModel
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, Priors, TrainingConfig, fit, simulate
+from pyro_causal.held_refit import fit_with_graph_held, graph_held, refit_with_graph_held
 
 SHORT = PenaltySchedule(first_round_steps=200, round_steps=50, max_rounds=4)
 MEDIUM = PenaltySchedule(first_round_steps=400, round_steps=100)  # the refit then runs 400 steps
@@ -18,7 +17,9 @@ def mixture():
 
 @pytest.fixture(scope="module")
 def unrefitted(mixture):
-    return fit(mixture.x, held_refit=False, seed=1, schedule=MEDIUM)
+    return fit(mixture.x,
+               seed=1,
+               config=FitConfig(after_training=AfterTraining(held_refit=False), training=TrainingConfig(schedule=MEDIUM)))
 
 
 def test_graph_held_holds_the_graph_and_restores_the_masks(unrefitted):
@@ -30,32 +31,42 @@ def test_graph_held_holds_the_graph_and_restores_the_masks(unrefitted):
     assert torch.equal(guide.edge_probs(), before) and not guide.required.any() and not guide.forbidden.any()
 
 
-def test_the_graph_is_held_then_the_loops_edge_posterior_restored(mixture, unrefitted):
-    x = torch.as_tensor(unrefitted.standardizer(mixture.x), dtype=torch.float32)
-    torch.manual_seed(0)
-    fresh = LatentInterventionModel(4)
-    forbidden = torch.zeros(4, 4, dtype=torch.bool)
-    forbidden[0, 1] = not unrefitted.adjacency[0, 1]  # a prior constraint of the fresh model's own
-    fresh.guide.forbidden.copy_(forbidden)
-    initial = [p.detach().clone() for p in fresh.density.parameters()]
-    trainer = refit_with_graph_held(unrefitted.model, fresh,
-                                    lambda m: Trainer(m, x, config=held_config(TrainingConfig(schedule=SHORT))))
-    assert len(trainer.elbo_trace) == SHORT.first_round_steps  # one round: the held graph is a DAG
-    assert max(trainer.h_trace) == 0.0
-    torch.testing.assert_close(fresh.guide.edge_probs(), unrefitted.model.guide.edge_probs())
-    assert torch.equal(fresh.guide.forbidden, forbidden) and not fresh.guide.required.any()
-    assert any(not torch.equal(a, b) for a, b in zip(initial, fresh.density.parameters()))
+def test_fit_with_graph_held_holds_exactly_the_graph_given(unrefitted):
+    graph = unrefitted.adjacency.copy()
+    i, j = np.argwhere(graph == 1)[0]
+    graph[i, j], graph[j, i] = 0, 1  # another DAG than the one found
+    held = fit_with_graph_held(unrefitted, graph)
+    np.testing.assert_array_equal(held.edge_probs, graph)
+    np.testing.assert_array_equal(held.adjacency, graph)
+    assert len(held.elbo_trace) == MEDIUM.first_round_steps and max(held.h_trace) == 0.0  # one round
+    assert held.records["skipped_steps"] >= 0 and held.settings == unrefitted.settings
+    with pytest.raises(ValueError, match="0/1 DAG"):
+        fit_with_graph_held(unrefitted, graph + graph.T)
+
+
+def test_the_held_refit_is_the_held_fit_given_the_loops_edge_posterior(unrefitted):
+    held = fit_with_graph_held(unrefitted, unrefitted.adjacency, seed=unrefitted.seed)
+    refitted = refit_with_graph_held(unrefitted)
+    assert refitted.records["held_refit"]["kept"]  # else refitted.model is the loop's
+    for (name, a), (_, b) in zip(held.model.named_parameters(), refitted.model.named_parameters()):
+        if not name.endswith("edge_logits"):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(refitted.edge_probs, unrefitted.edge_probs)
+    with graph_held(refitted.model, torch.as_tensor(unrefitted.adjacency)):
+        bound = refitted.problem.score(refitted.model, unrefitted.seed)
+    assert bound == pytest.approx(held.elbo, abs=1e-9)  # one bound: the held fit's
+    assert refitted.elbo == pytest.approx(refitted.records["held_refit"]["elbo_after"], abs=1e-6)
 
 
 def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
-    refitted = fit(mixture.x, seed=1, schedule=MEDIUM)
+    refitted = fit(mixture.x, seed=1, config=FitConfig(training=TrainingConfig(schedule=MEDIUM)))
     np.testing.assert_array_equal(refitted.edge_probs, unrefitted.edge_probs)
     np.testing.assert_array_equal(refitted.adjacency, unrefitted.adjacency)
     np.testing.assert_array_equal(refitted.elbo_trace, unrefitted.elbo_trace)
-    record = refitted.settings["held_refit"]
-    assert unrefitted.settings["held_refit"] is None
-    assert record["elbo_before"] == pytest.approx(unrefitted.settings["elbo"], abs=1e-6)
-    assert refitted.settings["elbo"] == pytest.approx(max(record["elbo_before"], record["elbo_after"]), abs=1e-6)
+    record = refitted.records["held_refit"]
+    assert unrefitted.records["held_refit"] is None
+    assert record["elbo_before"] == pytest.approx(unrefitted.elbo, abs=1e-6)
+    assert refitted.elbo == pytest.approx(max(record["elbo_before"], record["elbo_after"]), abs=1e-6)
     assert record["kept"] == (record["elbo_after"] > record["elbo_before"])
     # on this mixture the mixture refitted to the final graph gives the better posterior
     assert record["kept"] and record["elbo_after"] > record["elbo_before"] + 0.01
@@ -64,6 +75,7 @@ def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
 def test_no_refit_when_every_edge_is_fixed(mixture):
     held = np.where(mixture.adjacency == 1, np.inf, -np.inf)
     np.fill_diagonal(held, 0.0)
-    result = fit(mixture.x, schedule=SHORT, edge_logit=held, seed=1)
-    assert result.settings["held_refit"] is None
+    result = fit(mixture.x, seed=1, priors=Priors(edge_logit=held),
+                 config=FitConfig(training=TrainingConfig(schedule=SHORT)))
+    assert result.records["held_refit"] is None
     np.testing.assert_array_equal(result.adjacency, mixture.adjacency)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.cli import build_parser, main
 from pyro_causal.io import OUTPUT_NAMES, DataWarning
@@ -48,8 +48,9 @@ def test_help_prints_the_values_the_parser_uses(capsys):
     assert "keep or cut the parents of targets (default imperfect)" in text
     assert "also write PNG figures into --out (default off)" in text
     defaults = subparsers()["fit"].parse_args(["data.csv", "--out", "o"])
-    assert (defaults.first_round_steps, defaults.max_rounds, defaults.density, defaults.plots) == (
-        schedule.first_round_steps, schedule.max_rounds, "linear", False)
+    flags = vars(defaults)  # each flag's dest is the fit keyword or config field it sets
+    assert (flags["config.training.schedule.first_round_steps"], flags["config.training.schedule.max_rounds"],
+            flags["fit.density"], defaults.plots) == (schedule.first_round_steps, schedule.max_rounds, "linear", False)
 
 
 # ----------------------------------------------------------------------------- dependencies and imports
@@ -164,22 +165,26 @@ def test_summary_json_has_one_key_per_quantity_and_every_key_is_documented(csv_w
     summary = json.loads((out / "summary.json").read_text())
     assert "final_elbo_per_row" not in summary and "elbo" not in summary["settings"]
     assert summary["elbo_per_row"] != summary["last_step_elbo_per_row"]
-    settings = summary["settings"]
-    keys = set(summary) | set(settings) | set(settings["schedule"]) | set(settings["edge_search"])
+    settings, records = summary["settings"], summary["records"]
+    keys = set(summary) | set(records) | set(records["edge_search"]) | set(records["held_refit"] or {})
+    for value in settings.values():  # asdict(FitConfig) and asdict(Priors): every field documented
+        keys |= set(value) if isinstance(value, dict) else set()
+    keys |= set(settings) | set(settings["training"]["schedule"]) | set(settings["after_training"]["edge_search"])
     assert keys - documented_keys() == set()
-    for record in settings["order_refit"]:
+    for record in records["order_refit"]:
         assert set(record) - documented_keys() == set()
 
 
 def test_summary_values_are_the_result_s():
     data = simulate(num_variables=3, num_samples=200, seed=0)
-    result = fit(data.x, seed=0, schedule=TINY, held_refit=False)
+    result = fit(data.x,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(held_refit=False)))
     summary = result.summary()
-    assert summary["elbo_per_row"] == pytest.approx(result.settings["elbo"]) == pytest.approx(result.elbo)
+    assert summary["elbo_per_row"] == pytest.approx(result.elbo)
     assert summary["last_step_elbo_per_row"] == pytest.approx(float(result.elbo_trace[-1]))
     assert summary["steps"] == len(result.elbo_trace) == 5
-    assert {k: v for k, v in result.settings.items() if not k.startswith("_") and k != "elbo"}.keys() == \
-        summary["settings"].keys()
+    assert summary["settings"] == result.settings and summary["records"] == result.records
 
 
 # ----------------------------------------------------------------------------- data frames and regime-like columns
@@ -187,10 +192,15 @@ def test_a_data_frame_s_column_names_are_the_variable_names():
     pandas = pytest.importorskip("pandas")
     data = simulate(num_variables=3, num_samples=200, seed=0)
     frame = pandas.DataFrame(data.x, columns=["raf", "mek", "erk"])
-    result = fit(frame, seed=0, schedule=TINY, held_refit=False)
+    result = fit(frame,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(held_refit=False)))
     assert result.names == ["raf", "mek", "erk"]
     assert sorted(result.graph.nodes) == ["erk", "mek", "raf"]
-    assert fit(frame, names=["a", "b", "c"], seed=0, schedule=TINY, held_refit=False).names == ["a", "b", "c"]
+    assert fit(frame,
+               names=["a", "b", "c"],
+               seed=0,
+               config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(held_refit=False))).names == ["a", "b", "c"]
     assert prepare_data(pandas.DataFrame(data.x))[1] == ["0", "1", "2"]  # integer labels become text
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import simulate
+from pyro_causal import AfterTraining, FitConfig, TrainingConfig, simulate
 from pyro_causal.held_refit import order_held
 from pyro_causal.model import LatentInterventionModel
 from pyro_causal.order_search import component_moments, insertion_moves, order_scores, search_order
@@ -114,7 +114,9 @@ def short_fit():
 
     data = simulate(4, 1.0, 1500, seed=2)
     schedule = PenaltySchedule(first_round_steps=150, round_steps=50, max_rounds=3)
-    return data, fit(data.x, schedule=schedule, order_refit=0, held_refit=False, seed=0), schedule
+    return data, fit(data.x,
+                     seed=0,
+                     config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(order_refit=0, held_refit=False))), schedule
 
 
 @pytest.mark.parametrize("score, kept", [(float("inf"), False), (float("-inf"), True)])
@@ -141,12 +143,14 @@ def test_fit_records_each_order_round_and_stops_at_the_first_not_kept(short_fit)
     from pyro_causal import fit
 
     data, _, schedule = short_fit
-    result = fit(data.x, schedule=schedule, order_refit=4, held_refit=False, seed=0)
-    rounds = result.settings["order_refit"]
+    result = fit(data.x,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(order_refit=4, held_refit=False)))
+    rounds = result.records["order_refit"]
     assert 1 <= len(rounds) <= 4
     assert all(r["kept"] for r in rounds[:-1]) and (len(rounds) == 4 or not rounds[-1]["kept"])
     kept = [r["elbo_after"] for r in rounds if r["kept"]]
-    assert result.settings["elbo"] == pytest.approx(max([rounds[0]["elbo_before"], *kept]), abs=1e-6)
+    assert result.elbo == pytest.approx(max([rounds[0]["elbo_before"], *kept]), abs=1e-6)
     for previous, current in zip(rounds, rounds[1:]):
         assert current["elbo_before"] == previous["elbo_after"]
 
@@ -155,11 +159,16 @@ def test_order_refit_runs_by_default_only_where_regimes_are_given(short_fit):
     from pyro_causal import fit
 
     data, _, schedule = short_fit
-    latent = fit(data.x, schedule=schedule, held_refit=False, seed=0)
-    assert latent.settings["order_refit_rounds"] == 0 and latent.settings["order_refit"] == []
+    latent = fit(data.x,
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(held_refit=False)))
+    assert latent.settings["after_training"]["order_refit"] == 0 and latent.records["order_refit"] == []
     regimes = data.regimes.copy()
     regimes[::2] = -1  # semi-supervised: half the rows labelled
-    semi = fit(data.x, regimes=regimes, schedule=schedule, held_refit=False, seed=0)
-    assert semi.settings["order_refit_rounds"] == 3 and 1 <= len(semi.settings["order_refit"]) <= 3
+    semi = fit(data.x,
+               regimes=regimes,
+               seed=0,
+               config=FitConfig(training=TrainingConfig(schedule=schedule, graph_estimator="local"), after_training=AfterTraining(held_refit=False)))
+    assert semi.settings["after_training"]["order_refit"] == 3 and 1 <= len(semi.records["order_refit"]) <= 3
     with pytest.raises(ValueError, match="order_refit must be an int >= 0"):
-        fit(data.x, order_refit=-1)
+        fit(data.x, config=FitConfig(after_training=AfterTraining(order_refit=-1)))

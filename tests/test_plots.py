@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.cli import main
 from pyro_causal.plots import PLOT_FILES, plot_components, plot_edge_probs, plot_graphs, plot_training, save_all_plots
 
@@ -18,7 +18,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(data):
-    return fit(data.x, names=data.names, schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))
+    return fit(data.x,
+               names=data.names,
+               config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
 
 
 def _is_png(path) -> bool:

@@ -4,6 +4,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from pyro_causal import FitConfig, Preprocessing, TrainingConfig
 
 from pyro_causal import (
     PenaltySchedule,
@@ -29,7 +30,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(data):
-    return fit(data.x, schedule=TINY)
+    return fit(data.x, config=FitConfig(training=TrainingConfig(schedule=TINY)))
 
 
 def test_exact_assignment_probs_are_distributions(result, data):
@@ -116,7 +117,8 @@ def test_seeded_calls_leave_the_global_rng_alone(result):
 
 def test_log_transformed_fits_predict_positive_values():
     x = np.exp(simulate(num_variables=3, num_samples=300, seed=1).x / 3)
-    logged = fit(x, log_transform=True, schedule=TINY)
+    logged = fit(x,
+                 config=FitConfig(preprocessing=Preprocessing(log_transform=True), training=TrainingConfig(schedule=TINY)))
     draws = posterior_predictive(logged, 500, seed=0)
     assert (draws > 0).all()
     assert np.all(np.abs(np.log(draws).mean(0) - np.log(x).mean(0)) < 0.5 * np.log(x).std(0))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro.distributions import Bernoulli, Dirichlet
 
-from pyro_causal import LatentInterventionModel, PenaltySchedule, fit, priors, simulate
+from pyro_causal import FitConfig, LatentInterventionModel, ModelOptions, PenaltySchedule, Priors, TrainingConfig, fit, priors, simulate
 from pyro_causal.distributions import stick_breaking_log_weights
 from pyro_causal.elbo import elbo_terms
 
@@ -32,7 +32,9 @@ def test_pitman_yor_sticks_have_heavier_tails_than_the_dirichlet_process():
 def test_a_stick_prior_passed_as_a_distribution_is_used(sticks):
     data = simulate(num_variables=3, num_samples=300, seed=0)
     law = priors.pitman_yor_sticks(1.0, 0.3, 5) if sticks == "pitman_yor" else priors.finite_dirichlet_sticks(1.0, 5)
-    result = fit(data.x, truncation=5, stick_prior=law, schedule=SHORT)
+    result = fit(data.x,
+                 truncation=5,
+                 config=FitConfig(training=TrainingConfig(schedule=SHORT), model=ModelOptions(extra={'stick_prior': law})))
     torch.testing.assert_close(result.model.stick_prior().concentration0, law.concentration0)
     default = LatentInterventionModel(3, truncation=5)
     default.load_state_dict(result.model.state_dict())
@@ -52,7 +54,7 @@ def test_forbidden_required_and_favoured_edges():
     required[2, 3] = True
     logits = priors.edge_logits(4, base=-2.0, forbidden=forbidden, required=required, favoured=np.eye(4, k=1))
     assert logits[0, 2] == -2.0 and logits[1, 2] == 1.0 and torch.isinf(logits[0, 1]) and logits[2, 3] == np.inf
-    result = fit(data.x, edge_logit=logits, schedule=SHORT)
+    result = fit(data.x, priors=Priors(edge_logit=logits), config=FitConfig(training=TrainingConfig(schedule=SHORT)))
     assert result.edge_probs[0, 1] == 0 and result.edge_probs[1, 0] == 0
     assert result.edge_probs[2, 3] == 1 and result.adjacency[2, 3] == 1
     with pytest.raises(ValueError, match="shape"):

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pyro_causal
-from pyro_causal import PenaltySchedule
+from pyro_causal import FitConfig, PenaltySchedule, TrainingConfig
 from pyro_causal.metrics import hamming_distance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,9 @@ def test_the_python_example_runs_verbatim_and_prints_the_result_s_values(monkeyp
     assert len(code.strip().splitlines()) <= 12
     fit = pyro_causal.fit
     budget = PenaltySchedule(first_round_steps=5, round_steps=2, max_rounds=1)  # as Pyro's CI runs its examples
-    monkeypatch.setattr(pyro_causal, "fit", lambda *args, **kwargs: fit(*args, schedule=budget, **kwargs))
+    monkeypatch.setattr(pyro_causal, "fit", lambda *args, **kwargs: fit(*args,
+                                                                        **kwargs,
+                                                                        config=FitConfig(training=TrainingConfig(schedule=budget))))
     printed, namespace = io.StringIO(), {}
     with contextlib.redirect_stdout(printed):
         exec(compile(code, "README.md", "exec"), namespace)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.checks import MAX_TRUNCATION
 from pyro_causal.cli import main
@@ -40,10 +40,15 @@ def one_line_error(capsys, *needles):
 # ----------------------------------------------------------------------------- resources
 def test_regime_labels_with_gaps_give_one_component_per_label(data):
     regimes = np.repeat([0, 5, 1_000_000], 40)
-    result = fit(data.x, regimes=regimes, schedule=TINY, held_refit=False)
+    result = fit(data.x,
+                 regimes=regimes,
+                 config=FitConfig(training=TrainingConfig(schedule=TINY, graph_estimator="local"), after_training=AfterTraining(held_refit=False)))
     assert result.variant == "unknown" and result.model.truncation == 3
     targets = np.array([[0, 0, 0]] + [[0, 0, 0]] * 4 + [[1, 0, 0]])
-    known = fit(data.x, regimes=np.repeat([0, 1, 5], 40), targets=targets, schedule=TINY, held_refit=False)
+    known = fit(data.x,
+                regimes=np.repeat([0, 1, 5], 40),
+                targets=targets,
+                config=FitConfig(training=TrainingConfig(schedule=TINY, graph_estimator="local"), after_training=AfterTraining(held_refit=False)))
     assert known.model.truncation == 3
     np.testing.assert_array_equal(known.target_probs, targets[[0, 1, 5]])
 
@@ -160,8 +165,8 @@ def test_duplicate_and_collinear_columns_are_reported(data, tmp_path, capsys):
 
 
 def test_divergence_is_a_failure_and_nothing_claims_to_be_a_fit(data, csv_file, tmp_path, capsys):
-    result = fit(data.x, learning_rate=1e30, schedule=TINY)
-    assert result.stop_reason == "diverged" and "non-finite" in result.settings["diverged"]
+    result = fit(data.x, config=FitConfig(training=TrainingConfig(learning_rate=1e30, schedule=TINY)))
+    assert result.stop_reason == "diverged" and "non-finite" in result.records["diverged"]
     text = json.dumps(result.summary(), allow_nan=False)  # strict JSON even here
     assert "NaN" not in text and "Infinity" not in text
     assert main(["fit", str(csv_file), "--out", str(tmp_path / "o"), "--learning-rate", "1e30", *TINY_CLI]) == 1
@@ -179,7 +184,7 @@ def test_strict_json_replaces_non_finite_numbers():
 def test_the_api_refuses_what_the_cli_refuses(data):
     x = data.x
     with pytest.raises(ValueError, match="supervision_weight must be a finite number >= 0, got -1"):
-        fit(x, supervision_weight=-1)
+        fit(x, config=FitConfig(training=TrainingConfig(supervision_weight=-1)))
     with pytest.raises(DataError, match="names: 'a' is given twice"):
         fit(x, names=["a", "b", "a"])
     with pytest.raises(DataError, match="real numbers, got complex"):
@@ -195,7 +200,9 @@ def test_dataframes_keep_their_names_and_tensors_may_require_grad(data):
     frame = pandas.DataFrame(data.x, columns=["p", "q", "r"])
     assert prepare_data(frame)[1] == ["p", "q", "r"]
     tensor = torch.tensor(data.x, requires_grad=True)
-    result = fit(tensor, regimes=torch.as_tensor(data.regimes), schedule=TINY, held_refit=False)
+    result = fit(tensor,
+                 regimes=torch.as_tensor(data.regimes),
+                 config=FitConfig(training=TrainingConfig(schedule=TINY, graph_estimator="local"), after_training=AfterTraining(held_refit=False)))
     assert result.edge_probs.shape == (3, 3)
 
 
@@ -234,18 +241,19 @@ def test_errors_found_inside_fit_leave_no_folder(csv_file, tmp_path, capsys):
 
 
 def test_scoring_uses_chunks_of_reasonable_size(data, monkeypatch):
-    from pyro_causal import api
+    from pyro_causal import problem
 
     sizes = []
-    real = api.mean_elbo
+    real = problem.mean_elbo
 
     def recording(*args, **kwargs):
         sizes.append(kwargs.get("batch_size"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "mean_elbo", recording)
-    fit(data.x, batch_size=1, schedule=TINY, held_refit=False)
-    assert sizes == [api.SCORE_CHUNK_ROWS]
+    monkeypatch.setattr(problem, "mean_elbo", recording)
+    fit(data.x, batch_size=1,
+        config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(held_refit=False)))
+    assert sizes == [problem.SCORE_CHUNK_ROWS]
 
 
 def test_seed_and_home_folder(csv_file, tmp_path, capsys, monkeypatch):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, fit, simulate
+from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.densities import MLPGaussian
 from pyro_causal.distributed import threads_per_process
 from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE, THREADS_PAY_ABOVE, available_cores,
@@ -28,15 +28,17 @@ def two_threads_outside():
 
 def test_fit_sets_its_threads_and_restores_them(tiny, two_threads_outside):
     seen = []
-    result = fit(tiny.x, schedule=TINY, num_threads=3, callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    result = fit(tiny.x, callbacks=[lambda e: seen.append(torch.get_num_threads())],
+                 config=FitConfig(training=TrainingConfig(schedule=TINY), num_threads=3))
     assert seen and set(seen) == {3} and result.settings["num_threads"] == 3
     assert torch.get_num_threads() == 2
     seen.clear()
-    result = fit(tiny.x, schedule=TINY, callbacks=[lambda e: seen.append(torch.get_num_threads())])
+    result = fit(tiny.x, callbacks=[lambda e: seen.append(torch.get_num_threads())],
+                 config=FitConfig(training=TrainingConfig(schedule=TINY)))
     assert set(seen) == {1} and result.settings["num_threads"] == 1  # small steps: one thread
     assert torch.get_num_threads() == 2
-    with pytest.raises(ValueError, match="num_threads must be >= 1"):
-        fit(tiny.x, schedule=TINY, num_threads=0)
+    with pytest.raises(ValueError, match="num_threads must be an int >= 1 or None, got 0"):
+        FitConfig(num_threads=0)
 
 
 def test_threads_are_restored_when_the_fit_raises(tiny, two_threads_outside):
@@ -47,7 +49,7 @@ def test_threads_are_restored_when_the_fit_raises(tiny, two_threads_outside):
         raise Stop
 
     with pytest.raises(Stop):
-        fit(tiny.x, schedule=TINY, num_threads=1, callbacks=[stop])
+        fit(tiny.x, callbacks=[stop], config=FitConfig(training=TrainingConfig(schedule=TINY), num_threads=1))
     assert torch.get_num_threads() == 2
 
 
@@ -57,8 +59,8 @@ def test_the_thread_rule():
     big = THREADS_PAY_ABOVE // (10 * 12) + 1
     assert choose_num_threads(big, 10, 12) == available_cores()
     assert choose_num_threads(big * 2, 10, 12, processes=2) == max(1, available_cores() // 2)
-    assert threads_per_process([[0.0] * 10] * 50, {"num_threads": 4}, 2) == 2
-    assert threads_per_process([[0.0] * 10] * 50, {"num_threads": 1}, 2) == 1  # never below one
+    assert threads_per_process([[0.0] * 10] * 50, {"config": FitConfig(num_threads=4)}, 2) == 2
+    assert threads_per_process([[0.0] * 10] * 50, {"config": FitConfig(num_threads=1)}, 2) == 1  # never below one
     assert threads_per_process([[0.0] * 10] * 50, {}, 2) == 1
 
 
@@ -73,17 +75,25 @@ def test_the_batch_size_rule():
 def test_the_batch_size_used_is_recorded():
     data = simulate(num_variables=3, edges_per_node=1.0, num_samples=AUTO_BATCH_ABOVE + 100, seed=1)
     short = PenaltySchedule(first_round_steps=5, round_steps=5, max_rounds=1)
-    mlp = fit(data.x, density="mlp", schedule=short, held_refit=False)
-    assert mlp.settings["batch_size"] == AUTO_BATCH_SIZE
-    linear = fit(data.x, schedule=short, held_refit=False)
-    assert linear.settings["batch_size"] is None  # full batch
-    full = fit(data.x, density="mlp", schedule=short, held_refit=False, batch_size=len(data.x))
-    assert full.settings["batch_size"] == len(data.x)
+    mlp = fit(data.x, density="mlp",
+              config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    assert mlp.settings["training"]["batch_size"] == AUTO_BATCH_SIZE
+    linear = fit(data.x,
+                 config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    assert linear.settings["training"]["batch_size"] is None  # full batch
+    full = fit(data.x,
+               density="mlp",
+               batch_size=len(data.x),
+               config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    assert full.settings["training"]["batch_size"] == len(data.x)
 
 
 def test_callbacks_hear_every_phase(tiny):
     events = []
-    fit(tiny.x, schedule=TINY, restarts=2, edge_search=1, search_restarts=1, callbacks=[events.append])
+    fit(tiny.x,
+        restarts=2,
+        callbacks=[events.append],
+        config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, restarts=1))))
     phases = {event.phase for event in events}
     assert {"restart 1/2: penalty", "restart 2/2: penalty", "restart 1/2: held refit"} <= phases
     held = [event for event in events if event.phase.endswith("held refit")]

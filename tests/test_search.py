@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from pyro_causal import PenaltySchedule, fit, simulate_cause_effect
+from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, fit_with_graph_held, simulate_cause_effect
 from pyro_causal.acyclicity import is_dag
-from pyro_causal.search import MOVES, graph_log_prior, held_logits, neighbours, search_edges
+from pyro_causal.search import MOVES, graph_log_prior, hill_climb, neighbours, search_edges
 
 
 def one_edge_changes(adjacency):
@@ -75,7 +75,7 @@ def test_graph_log_prior_is_the_sum_of_bernoulli_log_probabilities():
 
 class FakeFit:
     def __init__(self, elbo):
-        self.settings = {"elbo": elbo}
+        self.elbo = elbo
 
 
 def test_search_climbs_to_the_best_graph_and_stops():
@@ -88,12 +88,12 @@ def test_search_climbs_to_the_best_graph_and_stops():
         return FakeFit(-float(np.abs(graph - target).sum()))  # flat prior below: the bound decides
 
     flat = np.zeros((3, 3))
-    best, record = search_edges(start, flat, 100, rounds=5, fit_held=fit_held)  # default: reverse, remove
-    assert best.settings["elbo"] == 0.0 and record["moves"] == [["reverse", 0, 1]]
+    best, record = hill_climb(start, flat, 100, rounds=5, fit_held=fit_held)  # default: reverse, remove
+    assert best.elbo == 0.0 and record["moves"] == [["reverse", 0, 1]]
     # round 1 scores the start's 4 neighbours, round 2 the target's 4 and finds none better
     assert len(calls) == 1 + 4 + 4 and len(record["scores"]) == 8
     assert record["score"] == pytest.approx(graph_log_prior(target, flat) / 100, abs=1e-6)
-    _, none = search_edges(start, flat, 100, rounds=0, fit_held=fit_held)
+    _, none = hill_climb(start, flat, 100, rounds=0, fit_held=fit_held)
     assert none["moves"] == [] and none["scores"] == []
 
 
@@ -103,32 +103,34 @@ def test_search_weighs_the_graph_prior_per_row():
     bounds = {0: -1.0, 1: -1.01}
     fit_held = lambda graph: FakeFit(bounds[int(graph.sum())])  # noqa: E731
     favour = np.array([[0.0, 8.0], [8.0, 0.0]])
-    kept, _ = search_edges(start, favour, 100, rounds=1, fit_held=fit_held)
-    assert kept.settings["elbo"] == -1.01
-    dropped, _ = search_edges(start, np.full((2, 2), -2.0), 100, rounds=1, fit_held=fit_held)
-    assert dropped.settings["elbo"] == -1.0
-
-
-def test_held_logits_hold_the_graph():
-    graph = np.array([[0, 1], [0, 0]])
-    result = fit(np.random.default_rng(0).normal(size=(200, 2)), edge_logit=held_logits(graph),
-                 schedule=PenaltySchedule(first_round_steps=5, round_steps=5, max_rounds=1))
-    np.testing.assert_array_equal(result.edge_probs, graph)
+    kept, _ = hill_climb(start, favour, 100, rounds=1, fit_held=fit_held)
+    assert kept.elbo == -1.01
+    dropped, _ = hill_climb(start, np.full((2, 2), -2.0), 100, rounds=1, fit_held=fit_held)
+    assert dropped.elbo == -1.0
 
 
 def test_fit_edge_search_returns_the_best_scored_graph():
     data = simulate_cause_effect(600, seed=9)
     short = PenaltySchedule(first_round_steps=150, round_steps=50, max_rounds=6)
-    result = fit(data.x, intervention="perfect", schedule=short, edge_search=1, search_restarts=1, seed=0)
-    record = result.settings["edge_search"]
+    result = fit(data.x,
+                 intervention="perfect",
+                 seed=0,
+                 config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, restarts=1))))
+    record = result.records["edge_search"]
     scores = [entry["score"] for entry in record["scores"]]
     assert record["score"] == pytest.approx(max([record["start_score"], *scores]))
-    assert result.settings["edge_logit"] == -2.0 and result.settings["restarts"] == 1
+    assert result.settings["priors"]["edge_logit"] == -2.0 and result.settings["restarts"] == 1
     assert set(np.unique(result.edge_probs)) <= {0.0, 1.0} and is_dag(result.adjacency)
+    plain = fit(data.x, intervention="perfect", seed=0, config=FitConfig(training=TrainingConfig(schedule=short)))
+    searched = search_edges(plain, rounds=1, restarts=1)  # the same step, on a FitResult
+    np.testing.assert_array_equal(searched.adjacency, result.adjacency)
+    assert searched.elbo == result.elbo and searched.settings == result.settings
+    assert {k: v for k, v in searched.records["edge_search"].items() if k != "seconds"} == \
+        {k: v for k, v in record.items() if k != "seconds"}
     with pytest.raises(ValueError, match="edge_search"):
-        fit(data.x, edge_search=-1)
+        EdgeSearch(rounds=-1)
     with pytest.raises(ValueError, match="search move"):
-        fit(data.x, edge_search=1, search_moves=("flip",))
+        fit(data.x, config=FitConfig(after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, moves=("flip",)))))
 
 
 def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():
@@ -137,9 +139,10 @@ def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():
     data = simulate_cause_effect(999, seed=14)
     short = PenaltySchedule(first_round_steps=300, round_steps=50, max_rounds=2)
 
-    def fit_held(graph):
-        return fit(data.x, intervention="perfect", edge_logit=held_logits(graph), schedule=short, seed=0)
-
-    best, record = search_edges(data.adjacency.T.copy(), np.full((2, 2), -2.0), len(data.x), 1, fit_held)
+    base = fit(data.x, intervention="perfect", seed=0,
+               config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    wrong = fit_with_graph_held(base, data.adjacency.T)
+    best = search_edges(wrong, 1, restarts=1)
+    record = best.records["edge_search"]
     assert record["moves"] == [["reverse", 1, 0]]
     np.testing.assert_array_equal(best.adjacency, data.adjacency)

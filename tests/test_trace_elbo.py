@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, TraceEnum_ELBO
 
-from pyro_causal import fit, simulate
+from pyro_causal import AfterTraining, FitConfig, ModelOptions, TrainingConfig, fit, simulate
 from pyro_causal.elbo import LatentInterventionELBO
 from pyro_causal.model import LatentInterventionModel
 from pyro_causal.optim import ModuleAdam
@@ -127,9 +127,14 @@ def test_a_swapped_prior_reaches_fit():
     data = simulate(num_variables=3, edges_per_node=1.0, num_samples=200, seed=0)
     from pyro_causal.acyclicity import PenaltySchedule
     short = PenaltySchedule(first_round_steps=3, max_rounds=1)
-    base = fit(data.x, schedule=short, held_refit=False, seed=0, truncation=3)
-    swapped = fit(data.x, schedule=short, held_refit=False, seed=0, truncation=3,
-                  stick_prior=dist.Beta(torch.full((2,), 1.0), torch.full((2,), 20.0)))
+    base = fit(data.x,
+               seed=0,
+               truncation=3,
+               config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    swapped = fit(data.x,
+                  seed=0,
+                  truncation=3,
+                  config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False), model=ModelOptions(extra={'stick_prior': dist.Beta(torch.full((2,), 1.0), torch.full((2,), 20.0))})))
     x = torch.as_tensor((data.x - data.x.mean(0)) / data.x.std(0), dtype=torch.float32)
     terms = LatentInterventionELBO().terms(swapped.model.model, swapped.model.guide, x)
     by_hand = torch.distributions.kl_divergence(swapped.model.guide.stick_dist(), dist.Beta(1.0, 20.0)).sum()
@@ -226,9 +231,9 @@ def test_fit_trains_a_given_program_and_conditioning_z_equals_the_regimes_keywor
     from pyro_causal.acyclicity import PenaltySchedule
 
     data = simulate(num_variables=3, edges_per_node=1.0, num_samples=300, seed=0)
-    short = dict(schedule=PenaltySchedule(first_round_steps=20, max_rounds=1), held_refit=False, order_refit=0,
-                 graph_estimator="straight-through", seed=0, truncation=4)
-    short.pop("truncation")
+    short = dict(seed=0, config=FitConfig(
+        training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, max_rounds=1), graph_estimator="straight-through"),
+        after_training=AfterTraining(held_refit=False, order_refit=0)))
     plain = LatentInterventionModel(3, truncation=4)
     keyword = fit(data.x, regimes=data.regimes, model=plain, **short)
     m = copy.deepcopy(plain)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import PenaltySchedule, Trainer, TrainingConfig, fit
+from pyro_causal import FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit
 from pyro_causal.acyclicity import acyclicity
 from pyro_causal.elbo import LatentInterventionELBO, elbo_terms
 from pyro_causal.model import LatentInterventionModel
-from pyro_causal.search import search_edges
+from pyro_causal.search import hill_climb
 
 
 def small_trainer(**config):
@@ -122,25 +122,26 @@ def test_fit_keeps_the_held_refit_only_when_its_bound_is_higher():
             scored.append(model)
             return (loop_score if len(scored) == 1 else refit_score, 0.0)
 
-        with mock.patch("pyro_causal.api.mean_elbo", fake_mean_elbo):
-            result = fit(x, schedule=schedule, seed=0)
-        assert len(scored) == 2
-        assert result.model is scored[1 if kept else 0]
-        assert result.settings["held_refit"]["kept"] is kept
-        assert result.settings["elbo"] == max(loop_score, refit_score)
+        with mock.patch("pyro_causal.problem.mean_elbo", fake_mean_elbo):
+            result = fit(x, seed=0, config=FitConfig(training=TrainingConfig(schedule=schedule)))
+        assert len(scored) == 3  # the loop's model, the held fit's (graph held), then with the loop's q(A)
+        assert scored[1] is scored[2]
+        assert result.model is scored[2 if kept else 0]
+        assert result.records["held_refit"]["kept"] is kept
+        assert result.elbo == max(loop_score, refit_score)
 
 
 class FakeFit:
     def __init__(self, elbo):
-        self.settings = {"elbo": elbo}
+        self.elbo = elbo
 
 
 def test_edge_search_refuses_a_neighbour_that_only_ties():
     start = np.array([[0, 1], [0, 0]])
     flat = np.zeros((2, 2))  # every graph has the same prior
-    best, record = search_edges(start, flat, 10, rounds=3, fit_held=lambda graph: FakeFit(-1.0))
-    assert record["moves"] == [] and best.settings["elbo"] == -1.0 and len(record["scores"]) == 2
+    best, record = hill_climb(start, flat, 10, rounds=3, fit_held=lambda graph: FakeFit(-1.0))
+    assert record["moves"] == [] and best.elbo == -1.0 and len(record["scores"]) == 2
     better = {1: -1.0, 0: -0.9}
-    best, record = search_edges(start, flat, 10, rounds=3, fit_held=lambda graph: FakeFit(better[int(graph.sum())]))
-    assert record["moves"] == [["remove", 0, 1]] and best.settings["elbo"] == -0.9
+    best, record = hill_climb(start, flat, 10, rounds=3, fit_held=lambda graph: FakeFit(better[int(graph.sum())]))
+    assert record["moves"] == [["remove", 0, 1]] and best.elbo == -0.9
     assert record["score"] == pytest.approx(-0.9 + 2 * np.log(0.5) / 10)
