@@ -34,6 +34,9 @@ def render() -> str:
             continue
         for attr in public:
             obj = getattr(module, attr)
+            if not callable(obj):  # a constant: its value, not its type's docstring
+                lines += [f"### `{attr} = {obj!r}`", ""]
+                continue
             try:
                 signature = str(inspect.signature(obj))
             except (TypeError, ValueError):
