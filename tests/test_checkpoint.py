@@ -74,6 +74,7 @@ def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path)
         Checkpointing(folder, every=0)
 
 
+@pytest.mark.slow
 def test_cli_resumes_after_a_real_sigint(data, tmp_path, capsys):
     csv = tmp_path / "data.csv"
     write_csv(csv, data.names, data.x.tolist())

@@ -18,6 +18,7 @@ def chain():
     return simulate(num_variables=4, edges_per_node=1.0, num_samples=2000, seed=3)
 
 
+@pytest.mark.slow
 def test_recovers_a_small_graph_with_latent_interventions(chain):
     # The simulated interventions cut the parents, so the perfect-intervention model is the
     # right one; single fits of this problem land in different optima (HD 0 to 5 over seeds),

@@ -58,6 +58,7 @@ def test_the_held_refit_is_the_held_fit_given_the_loops_edge_posterior(unrefitte
     assert refitted.elbo == pytest.approx(refitted.records["held_refit"]["elbo_after"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
     refitted = fit(mixture.x, seed=1, config=FitConfig(training=TrainingConfig(schedule=MEDIUM)))
     np.testing.assert_array_equal(refitted.edge_probs, unrefitted.edge_probs)

@@ -109,6 +109,7 @@ def test_search_weighs_the_graph_prior_per_row():
     assert dropped.elbo == -1.0
 
 
+@pytest.mark.slow
 def test_fit_edge_search_returns_the_best_scored_graph():
     data = simulate_cause_effect(600, seed=9)
     short = PenaltySchedule(first_round_steps=150, round_steps=50, max_rounds=6)
@@ -133,6 +134,7 @@ def test_fit_edge_search_returns_the_best_scored_graph():
         fit(data.x, config=FitConfig(after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, moves=("flip",)))))
 
 
+@pytest.mark.slow
 def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():
     # pair 14 is A -> B; started from B -> A, the held fits score the truth higher (by about
     # 0.04 nats per row with these settings, seeds 0 and 1) and dropping the edge far lower

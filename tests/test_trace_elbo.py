@@ -49,6 +49,7 @@ class Loss:
         return self.elbo.differentiable_loss(self.model, self.guide, *self.args, **self.kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("two_cycles", ["resolve", "allow"])
 def test_loss_and_gradients_equal_trace_enum_elbo_in_expectation(two_cycles):
     """Amortised assignments: the same estimand as TraceEnum_ELBO, value and gradients."""
@@ -66,6 +67,7 @@ def test_loss_and_gradients_equal_trace_enum_elbo_in_expectation(two_cycles):
         assert float((mine - stock).abs().max()) < 0.15 * scale
 
 
+@pytest.mark.slow
 def test_a_user_edited_program_changes_the_loss_as_it_changes_trace_enum_elbos():
     """Another prior at ``v`` (no closed-form KL: trace estimate) and an extra global site with
     its own guide factor enter our loss exactly as they enter TraceEnum_ELBO's."""
