@@ -449,3 +449,32 @@ def test_a_local_latent_site_with_its_own_guide_factor_enters_as_log_p_minus_log
     torch.testing.assert_close(terms.local, expected)
     torch.testing.assert_close(terms.log_likelihood, log_lik)
     assert terms.kl == {}
+
+
+@pytest.mark.parametrize("mask, expected", [(None, [-0.9189385, -1.4189385]), (True, [-0.9189385, -1.4189385]),
+                                            (False, [0.0, 0.0]),
+                                            (torch.tensor([True, False]), [-0.9189385, 0.0])])
+def test_a_local_sites_log_prob_is_masked_by_its_site_mask(mask, expected):
+    from pyro_causal.elbo import _site_log_prob
+
+    site = {"fn": dist.Normal(0.0, 1.0), "value": torch.tensor([0.0, 1.0]), "mask": mask}
+    torch.testing.assert_close(_site_log_prob(site), torch.tensor(expected))
+
+
+def test_the_defaults_and_num_particles_draws_per_step():
+    # kappa = 0.5 (section 3.9's weight of the labelled rows' log q(z = label)) unless told
+    assert LatentInterventionELBO().supervision_weight == 0.5
+    model, x = tiny_model(), data()
+    runs = []
+
+    def counting_guide(*args, **kwargs):
+        runs.append(1)
+        return model.guide(*args, **kwargs)
+
+    def guide_runs(num_particles):
+        runs.clear()
+        LatentInterventionELBO(num_particles=num_particles).loss(model.model, counting_guide, x)
+        return len(runs)
+
+    assert LatentInterventionELBO(num_particles=3).num_particles == 3
+    assert guide_runs(3) - guide_runs(1) == 2  # one guide run per draw, beside the same planning run
