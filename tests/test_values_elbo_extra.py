@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from pyro_causal.elbo import LatentInterventionELBO
+from pyro_causal.elbo import LatentInterventionELBO, _site_log_prob
 
 from test_values_elbo import GRAPH, data, guide_draws, hand_kls, joint_by_hand, patched_graph, terms_at, tiny_model
 
@@ -455,8 +455,6 @@ def test_a_local_latent_site_with_its_own_guide_factor_enters_as_log_p_minus_log
                                             (False, [0.0, 0.0]),
                                             (torch.tensor([True, False]), [-0.9189385, 0.0])])
 def test_a_local_sites_log_prob_is_masked_by_its_site_mask(mask, expected):
-    from pyro_causal.elbo import _site_log_prob
-
     site = {"fn": dist.Normal(0.0, 1.0), "value": torch.tensor([0.0, 1.0]), "mask": mask}
     torch.testing.assert_close(_site_log_prob(site), torch.tensor(expected))
 
