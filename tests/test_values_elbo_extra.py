@@ -476,3 +476,27 @@ def test_the_defaults_and_num_particles_draws_per_step():
 
     assert LatentInterventionELBO(num_particles=3).num_particles == 3
     assert guide_runs(3) - guide_runs(1) == 2  # one guide run per draw, beside the same planning run
+
+
+@pytest.mark.parametrize("with_observation", [True, False])
+def test_a_program_without_local_sites_is_its_kls_and_its_observed_sites(with_observation):
+    # float64 sites: the zero terms take the dtype of the KLs
+    loc, scale = torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    y = torch.tensor(0.3, dtype=torch.float64)
+
+    def model():
+        pyro.sample("w", dist.Normal(torch.zeros((), dtype=torch.float64), 1.0))
+        if with_observation:
+            pyro.sample("y", dist.Normal(torch.zeros((), dtype=torch.float64), 2.0), obs=y)
+
+    def guide():
+        pyro.sample("w", dist.Normal(loc, scale))
+
+    terms = LatentInterventionELBO().terms(model, guide)
+    kl = torch.log(1.0 / scale) + (scale ** 2 + loc ** 2) / 2 - 0.5
+    torch.testing.assert_close(terms.kl["w"], kl)
+    observed = dist.Normal(0.0, 2.0).log_prob(y) if with_observation else torch.zeros((), dtype=torch.float64)
+    torch.testing.assert_close(terms.observed, observed)
+    for term in (terms.local, terms.log_likelihood):
+        assert torch.is_tensor(term) and term.dtype == torch.float64 and float(term) == 0.0
+    torch.testing.assert_close(torch.as_tensor(terms.elbo), observed - kl)
