@@ -17,7 +17,7 @@ from .held_refit import refit_in_searched_order, refit_with_graph_held
 from .io import DataError, check_matrix
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
-from .problem import Problem, held_config, tagged
+from .problem import Problem, best_of_seeds, held_config, tagged
 from .resources import choose_batch_size, choose_num_threads, restores_threads
 from .result import FitResult, Standardizer
 from .search import search_edges
@@ -259,20 +259,18 @@ def _checkpoint_tag(problem: Problem, density) -> str:
 
 def _fit_restarts(problem: Problem, base: FitResult, restarts: int, config: FitConfig, density) -> FitResult:
     """Train from seeds ``seed .. seed + restarts - 1`` (each with its refits); keep the highest bound."""
-    start, best, scores = time.perf_counter(), None, []
-    for restart_seed in range(problem.seed, problem.seed + restarts):
+    start = time.perf_counter()
+
+    def fit_seed(seed: int):
         # A density object given by the user is copied so that every restart starts from it.
-        result = _fit_one(problem, base, restart_seed, restarts, None if restarts > 1 else density, config)
-        scores.append(result.elbo)
-        if best is None or result.elbo > best.elbo:
-            best = result
+        result = _fit_one(problem, base, seed, restarts, None if restarts > 1 else density, config)
         if restarts > 1:
-            logger.info("restart %d (seed %d): elbo/row %.4f, %s", len(scores), restart_seed, result.elbo,
+            logger.info("restart %d (seed %d): elbo/row %.4f, %s", seed - problem.seed + 1, seed, result.elbo,
                         result.stop_reason)
-    records = dict(best.records)
-    if restarts > 1:
-        records.update(chosen_seed=best.seed, restart_elbos=[round(float(v), 6) for v in scores])
-    return replace(best, records=records, wall_time=time.perf_counter() - start)
+        return result.elbo, result
+
+    best, records = best_of_seeds(range(problem.seed, problem.seed + restarts), fit_seed)
+    return replace(best, records={**best.records, **records}, wall_time=time.perf_counter() - start)
 
 
 def _fit_one(problem: Problem, base: FitResult, seed: int, restarts: int, density, config: FitConfig) -> FitResult:

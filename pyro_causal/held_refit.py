@@ -27,7 +27,7 @@ from torch import Tensor
 from .acyclicity import dag_from_probabilities, is_dag
 from .elbo import mean_elbo
 from .order_search import propose_order
-from .problem import held_config, tagged
+from .problem import best_of_seeds, held_config, tagged
 from .resources import restores_threads
 from .trainer import Trainer, TrainingConfig
 
@@ -123,8 +123,9 @@ def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: 
     torch.set_num_threads(problem.num_threads)
     seed = problem.seed if seed is None else seed
     config = held_config(problem.training)
-    start, best, scores = time.perf_counter(), None, []
-    for restart_seed in range(seed, seed + restarts):
+    start = time.perf_counter()
+
+    def fit_seed(restart_seed: int):
         model = problem.build(restart_seed)
         held = check_graph(graph, model)
         hold_edges(model, held, ~held)
@@ -132,13 +133,11 @@ def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: 
                           if part)
         trainer = problem.trainer(model, config, tagged(problem.callbacks, label, phase, config.schedule.first_round_steps))
         stop_reason = trainer.run()
-        scores.append(problem.score(model, restart_seed, stop_reason))
-        if best is None or scores[-1] > best[0]:
-            best = (scores[-1], restart_seed, model, trainer, stop_reason)
-    score, chosen, model, trainer, stop_reason = best
-    records = {"skipped_steps": trainer.skipped_steps}
-    if restarts > 1:
-        records.update(chosen_seed=chosen, restart_elbos=[round(float(v), 6) for v in scores])
+        score = problem.score(model, restart_seed, stop_reason)
+        return score, (score, restart_seed, model, trainer, stop_reason)
+
+    (score, chosen, model, trainer, stop_reason), records = best_of_seeds(range(seed, seed + restarts), fit_seed)
+    records = {"skipped_steps": trainer.skipped_steps, **records}
     return result.with_model(model, elbo=score, seed=chosen, stop_reason=stop_reason, records=records,
                              elbo_trace=np.asarray(trainer.elbo_trace), h_trace=np.asarray(trainer.h_trace),
                              wall_time=time.perf_counter() - start)

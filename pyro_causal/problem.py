@@ -43,6 +43,20 @@ def tagged(callbacks: Iterable[Callable[[TrainingEvent], None]], prefix: str = "
     return [forward] if callbacks else []
 
 
+def best_of_seeds(seeds: Iterable[int], fit_seed: Callable[[int], tuple]) -> tuple:
+    """``fit_seed(seed) -> (score, outcome)`` for each seed; returns ``(outcome, records)`` of the
+    highest score (the first on ties), ``records`` holding ``chosen_seed`` and ``restart_elbos``
+    when there was more than one seed."""
+    seeds, best, scores = list(seeds), None, []
+    for seed in seeds:
+        score, outcome = fit_seed(seed)
+        scores.append(score)
+        if best is None or score > best[0]:
+            best = (score, seed, outcome)
+    records = {"chosen_seed": best[1], "restart_elbos": [round(float(v), 6) for v in scores]} if len(seeds) > 1 else {}
+    return best[2], records
+
+
 def held_config(config: TrainingConfig) -> TrainingConfig:
     """``config`` for a held graph or order: one penalty round."""
     return replace(config, schedule=replace(config.schedule, max_rounds=1))
