@@ -47,34 +47,48 @@ def true_graph(adjacency: np.ndarray) -> str:
 
 
 def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int = 1,
-             graph_estimator: Optional[str] = None, edge_search: int = 0, search: Optional[dict] = None) -> dict:
-    """Fit one ``(pair seed, variant)``: a record (graph, hd, seconds, stop reason)."""
+             graph_estimator: Optional[str] = None, edge_search: Optional[int] = None, search: Optional[dict] = None,
+             generator: Optional[dict] = None) -> dict:
+    """Fit one ``(pair seed, variant)``: a record (graph, hd, seconds, stop reason).
+
+    ``generator``: keyword arguments of :func:`simulate_cause_effect` (weight and noise ranges...);
+    ``edge_search``: ``None`` keeps ``fit``'s default."""
     torch.set_num_threads(1)
     seed, variant = task
-    data = simulate_cause_effect(samples, seed)
+    data = simulate_cause_effect(samples, seed, **(generator or {}))
     start = time.perf_counter()
     options = variant_options(variant, data, seed, labelled=0.1)
     estimator = graph_estimator or default_graph_estimator("linear", options.get("regimes"), False)
     training = TrainingConfig(schedule=QUICK if quick else PenaltySchedule(), graph_estimator=estimator)
-    after = AfterTraining(edge_search=EdgeSearch(rounds=edge_search, **(search or {})))
+    after = AfterTraining(edge_search=EdgeSearch(**({} if edge_search is None else {"rounds": edge_search}),
+                                                 **(search or {})))
     result = fit(data.x, names=data.names, seed=seed, intervention=intervention, restarts=restarts, **options,
                  config=FitConfig(training=training, after_training=after))
+    searched = result.records.get("edge_search")
+    before = result.adjacency
+    if searched is not None:  # the DAG the search started from: the fit's without the search
+        before = np.zeros_like(data.adjacency)
+        for i, j in searched["start_edges"]:
+            before[i, j] = 1
     return {"graph": true_graph(data.adjacency), "seconds": time.perf_counter() - start,
-            "hd": hamming_distance(data.adjacency, result.adjacency), "stop": result.stop_reason}
+            "hd": hamming_distance(data.adjacency, result.adjacency),
+            "hd_before_search": hamming_distance(data.adjacency, before), "stop": result.stop_reason}
 
 
 def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool,
-        intervention: str = "imperfect", jobs: int = 1, restarts: int = 1, edge_search: int = 0,
-        graph_estimator: Optional[str] = None, search: Optional[dict] = None) -> Dict[str, List[dict]]:
+        intervention: str = "imperfect", jobs: int = 1, restarts: int = 1, edge_search: Optional[int] = None,
+        graph_estimator: Optional[str] = None, search: Optional[dict] = None,
+        generator: Optional[dict] = None) -> Dict[str, List[dict]]:
     """Fit every pair in every variant (``jobs`` fits at a time, one thread each)."""
     records: Dict[str, List[dict]] = {v: [] for v in variants}
     tasks = [(seed, variant) for seed in seeds for variant in variants]
     one = partial(fit_pair, samples=samples, quick=quick, intervention=intervention, restarts=restarts,
-                  graph_estimator=graph_estimator, edge_search=edge_search, search=search)
+                  graph_estimator=graph_estimator, edge_search=edge_search, search=search, generator=generator)
     for (seed, variant), record in zip(tasks, map_in_processes(one, tasks, jobs)):
         records[variant].append(record)
-        print(f"pair {seed:2d} ({record['graph']:>7}) {variant:>13}: HD {record['hd']}  "
-              f"{record['seconds']:.1f}s ({record['stop']})", flush=True)
+        print(f"pair {seed:2d} ({record['graph']:>7}) {variant:>13}: HD {record['hd']} "
+              f"(before the edge search {record['hd_before_search']})  {record['seconds']:.1f}s ({record['stop']})",
+              flush=True)
     return records
 
 
@@ -101,7 +115,7 @@ def histogram(records: Dict[str, List[dict]], path: str) -> None:
 def table(records: Dict[str, List[dict]]) -> List[str]:
     """Markdown rows: the histogram, the fraction right overall and per true graph."""
     lines = ["| variant | HD 0 | HD 1 | HD 2 | exactly right | " + " | ".join(f"right when {g}" for g in GRAPHS)
-             + " | s per fit |", "|---" * (6 + len(GRAPHS)) + "|"]
+             + " | right before the edge search | s per fit |", "|---" * (7 + len(GRAPHS)) + "|"]
     for variant, rows in records.items():
         hd = np.array([r["hd"] for r in rows])
         by_graph = []
@@ -110,6 +124,7 @@ def table(records: Dict[str, List[dict]]) -> List[str]:
             by_graph.append(f"{sum(mine)}/{len(mine)}")
         lines.append(f"| {variant} | {(hd == 0).sum()} | {(hd == 1).sum()} | {(hd == 2).sum()} | "
                      f"{(hd == 0).mean():.0%} | " + " | ".join(by_graph) +
+                     f" | {sum(r['hd_before_search'] == 0 for r in rows)}/{len(rows)}"
                      f" | {np.mean([r['seconds'] for r in rows]):.1f} |")
     return lines
 
@@ -122,6 +137,7 @@ def record_rows(records: Dict[str, List[dict]]) -> List[dict]:
         rows.append({"variant": variant, "hd": [hd.count(k) for k in range(3)], "pairs": len(hd),
                      "right_by_graph": {g: [sum(r["hd"] == 0 for r in fitted if r["graph"] == g),
                                             sum(r["graph"] == g for r in fitted)] for g in GRAPHS},
+                     "right_before_search": sum(r["hd_before_search"] == 0 for r in fitted),
                      "seconds": float(np.mean([r["seconds"] for r in fitted]))})
     return rows
 
@@ -132,12 +148,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=999)
+    parser.add_argument("--weight-range", nargs=2, type=float, default=(0.5, 2.0), metavar=("LOW", "HIGH"),
+                        help="bounds of |w| of the simulated mechanisms")
+    parser.add_argument("--noise-std", nargs=2, type=float, default=(0.5, 1.0), metavar=("LOW", "HIGH"),
+                        help="bounds of each variable's noise standard deviation")
+    parser.add_argument("--intervention-mean", type=float, default=2.0,
+                        help="mean of the N(mean, 1) that replaces an intervened variable")
     parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"),
                         help="fit's intervention model (the pairs' interventions are perfect)")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
-    parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
+    parser.add_argument("--edge-search", type=int, help="fit's edge_search: rounds of held-graph local search (0 = off; default: fit's)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--search-restarts", type=int, default=3, help="fit's search_restarts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
@@ -150,7 +172,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seeds = range(args.first_seed, args.first_seed + args.pairs)
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
                   args.restarts, args.edge_search, args.graph_estimator,
-                  {"moves": tuple(args.search_moves.split(",")), "restarts": args.search_restarts})
+                  {"moves": tuple(args.search_moves.split(",")), "restarts": args.search_restarts},
+                  {"weight_range": tuple(args.weight_range), "noise_std_range": tuple(args.noise_std),
+                   "intervention_mean": args.intervention_mean})
     lines = [
         f"### Cause-effect pairs (Figure 3): {args.pairs} pairs, seeds {seeds[0]}..{seeds[-1]}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
@@ -174,6 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         options += [f"--restarts {args.restarts}"] * (args.restarts > 1)
         options += [f"--graph-estimator {args.graph_estimator}"] * bool(args.graph_estimator)
         options += ["--quick"] * args.quick
+        options += [f"--weight-range {args.weight_range[0]:g} {args.weight_range[1]:g}"] * (tuple(args.weight_range) != (0.5, 2.0))
+        options += [f"--noise-std {args.noise_std[0]:g} {args.noise_std[1]:g}"] * (tuple(args.noise_std) != (0.5, 1.0))
+        options += [f"--intervention-mean {args.intervention_mean:g}"] * (args.intervention_mean != 2.0)
         options += [f"--edge-search {args.edge_search} (moves {args.search_moves}, {args.search_restarts} seeds per graph)"] * bool(args.edge_search)
         write_record(args.record, "figure3", f"{args.pairs} pairs, n = {args.samples}",
                      command_line("cause_effect.py", argv).split("`")[1], f"pairs {seeds[0]}..{seeds[-1]}, fit seed = pair seed",

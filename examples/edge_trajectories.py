@@ -19,7 +19,7 @@ import torch
 
 from pyro_causal import (AfterTraining, FitConfig, ModelOptions, PenaltySchedule, Trainer, TrainingConfig,
                          dag_from_probabilities, fit, fit_with_graph_held, simulate_cause_effect)
-from pyro_causal.api import prepare_data
+from pyro_causal.preprocessing import prepare_data
 from pyro_causal.elbo import mean_elbo
 from pyro_causal.metrics import hamming_distance
 from pyro_causal.model import LatentInterventionModel

@@ -10,16 +10,16 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .checks import as_array, check_device, check_options, check_regime_like, check_spread
-from .config import AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
+from .checks import as_array, check_device, check_options
+from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
 from .densities import ConditionalDensity, provides_edge_gain
 from .held_refit import refit_in_searched_order, refit_with_graph_held
-from .io import DataError, check_matrix
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
 from .problem import Problem, best_of_seeds, held_config, tagged
 from .resources import choose_batch_size, choose_num_threads, restores_threads
-from .result import FitResult, Standardizer
+from .preprocessing import prepare_data
+from .result import FitResult
 from .search import search_edges
 from .trainer import StopReason, TrainingConfig, TrainingEvent
 from .variants import resolve_supervision
@@ -28,54 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Rounds of order search and refit when some rows' regimes are given (``AfterTraining(order_refit=None)``).
 DEFAULT_ORDER_ROUNDS = 3
-
-
-def prepare_data(x, names: Optional[Sequence[str]] = None, standardize: bool = True, log_transform: bool = False):
-    """Validate ``x`` (``(n, d)``) and return ``(standardised array, names, Standardizer)``.
-
-    ``x`` may be an array, nested lists, a pandas ``DataFrame`` (its column names are the
-    default ``names``) or a torch tensor (detached).  Complex values, duplicate names,
-    non-finite, constant, nearly constant or subnormal columns raise :class:`DataError`;
-    exactly collinear columns, and integer columns named like regime labels, give a
-    :class:`~pyro_causal.io.DataWarning`.
-    """
-    if names is None and hasattr(x, "columns") and hasattr(x, "to_numpy"):
-        names = [str(c) for c in x.columns]
-    try:
-        x = as_array(x)
-    except (TypeError, ValueError) as error:
-        raise DataError(f"data must be a numeric (n, d) array: {error}") from None
-    if np.iscomplexobj(x):
-        raise DataError("data must be real numbers, got complex values")
-    try:
-        x = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise DataError(f"data must be a numeric (n, d) array: {error}") from None
-    if x.ndim != 2:
-        raise DataError(f"data must be a 2-D (rows, variables) array, got shape {x.shape}")
-    names = [f"X{j}" for j in range(x.shape[1])] if names is None else [str(n) for n in names]
-    if len(names) != x.shape[1]:
-        raise DataError(f"{len(names)} names for {x.shape[1]} columns")
-    duplicate = next((name for j, name in enumerate(names) if name in names[:j]), None)
-    if duplicate is not None:
-        raise DataError(f"names: {duplicate!r} is given twice; variable names must be distinct")
-    check_matrix(x, names, "data", lambda i: f"row {i}")
-    if log_transform:
-        bad = np.argwhere(x <= 0)
-        if bad.size:
-            i, j = bad[0]
-            raise DataError(f"data, row {i}, column {names[j]!r}: {float(x[i, j])!r} <= 0 cannot be log-transformed")
-    values = np.log(x) if log_transform else x
-    check_spread(values, names)
-    check_regime_like(x, names)
-    standardizer = Standardizer.fit(values, standardize, log_transform)
-    data = standardizer(x)
-    largest = np.abs(data).max(0)
-    too_large = np.flatnonzero(largest > np.finfo(np.float32).max)
-    if too_large.size:
-        raise DataError(f"data, column {names[too_large[0]]!r}: values up to {largest[too_large[0]]:.3g} "
-                        "exceed float32, the precision of the fit; standardise (the default) or rescale")
-    return data, names, standardizer
 
 
 def default_graph_estimator(density, regimes, observational: bool) -> str:
@@ -118,7 +70,7 @@ def _check_keywords(priors, config, intervention, restarts, batch_size) -> None:
 def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: int, d: int, K: int,
                     labelled: bool, device) -> FitConfig:
     """``config`` with the choices ``fit`` makes filled in: the training options (batch size, edge
-    gradient), the order-refit rounds and the thread count."""
+    gradient), the order-refit and edge-search rounds and the thread count."""
     training = config.training or TrainingConfig(graph_estimator=estimator)
     if batch_size is not None and training.batch_size not in (None, batch_size):
         raise ValueError(f"batch_size={batch_size} and config.training.batch_size={training.batch_size} differ; give one")
@@ -127,6 +79,8 @@ def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: i
     after = config.after_training
     if after.order_refit is None:
         after = replace(after, order_refit=DEFAULT_ORDER_ROUNDS if labelled else 0)
+    if after.edge_search.rounds is None:
+        after = replace(after, edge_search=replace(after.edge_search, rounds=PAIR_SEARCH_ROUNDS if d == 2 else 0))
     threads = config.num_threads
     if threads is None:
         threads = 1 if torch.device(device).type == "cuda" else choose_num_threads(min(batch_size or n, n), d, K)

@@ -20,6 +20,8 @@ from .trainer import TrainingConfig
 TWO_CYCLES = ("resolve", "allow")
 MOVES = ("reverse", "remove", "add")
 DEFAULT_MOVES = ("reverse", "remove")
+PAIR_SEARCH_ROUNDS = 1
+"""Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
 """Additions are off by default: a graph with one more edge is penalised only by its prior (the
 mechanisms' weights are point estimates), less than the spread of held fits (:class:`EdgeSearch`)."""
 
@@ -72,7 +74,7 @@ class Priors:
 
 @dataclass
 class Preprocessing:
-    """What is done to the data before fitting (:func:`pyro_causal.api.prepare_data`).
+    """What is done to the data before fitting (:func:`pyro_causal.preprocessing.prepare_data`).
 
     Attributes:
         standardize: centre and scale each column (recommended: raw scales leak the order).
@@ -110,19 +112,22 @@ class EdgeSearch:
     """Local search over DAGs after training (:func:`pyro_causal.search_edges`).
 
     Attributes:
-        rounds: at most this many single-edge changes kept; 0 turns the search off.
+        rounds: at most this many single-edge changes kept; 0 turns the search off; ``None``:
+            :data:`PAIR_SEARCH_ROUNDS` for two variables (a cause-effect pair: at most two
+            moves, so the search costs about one more fit), else 0 (a round costs
+            ``2 x edges x restarts`` held fits).
         restarts: seeds per fit with the graph held (its best bound is the graph's score).
         moves: changes proposed, from ``("reverse", "remove", "add")``.  Additions are off by
             default: a graph with one more edge is penalised only by its prior, less than the
             spread of held fits.
     """
 
-    rounds: int = 0
+    rounds: Optional[int] = None
     restarts: int = 3
     moves: Tuple[str, ...] = DEFAULT_MOVES
 
     def __post_init__(self) -> None:
-        _count("edge_search.rounds", self.rounds, 0)
+        _count("edge_search.rounds", self.rounds, 0, optional=True)
         _count("edge_search.restarts", self.restarts, 1)
         if isinstance(self.moves, str):
             raise ValueError(f"edge_search.moves must be a sequence of moves, got the string {self.moves!r}")

@@ -83,7 +83,7 @@ def _adjacency(result_or_model: ResultOrModel) -> Tensor:
 
 
 def _to_original(result: FitResult, x: np.ndarray) -> np.ndarray:
-    """Undo :class:`~pyro_causal.result.Standardizer`: scale, shift, then ``exp`` if log-transformed."""
+    """Undo :class:`~pyro_causal.preprocessing.Standardizer`: scale, shift, then ``exp`` if log-transformed."""
     s = result.standardizer
     x = np.asarray(x, dtype=float) * s.scale + s.mean
     return np.exp(x) if s.log_transform else x

@@ -10,40 +10,7 @@ import numpy as np
 import torch
 
 from .acyclicity import dag_from_probabilities
-
-
-@dataclass
-class Standardizer:
-    """Affine map applied to the data before fitting: ``(x - mean) / scale`` per column."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    log_transform: bool = False
-
-    @classmethod
-    def fit(cls, x: np.ndarray, standardize: bool = True, log_transform: bool = False) -> "Standardizer":
-        """Column means and standard deviations of ``x`` (``(n, d)``).
-
-        Where ``x.std`` would overflow (values beyond about ``1e150``), each column is divided
-        by its largest absolute value first and the moments scaled back, so huge but finite
-        values standardise like any others.
-        """
-        d = x.shape[1]
-        if not standardize:
-            return cls(np.zeros(d), np.ones(d), log_transform)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean, scale = x.mean(0), x.std(0)
-        if not (np.isfinite(mean).all() and np.isfinite(scale).all()):
-            size = np.abs(x).max(0)
-            y = x / size
-            mean, scale = y.mean(0) * size, y.std(0) * size
-        return cls(mean, scale, log_transform)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        if self.log_transform:
-            x = np.log(x)
-        return (x - self.mean) / self.scale
+from .preprocessing import Standardizer
 
 
 @dataclass

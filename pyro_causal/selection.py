@@ -60,7 +60,7 @@ def heldout_scores(result: FitResult, x, *, regimes=None, targets=None, num_draw
                    seed: int = 0) -> Dict[str, float]:
     """Score rows a fit has not seen, per row, averaged over ``num_draws`` draws of ``(A, U)``.
 
-    The rows are mapped with the fit's own :class:`~pyro_causal.result.Standardizer` (the
+    The rows are mapped with the fit's own :class:`~pyro_causal.preprocessing.Standardizer` (the
     training rows' mean, scale and log), and ``z`` is summed out exactly
     (``assignment="optimal"``).
 

@@ -308,13 +308,17 @@ def simulate(num_variables: int = 10, edges_per_node: float = 1.0, num_samples: 
 
 
 def simulate_cause_effect(num_samples: int = 999, seed: int = 0, *,
-                          intervention: str = "stochastic") -> SimulatedData:
+                          intervention: str = "stochastic",
+                          weight_range: Tuple[float, float] = (0.5, 2.0),
+                          noise_std_range: Tuple[float, float] = (0.5, 1.0),
+                          intervention_mean: float = 2.0) -> SimulatedData:
     """The paper's cause-effect problem: a linear Gaussian SCM on ``A`` and ``B``.
 
     The graph is ``A -> B``, ``B -> A`` or no edge, each with probability 1/3 (all three share
     a Markov equivalence class).  Regimes: 0 observational, 1 intervenes on ``A``, 2 on ``B``,
     ``floor(n / 3)`` rows each (333 for the paper's ``n = 999``).  ``edges_per_node`` is
-    recorded as its expectation, 1/3.
+    recorded as its expectation, 1/3.  ``weight_range``, ``noise_std_range`` and
+    ``intervention_mean`` are :func:`simulate`'s.
 
     Returns:
         :class:`SimulatedData` with ``x`` ``(n, 2)``, ``names == ["A", "B"]``.
@@ -324,8 +328,8 @@ def simulate_cause_effect(num_samples: int = 999, seed: int = 0, *,
     graph = rng.integers(3)  # 0: A -> B, 1: B -> A, 2: no edge
     if graph < 2:
         adjacency[graph, 1 - graph] = 1
-    x, regimes, targets, weights, mechanisms = _sample_scm(adjacency, "linear", intervention, num_samples,
-                                                           rng, (0.5, 2.0), (0.5, 1.0), 2.0)
+    x, regimes, targets, weights, mechanisms = _sample_scm(adjacency, "linear", intervention, num_samples, rng,
+                                                           weight_range, noise_std_range, intervention_mean)
     return SimulatedData(x=x, adjacency=adjacency, regimes=regimes, targets=targets,
                          names=["A", "B"], mechanism="linear", intervention=intervention,
                          edges_per_node=1.0 / 3.0, seed=seed, weights=weights, mechanisms=mechanisms)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, PenaltySchedule, Preprocessing, Priors,
-                         TrainingConfig, exact_assignment_probs, fit, simulate)
+                         TrainingConfig, exact_assignment_probs, fit, simulate, simulate_cause_effect)
 from pyro_causal.commands import write_fit_outputs
 from pyro_causal.config import FORMER_KEYWORDS, apply_former_keywords
 
@@ -33,11 +33,26 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert settings["training"] == plain(asdict(resolved))
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
-    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0)))
+    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0,
+                                                              edge_search=EdgeSearch(rounds=0))))
     assert "checkpoint" not in settings and settings["num_threads"] == 1
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
     assert result.summary()["settings"] == settings and "elbo" not in settings
     assert np.isfinite(result.elbo) and result.records["held_refit"] is None
+
+
+def test_the_edge_search_runs_by_default_on_two_variables_only(data):
+    pair = simulate_cause_effect(300, seed=14)
+    searched = fit(pair.x, config=QUICK)
+    assert searched.settings["after_training"]["edge_search"] == {"rounds": 1, "restarts": 3, "moves": ["reverse", "remove"]}
+    record = searched.records["edge_search"]
+    # one held fit of the graph found and one per move from it (3 seeds each)
+    assert len(record["scores"]) == 2 * len(record["start_edges"])
+    assert searched.records["searched_from_elbo"] != searched.elbo
+    off = fit(pair.x, config=replace(QUICK, after_training=AfterTraining(held_refit=False, edge_search=EdgeSearch(rounds=0))))
+    assert off.settings["after_training"]["edge_search"]["rounds"] == 0 and "edge_search" not in off.records
+    wider = fit(data.x, config=QUICK)  # three variables
+    assert wider.settings["after_training"]["edge_search"]["rounds"] == 0 and "edge_search" not in wider.records
 
 
 def test_a_given_training_config_is_used_as_is_and_batch_size_fills_it(data):

@@ -112,12 +112,17 @@ def test_cause_effect_example_runs(tmp_path, capsys):
     text = out.read_text()
     assert "perfect intervention model" in text and not_blank(figure)
     # The table counts the pairs printed as fitted: one row, two pairs, by Hamming distance.
-    hd = [int(h) for h in re.findall(r"latent: HD (\d)", capsys.readouterr().out)]
-    assert len(hd) == 2
+    printed = capsys.readouterr().out
+    hd = [int(h) for h in re.findall(r"latent: HD (\d)", printed)]
+    before = [int(h) for h in re.findall(r"before the edge search (\d)", printed)]
+    assert len(hd) == 2 and len(before) == 2
     counts = " | ".join(str(hd.count(k)) for k in range(3))
     assert f"| latent | {counts} | {sum(h == 0 for h in hd) / 2:.0%} |" in text
+    # the pairs right before fit's default edge search, then the seconds per fit
+    assert re.search(rf"\| {before.count(0)}/2 \| [0-9.]+ \|\n", text)
     record = json.loads(record_path.read_text())
     assert record["rows"][0]["hd"] == [hd.count(k) for k in range(3)] and record["rows"][0]["pairs"] == 2
+    assert record["rows"][0]["right_before_search"] == before.count(0)
     assert record["options"] == "--model-intervention perfect, --quick"
     assert f"| latent | --model-intervention perfect, --quick | {counts} | {sum(h == 0 for h in hd) / 2:.0%} (" in render_page(record)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
-from pyro_causal.api import prepare_data
+from pyro_causal.preprocessing import prepare_data
 from pyro_causal.cli import build_parser, main
 from pyro_causal.io import OUTPUT_NAMES, DataWarning
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
-from pyro_causal.api import prepare_data
+from pyro_causal.preprocessing import prepare_data
 from pyro_causal.checks import MAX_TRUNCATION
 from pyro_causal.cli import main
 from pyro_causal.io import DataError, DataWarning, OutputError, atomic_write_text, write_csv, write_outputs
-from pyro_causal.result import Standardizer, strict_json
+from pyro_causal.preprocessing import Standardizer
+from pyro_causal.result import strict_json
 
 TINY = PenaltySchedule(first_round_steps=10, round_steps=5, max_rounds=1)
 TINY_CLI = ["--first-round-steps", "10", "--round-steps", "5", "--max-rounds", "1", "--quiet", "--no-held-refit"]

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, fit_with_graph_held, simulate_cause_effect
+from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, fit_with_graph_held,
+                         simulate_cause_effect)
 from pyro_causal.acyclicity import is_dag
 from pyro_causal.search import MOVES, graph_log_prior, hill_climb, neighbours, search_edges
 
@@ -109,6 +110,39 @@ def test_search_weighs_the_graph_prior_per_row():
     assert dropped.elbo == -1.0
 
 
+def test_search_edges_records_its_start_and_returns_the_held_fit_of_the_graph_chosen():
+    data = simulate_cause_effect(300, seed=14)  # A -> B
+    tiny = PenaltySchedule(first_round_steps=5, round_steps=2, max_rounds=1)
+    events = []
+    base = fit(data.x, seed=3, callbacks=[events.append],
+               config=FitConfig(training=TrainingConfig(schedule=tiny, log_every=1),
+                                after_training=AfterTraining(held_refit=False, edge_search=EdgeSearch(rounds=0))))
+    held = fit_with_graph_held(base, data.adjacency)
+    events.clear()
+    searched = search_edges(held, 2, restarts=2, moves=("reverse",))
+    record = searched.records["edge_search"]
+    assert all(entry["move"][0] == "reverse" for entry in record["scores"])
+    fits = 1 + len(record["scores"])  # the start and each candidate, 2 seeds each
+    assert sorted({e.phase for e in events}) == sorted(f"edge search fit {i}: restart {r}/2: held fit"
+                                                         for i in range(1, fits + 1) for r in (1, 2))
+    assert record["start_edges"] == [[0, 1]] and searched.records["searched_from_elbo"] == held.elbo
+    assert searched.settings["after_training"]["edge_search"] == {"rounds": 2, "restarts": 2, "moves": ["reverse"]}
+    assert searched.settings["seed"] == 3 and searched.seed in (3, 4)  # the fit's seed, then the next
+    # one reversal to score per round; at most one round can move (a second reversal undoes the first)
+    assert [entry["move"] for entry in record["scores"]][0] == ["reverse", 0, 1] and len(record["moves"]) <= 1
+    chosen = data.adjacency.T if record["moves"] else data.adjacency
+    np.testing.assert_array_equal(searched.adjacency, chosen)
+    np.testing.assert_array_equal(searched.edge_probs, chosen.astype(float))
+    logits = np.full((2, 2), -2.0)
+    assert record["score"] == pytest.approx(searched.elbo + graph_log_prior(chosen, logits) / 300, abs=1e-6)
+    assert searched.wall_time == pytest.approx(held.wall_time + record["seconds"])
+    events.clear()
+    by_default = search_edges(held)
+    assert by_default.settings["after_training"]["edge_search"] == {"rounds": 1, "restarts": 3,
+                                                                     "moves": ["reverse", "remove"]}
+    assert {e.phase.split(": ")[1] for e in events} == {"restart 1/3", "restart 2/3", "restart 3/3"}
+
+
 @pytest.mark.slow
 def test_fit_edge_search_returns_the_best_scored_graph():
     data = simulate_cause_effect(600, seed=9)
@@ -122,7 +156,8 @@ def test_fit_edge_search_returns_the_best_scored_graph():
     assert record["score"] == pytest.approx(max([record["start_score"], *scores]))
     assert result.settings["priors"]["edge_logit"] == -2.0 and result.settings["restarts"] == 1
     assert set(np.unique(result.edge_probs)) <= {0.0, 1.0} and is_dag(result.adjacency)
-    plain = fit(data.x, intervention="perfect", seed=0, config=FitConfig(training=TrainingConfig(schedule=short)))
+    plain = fit(data.x, intervention="perfect", seed=0,
+                config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(edge_search=EdgeSearch(rounds=0))))
     searched = search_edges(plain, rounds=1, restarts=1)  # the same step, on a FitResult
     np.testing.assert_array_equal(searched.adjacency, result.adjacency)
     assert searched.elbo == result.elbo and searched.settings == result.settings
@@ -142,7 +177,8 @@ def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():
     short = PenaltySchedule(first_round_steps=300, round_steps=50, max_rounds=2)
 
     base = fit(data.x, intervention="perfect", seed=0,
-               config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+               config=FitConfig(training=TrainingConfig(schedule=short),
+                                after_training=AfterTraining(held_refit=False, edge_search=EdgeSearch(rounds=0))))
     wrong = fit_with_graph_held(base, data.adjacency.T)
     best = search_edges(wrong, 1, restarts=1)
     record = best.records["edge_search"]

@@ -1,9 +1,9 @@
-"""Value checks of the preprocessing: standardisation and the log transform (pyro_causal.api.prepare_data)."""
+"""Value checks of the preprocessing: standardisation and the log transform (pyro_causal.preprocessing)."""
 import numpy as np
 import pytest
 
-from pyro_causal.api import prepare_data
-from pyro_causal.result import Standardizer
+from pyro_causal.preprocessing import prepare_data
+from pyro_causal.preprocessing import Standardizer
 
 X = np.array([[1.0, 10.0, 0.5], [2.0, 30.0, 0.25], [4.0, 20.0, 8.0], [9.0, 60.0, 1.0]] * 3) * np.repeat([1.0, 1.5, 3.0], 4)[:, None]
 

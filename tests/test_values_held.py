@@ -1,0 +1,127 @@
+"""Value checks of how a graph or an order is held (pyro_causal.held_refit), on models built, not fitted."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_causal.held_refit import (check_graph, edges_held, found_graph, graph_held, hold_edges, order_held,
+                                    refit_with_order_held)
+from pyro_causal.model import LatentInterventionModel
+
+INF = math.inf
+
+
+def model_with_fixed_edges():
+    """d = 3; the prior requires 0 -> 1 and forbids 2 -> 0."""
+    logits = torch.full((3, 3), -2.0)
+    logits[0, 1], logits[2, 0] = INF, -INF
+    return LatentInterventionModel(3, truncation=2, embedding_dim=2, edge_logit=logits)
+
+
+def masks(model):
+    return model.guide.required.clone(), model.guide.forbidden.clone()
+
+
+def test_hold_edges_adds_to_the_prior_masks_without_contradicting_them_and_restores_them():
+    model = model_with_fixed_edges()
+    built_required, built_forbidden = masks(model)
+    required = torch.tensor([[0, 0, 1], [0, 0, 0], [1, 0, 0]], dtype=torch.bool)  # 2 -> 0 is forbidden by the prior
+    forbidden = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)  # 0 -> 1 required; 0 -> 0 a self-loop
+    restore = hold_edges(model, required, forbidden)
+    expected_required = built_required.clone()
+    expected_required[0, 2] = True
+    expected_forbidden = built_forbidden.clone()
+    expected_forbidden[1, 0] = True
+    assert torch.equal(model.guide.required, expected_required)
+    assert torch.equal(model.guide.forbidden, expected_forbidden)
+    restore()
+    assert torch.equal(model.guide.required, built_required) and torch.equal(model.guide.forbidden, built_forbidden)
+
+
+def test_edges_held_restores_the_masks_also_after_an_error():
+    model = model_with_fixed_edges()
+    built = masks(model)
+    with pytest.raises(RuntimeError, match="inside"):
+        with edges_held(model, torch.ones(3, 3, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.bool)):
+            assert bool(model.guide.required[1, 2])
+            raise RuntimeError("inside")
+    assert all(torch.equal(a, b) for a, b in zip(masks(model), built))
+
+
+def test_graph_held_makes_q_of_the_graph_a_point_mass():
+    model = model_with_fixed_edges()
+    graph = torch.tensor([[0, 1, 1], [0, 0, 1], [0, 0, 0]])
+    built_required, built_forbidden = masks(model)
+    with graph_held(model, graph):
+        torch.testing.assert_close(model.guide.edge_probs(), graph.float())
+        off_diagonal = ~torch.eye(3, dtype=torch.bool)
+        assert torch.equal(model.guide.required, graph.bool() | built_required)
+        assert torch.equal(model.guide.forbidden, (~graph.bool() & off_diagonal) | built_forbidden)
+        assert not bool(model.guide.free_edges().any())
+    assert int(model.guide.free_edges().sum()) == 4  # 6 off-diagonal, 2 fixed by the prior
+
+
+def test_order_held_forbids_exactly_the_edges_against_the_order():
+    model = LatentInterventionModel(4, truncation=2, embedding_dim=2)
+    order = [2, 0, 3, 1]
+    with order_held(model, order):
+        position = {v: p for p, v in enumerate(order)}
+        for i in range(4):
+            for j in range(4):
+                against = i != j and position[i] > position[j]
+                assert bool(model.guide.forbidden[i, j]) is against, (i, j)
+        assert int(model.guide.free_edges().sum()) == 6 and not bool(model.guide.required.any())
+    assert not bool(model.guide.forbidden.any())
+
+
+def test_found_graph_is_the_dag_of_the_edge_probabilities():
+    model = LatentInterventionModel(3, truncation=2, embedding_dim=2)
+    with torch.no_grad():
+        model.guide.edge_logits.copy_(torch.tensor([[0.0, 3.0, -1.0], [2.0, 0.0, 0.5], [-3.0, -0.1, 0.0]]))
+    # 0 -> 1 (0.95) beats 1 -> 0 (0.88), 1 -> 2 (0.62); 0 -> 2 and 2 -> 1 stay below 1/2
+    np.testing.assert_array_equal(found_graph(model).numpy(), [[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+    assert found_graph(model).dtype == torch.bool
+
+
+def test_check_graph_refuses_what_is_not_an_allowed_dag():
+    model = model_with_fixed_edges()
+    good = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]])
+    held = check_graph(good, model)
+    assert held.dtype == torch.bool and torch.equal(held, torch.as_tensor(good, dtype=torch.bool))
+    assert torch.equal(check_graph(torch.as_tensor(good), model), held)
+    message = "graph must be a (3, 3) 0/1 DAG with a zero diagonal, got shape {}"
+    for bad, shape in ((np.zeros((2, 2)), (2, 2)), (good * 2, (3, 3)), (good + np.eye(3, dtype=int), (3, 3)),
+                       (np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]]), (3, 3))):
+        with pytest.raises(ValueError) as caught:
+            check_graph(bad, model)
+        assert str(caught.value) == message.format(shape)
+    for against_prior in (np.zeros((3, 3), dtype=int), np.array([[0, 1, 0], [0, 0, 0], [1, 0, 0]])):
+        with pytest.raises(ValueError, match=r"graph contradicts the edges the prior fixes \(edge_logit \+-inf\)"):
+            check_graph(against_prior, model)
+
+
+class StubTrainer:
+    """Records the masks it trained under instead of training."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, None
+
+    def run(self):
+        self.seen = masks(self.model)
+        return "converged"
+
+
+def test_refit_with_order_held_sets_the_edges_against_the_order_far_off_and_restores_the_masks():
+    model = model_with_fixed_edges()
+    built = masks(model)
+    with torch.no_grad():
+        model.guide.edge_logits.fill_(1.0)
+    trainer = refit_with_order_held(model, [0, 1, 2], StubTrainer)
+    _, forbidden_inside = trainer.seen
+    assert bool(forbidden_inside[1, 0]) and bool(forbidden_inside[2, 1]) and not bool(forbidden_inside[0, 2])
+    assert all(torch.equal(a, b) for a, b in zip(masks(model), built))
+    logits = model.guide.edge_logits.detach()
+    # against the order and not fixed by the prior: 1 -> 0, 2 -> 1 at -30; the rest untouched
+    assert float(logits[1, 0]) == float(logits[2, 1]) == -30.0
+    assert float(logits[0, 2]) == float(logits[1, 2]) == float(logits[0, 1]) == float(logits[2, 0]) == 1.0
