@@ -125,3 +125,38 @@ def test_refit_with_order_held_sets_the_edges_against_the_order_far_off_and_rest
     # against the order and not fixed by the prior: 1 -> 0, 2 -> 1 at -30; the rest untouched
     assert float(logits[1, 0]) == float(logits[2, 1]) == -30.0
     assert float(logits[0, 2]) == float(logits[1, 2]) == float(logits[0, 1]) == float(logits[2, 0]) == 1.0
+
+
+def test_the_held_refit_uses_its_seed_records_both_bounds_and_logs_its_choice(caplog):
+    from unittest import mock
+
+    from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, fit
+    from pyro_causal.held_refit import refit_with_graph_held
+
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    events = []
+    tiny = PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=1)
+    result = fit(x, seed=5, callbacks=[events.append],
+                 config=FitConfig(training=TrainingConfig(schedule=tiny, log_every=1), after_training=AfterTraining(held_refit=False)))
+    for seed, expected_seed in ((None, 5), (8, 8)):
+        for refit_score, kept in ((result.elbo + 0.123456789, True), (result.elbo - 1.0, False)):
+            seeds, models = [], []
+
+            def fake_mean_elbo(model, *args, seed, **kwargs):
+                seeds.append(seed)
+                models.append(model)
+                return (refit_score, 0.0)
+
+            events.clear()
+            caplog.clear()
+            with mock.patch("pyro_causal.problem.mean_elbo", fake_mean_elbo), caplog.at_level("INFO", "pyro_causal.held_refit"):
+                kept_result = refit_with_graph_held(result, seed=seed, prefix="restart 2/3")
+            assert seeds == [expected_seed, expected_seed]  # the held fit's score, then with the loop's q(A)
+            assert {e.phase for e in events} == {"restart 2/3: held refit"}
+            record = kept_result.records["held_refit"]
+            assert record == {"elbo_before": round(result.elbo, 6), "elbo_after": round(refit_score, 6), "kept": kept}
+            assert kept_result.elbo == (refit_score if kept else result.elbo)
+            assert (kept_result.model is models[1]) is kept
+            np.testing.assert_array_equal(kept_result.adjacency, result.adjacency)
+            assert caplog.messages == [f"held refit (seed {expected_seed}): elbo/row {result.elbo:.4f} -> "
+                                       f"{refit_score:.4f}, {'kept' if kept else 'not kept'}"]

@@ -46,3 +46,23 @@ def test_the_log_transform_refuses_non_positive_values():
     with pytest.raises(ValueError, match=r"data, row 2, column 'X1': 0.0 <= 0 cannot be log-transformed"):
         prepare_data(bad, log_transform=True)
     prepare_data(bad)  # fine without the log
+
+
+def test_what_is_not_a_numeric_table_is_refused_by_name():
+    from pyro_causal.io import DataError
+
+    cases = (([[1.0, 2.0], [3.0]], "data must be a numeric (n, d) array: setting an array element with a sequence."),
+             ([["a", "b"], ["c", "d"]], "data must be a numeric (n, d) array: could not convert string to float: np.str_('a')"),
+             ([[1 + 2j, 1.0]] * 3, "data must be real numbers, got complex values"),
+             ([1.0, 2.0], "data must be a 2-D (rows, variables) array, got shape (2,)"))
+    for bad, message in cases:
+        with pytest.raises(DataError) as caught:
+            prepare_data(bad)
+        assert str(caught.value).startswith(message)
+    with pytest.raises(DataError) as caught:
+        prepare_data(X, names=["a", "b"])
+    assert str(caught.value) == "2 names for 3 columns"
+    with pytest.raises(DataError) as caught:
+        prepare_data(X, names=["a", "b", "a"])
+    assert str(caught.value) == "names: 'a' is given twice; variable names must be distinct"
+    assert prepare_data(X, names=[1, 2, 3])[1] == ["1", "2", "3"]

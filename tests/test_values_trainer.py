@@ -78,12 +78,15 @@ def test_batch_rows_are_all_rows_or_a_fresh_subset_of_the_batch_size():
     assert not torch.equal(rows, trainer.batch_rows())
 
 
-def test_each_step_is_recorded_and_events_come_every_log_every_steps_and_each_round():
-    events = []
+def test_each_step_is_recorded_and_events_come_every_log_every_steps_and_each_round(caplog):
+    events, reasons = [], []
     schedule = PenaltySchedule(first_round_steps=4, round_steps=3, max_rounds=2)
     trainer = small_trainer(schedule=schedule, log_every=2)
-    trainer.callbacks.append(events.append)
-    assert trainer.run() == "budget"
+    trainer.callbacks += [events.append, lambda event: reasons.append(trainer.stop_reason)]
+    trainer.stop_reason = StopReason.BUDGET  # from an earlier run: cleared while this one runs
+    with caplog.at_level("INFO", "pyro_causal.trainer"):
+        assert trainer.run() == "budget"
+    assert reasons == [None] * 5
     assert trainer.step_count == 7 and len(trainer.elbo_trace) == len(trainer.h_trace) == 7
     kinds = [(e.kind, e.step, e.round) for e in events]
     assert kinds == [("step", 2, 0), ("step", 4, 0), ("round", 4, 1), ("step", 6, 1), ("round", 7, 2)]
@@ -92,6 +95,14 @@ def test_each_step_is_recorded_and_events_come_every_log_every_steps_and_each_ro
     assert last.multiplier == float(trainer.lagrangian.multiplier) and last.penalty == float(trainer.lagrangian.penalty)
     assert last.phase == "penalty" and last.total is None
     assert trainer.steps_this_round == 0
+    rounds = [e for e in events if e.kind == "round"]
+    # h at the end of the round (the one the update used), not the last step's
+    h = float(trainer.constraint().detach())
+    assert len(caplog.messages) == 2 and caplog.messages[1] == (
+        f"round 2 step 7: elbo/row {trainer.elbo_trace[-1]:.4f} h {h:.3g} multiplier {last.multiplier:.3g} "
+        f"penalty {last.penalty:.3g}")
+    assert caplog.messages[0].startswith(f"round 1 step 4: elbo/row {trainer.elbo_trace[3]:.4f} h ")
+    assert rounds[0].elbo == trainer.elbo_trace[3] != trainer.elbo_trace[2]
 
 
 def test_the_state_round_trips_and_restores_the_outlier_window():
@@ -120,7 +131,7 @@ def test_the_state_round_trips_and_restores_the_outlier_window():
     assert (other.skipped_steps, len(other._recent), other._consecutive_outliers) == (0, 0, 0)
 
 
-def test_a_divergence_restores_the_state_of_the_last_round():
+def test_a_divergence_restores_the_state_of_the_last_round(caplog):
     trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=3))
     steps = []
     original = trainer.svi.step
@@ -134,7 +145,9 @@ def test_a_divergence_restores_the_state_of_the_last_round():
         return loss
 
     trainer.svi.step = svi_step
-    assert trainer.run() == "diverged"
+    with caplog.at_level("WARNING", "pyro_causal.trainer"):
+        assert trainer.run() == "diverged"
+    assert caplog.messages == ["training diverged (non-finite parameters after step 4); restoring the last good state"]
     assert trainer.step_count == 3 and trainer.steps_this_round == 0 and len(trainer.elbo_trace) == 3
     assert trainer.divergence == "non-finite parameters after step 4"
     assert bool(torch.isfinite(trainer.model.guide.edge_logits).all())
@@ -157,3 +170,166 @@ def test_the_loss_of_a_step_is_the_objective_with_the_trainer_s_regimes_targets_
         torch.testing.assert_close(value, reference)
     # the same call with any of them dropped gives another value (or another plan: an error)
     assert abs(float(trainer.objective(model.model, model.guide, x, regimes, targets)[1]) - float(elbo)) > 1e-4
+
+
+def _trainer_of(x, regimes=None, targets=None, model_class=LatentInterventionModel, embedding_dim=2, tag="", **config):
+    torch.manual_seed(0)
+    model = model_class(3, truncation=3, embedding_dim=embedding_dim, encoder_hidden=4)
+    trainer = Trainer(model, x, regimes=regimes, targets=targets, config=TrainingConfig(**config))
+    trainer.checkpoint_tag = tag
+    return trainer
+
+
+class RenamedModel(LatentInterventionModel):
+    pass
+
+
+def test_the_fingerprint_changes_with_each_thing_a_checkpoint_must_match():
+    x = torch.randn(30, 3)
+    regimes = torch.tensor([0, 1, -1] * 10)
+    targets = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    base = _trainer_of(x, regimes, targets).fingerprint()
+    assert _trainer_of(x.clone(), regimes.clone(), targets.clone()).fingerprint() == base
+    others = [_trainer_of(x + 1, regimes, targets), _trainer_of(x, torch.tensor([0, 2, -1] * 10), targets),
+              _trainer_of(x, regimes, targets.flip(0)), _trainer_of(x, regimes, targets, learning_rate=0.01),
+              _trainer_of(x, regimes, targets, embedding_dim=3), _trainer_of(x, regimes, targets, RenamedModel),
+              _trainer_of(x, regimes, targets, tag="flow")]
+    prints = [other.fingerprint() for other in others]
+    assert base not in prints and len(set(prints)) == len(prints)
+
+
+def test_a_checkpoint_loads_only_into_the_same_fit_and_brings_its_last_good_state(tmp_path):
+    x = torch.randn(30, 3)
+    schedule = PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=2)
+    trainer = _trainer_of(x, schedule=schedule)
+    for _ in range(4):  # one round and one step into the next
+        trainer.step()
+        if trainer.steps_this_round == 3:
+            trainer.end_round()
+    path = trainer.save_checkpoint(tmp_path / "state.pt")
+    resumed = _trainer_of(x, schedule=schedule)
+    resumed.load_checkpoint(path, check=True)
+    assert resumed.step_count == 4 and resumed._last_good["step_count"] == 3
+    assert resumed.elbo_trace == trainer.elbo_trace
+    other = _trainer_of(x + 1, schedule=schedule)
+    with pytest.raises(ValueError) as caught:
+        other.load_checkpoint(path, check=True)
+    assert str(caught.value) == f"{path}: this checkpoint was written by a fit of other data or options"
+    other.load_checkpoint(path)  # without the check it loads
+    assert other.step_count == 4
+
+
+def test_parameters_loaded_or_restored_are_checked_before_the_next_step():
+    trainer = _trainer_of(torch.randn(30, 3))
+    trainer.step()
+    state = trainer.state_dict()
+    state["model"] = {k: v.clone() for k, v in state["model"].items()}
+    name = "guide.edge_logits"
+    state["model"][name][0, 1] = float("nan")
+    trainer.load_state_dict(state)
+    with pytest.raises(FloatingPointError, match="^non-finite parameters at step 1$"):
+        trainer.step()
+    fresh = _trainer_of(torch.randn(30, 3))
+    fresh.step()
+    snapshot = fresh._snapshot()
+    snapshot["model"][name][0, 1] = float("nan")
+    fresh._restore(snapshot)
+    with pytest.raises(FloatingPointError, match="^non-finite parameters at step 1$"):
+        fresh.step()
+
+
+def test_a_state_with_pyro_s_random_state_loads():
+    import pyro
+
+    trainer = _trainer_of(torch.randn(30, 3))
+    trainer.step()
+    state = trainer.state_dict()
+    torch.manual_seed(11)
+    state["rng"] = pyro.util.get_rng_state()  # checkpoints written before the plain-data format
+    expected = torch.rand(3)
+    trainer.load_state_dict(state)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_a_step_passes_the_trainer_s_data_regimes_targets_and_rows_through_svi():
+    x = torch.randn(40, 3)
+    regimes = torch.tensor([0, 1, 2, -1] * 10)
+    targets = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    trainer = _trainer_of(x, regimes, targets, batch_size=30)
+    calls, objectives = [], []
+    svi_step, objective = trainer.svi.step, trainer.objective
+
+    def recording_svi_step(*args, **kwargs):
+        calls.append((args, kwargs))
+        return svi_step(*args, **kwargs)
+
+    def recording_objective(*args, **kwargs):
+        objectives.append(kwargs)
+        return objective(*args, **kwargs)
+
+    trainer.svi.step, trainer.objective = recording_svi_step, recording_objective
+    trainer._consecutive_outliers = 5
+    trainer.step()
+    (args, kwargs), = calls
+    assert args[0] is x and args[1] is regimes and args[2] is targets
+    rows = kwargs["rows"]
+    assert rows.shape == (30,) and len(set(rows.tolist())) == 30
+    assert objectives == [{"rows": rows}]  # the same rows reach the bound
+    assert trainer._consecutive_outliers == 0  # a step that is not an outlier ends a run of them
+
+
+def test_a_non_finite_loss_and_an_invalid_distribution_stop_with_the_step_named():
+    trainer = _trainer_of(torch.randn(30, 3))
+    trainer.step()
+    with torch.no_grad():
+        trainer.model.edge_logits.fill_(float("nan"))  # the prior's logits: the loss, not a parameter
+    with pytest.raises(FloatingPointError) as caught:
+        trainer.step()
+    assert str(caught.value) == "non-finite loss nan at step 1"
+    other = _trainer_of(torch.randn(30, 3))
+
+    def invalid(*args, **kwargs):
+        raise ValueError("Expected parameter scale (Tensor of shape (3,)) to satisfy the constraint GreaterThan(lower_bound=0.0)")
+
+    other.svi.step = invalid
+    with pytest.raises(FloatingPointError) as caught:
+        other.step()
+    assert str(caught.value) == "non-finite or invalid distribution parameters at step 0"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+    def unrelated(*args, **kwargs):
+        raise ValueError("shapes do not match")
+
+    other.svi.step = unrelated
+    with pytest.raises(ValueError, match="^shapes do not match$"):
+        other.step()
+
+
+def test_training_removes_the_model_s_entries_from_pyro_s_parameter_store():
+    import pyro
+
+    trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=2, round_steps=1, max_rounds=1))
+    prefix = trainer.model._pyro_name + "."
+    pyro.param(prefix + "stale", torch.zeros(2))  # left by an earlier program of the same name
+    trainer.run()
+    assert not [name for name in pyro.get_param_store().keys() if name.startswith(prefix)]
+
+
+def test_the_objective_passes_regimes_and_targets_to_the_bound():
+    from pyro_causal.elbo import LatentInterventionELBO
+
+    x = torch.randn(40, 3)
+    regimes = torch.tensor([0, 1, 2, -1] * 10)
+    targets = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    trainer = _trainer_of(x, regimes, targets)
+    model = trainer.model
+    reference = LatentInterventionELBO(supervision_weight=0.5, assignment="optimal")
+    torch.manual_seed(2)
+    loss, elbo, h = trainer.objective(model.model, model.guide, x, regimes, targets)
+    torch.manual_seed(2)
+    terms = reference.terms(model.model, model.guide, x, regimes, targets)
+    torch.testing.assert_close(elbo, terms.elbo.detach() / 40)
+    torch.testing.assert_close(loss, -terms.objective / 40 + trainer.lagrangian(h))
+    torch.manual_seed(2)
+    unlabelled = LatentInterventionELBO(supervision_weight=0.5, assignment="optimal").terms(model.model, model.guide, x, None, targets)
+    assert abs(float((unlabelled.elbo - terms.elbo).detach())) > 1e-3  # the regimes matter
