@@ -1,6 +1,7 @@
 """The edge search after training: neighbours, the graph prior, hill climbing, and ``fit(edge_search=)``."""
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,8 +119,12 @@ def test_search_edges_records_its_start_and_returns_the_held_fit_of_the_graph_ch
                config=FitConfig(training=TrainingConfig(schedule=tiny, log_every=1),
                                 after_training=AfterTraining(held_refit=False, edge_search=EdgeSearch(rounds=0))))
     held = fit_with_graph_held(base, data.adjacency)
+    held = replace(held, records={**held.records, "skipped_steps": 99})  # the search reports its own fit's
     events.clear()
     searched = search_edges(held, 2, restarts=2, moves=("reverse",))
+    assert searched.records["skipped_steps"] < 99
+    for option in ("held_refit", "order_refit"):  # the other steps' settings are kept
+        assert searched.settings["after_training"][option] == held.settings["after_training"][option]
     record = searched.records["edge_search"]
     assert all(entry["move"][0] == "reverse" for entry in record["scores"])
     fits = 1 + len(record["scores"])  # the start and each candidate, 2 seeds each
@@ -184,3 +189,44 @@ def test_the_search_reverses_a_wrong_edge_of_a_cause_effect_pair():
     record = best.records["edge_search"]
     assert record["moves"] == [["reverse", 1, 0]]
     np.testing.assert_array_equal(best.adjacency, data.adjacency)
+
+
+def test_hill_climb_records_every_score_to_six_decimals_and_logs_each_move(caplog):
+    start = np.array([[False, True], [False, False]])  # a boolean graph is climbed as 0/1 integers
+    logits = np.array([[0.0, -1.0], [0.5, 0.0]])
+    bounds = {(0, 1): -1.1234567891, (1, 0): -1.0000004444, (): -1.2}
+    seen = []
+
+    def fit_held(graph):
+        seen.append(graph.dtype)
+        return FakeFit(bounds[tuple(int(v) for v in np.argwhere(graph).ravel())])
+
+    with caplog.at_level("INFO", "pyro_causal.search"):
+        best, record = hill_climb(start, logits, 10, rounds=1, fit_held=fit_held)
+    assert seen == [np.dtype(np.int64)] * 3
+    prior = {(0, 1): graph_log_prior(np.array([[0, 1], [0, 0]]), logits),
+             (1, 0): graph_log_prior(np.array([[0, 0], [1, 0]]), logits),
+             (): graph_log_prior(np.zeros((2, 2)), logits)}
+    score = {g: bounds[g] + prior[g] / 10 for g in bounds}
+    assert record["start_score"] == round(score[(0, 1)], 6)
+    assert record["scores"] == [{"move": ["reverse", 0, 1], "score": round(score[(1, 0)], 6), "from": round(score[(0, 1)], 6)},
+                                {"move": ["remove", 0, 1], "score": round(score[()], 6), "from": round(score[(0, 1)], 6)}]
+    assert record["moves"] == [["reverse", 0, 1]] and record["score"] == round(score[(1, 0)], 6)
+    assert best.elbo == bounds[(1, 0)] and 0.0 <= record["seconds"] < 1.0  # three instant fits
+    assert caplog.messages == [f"edge search: reverse 0 -> 1 scores {score[(1, 0)]:.4f} (current {score[(0, 1)]:.4f})",
+                               f"edge search: remove 0 -> 1 scores {score[()]:.4f} (current {score[(0, 1)]:.4f})"]
+
+
+def test_of_tied_best_neighbours_the_first_proposed_is_taken():
+    start = np.array([[0, 1, 1], [0, 0, 0], [0, 0, 0]])  # 0 -> 1, 0 -> 2
+    flat = np.zeros((3, 3))  # every graph has the same prior
+    order = [move for move, _ in neighbours(start, flat)]
+    first, second = order[1], order[2]  # ("remove", 0, 1) then ("reverse", 0, 2)
+    assert (first[0], second[0]) == ("remove", "reverse")
+    tied = {tuple(map(tuple, graph)) for move, graph in neighbours(start, flat) if move in (first, second)}
+
+    def fit_held(graph):
+        return FakeFit(-0.5 if tuple(map(tuple, graph)) in tied else -1.0)
+
+    best, record = hill_climb(start, flat, 10, rounds=1, fit_held=fit_held)
+    assert record["moves"] == [list(first)]

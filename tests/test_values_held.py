@@ -138,8 +138,8 @@ def test_the_held_refit_uses_its_seed_records_both_bounds_and_logs_its_choice(ca
     tiny = PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=1)
     result = fit(x, seed=5, callbacks=[events.append],
                  config=FitConfig(training=TrainingConfig(schedule=tiny, log_every=1), after_training=AfterTraining(held_refit=False)))
-    for seed, expected_seed in ((None, 5), (8, 8)):
-        for refit_score, kept in ((result.elbo + 0.123456789, True), (result.elbo - 1.0, False)):
+    for seed, expected_seed, prefix in ((None, 5, ""), (8, 8, "restart 2/3")):
+        for refit_score, kept in ((result.elbo + 0.123456789, True), (result.elbo - 1.0, False), (result.elbo, False)):
             seeds, models = [], []
 
             def fake_mean_elbo(model, *args, seed, **kwargs):
@@ -150,9 +150,10 @@ def test_the_held_refit_uses_its_seed_records_both_bounds_and_logs_its_choice(ca
             events.clear()
             caplog.clear()
             with mock.patch("pyro_causal.problem.mean_elbo", fake_mean_elbo), caplog.at_level("INFO", "pyro_causal.held_refit"):
-                kept_result = refit_with_graph_held(result, seed=seed, prefix="restart 2/3")
+                kept_result = (refit_with_graph_held(result, seed=seed, prefix=prefix) if prefix
+                               else refit_with_graph_held(result))
             assert seeds == [expected_seed, expected_seed]  # the held fit's score, then with the loop's q(A)
-            assert {e.phase for e in events} == {"restart 2/3: held refit"}
+            assert {e.phase for e in events} == {f"{prefix}: held refit" if prefix else "held refit"}
             record = kept_result.records["held_refit"]
             assert record == {"elbo_before": round(result.elbo, 6), "elbo_after": round(refit_score, 6), "kept": kept}
             assert kept_result.elbo == (refit_score if kept else result.elbo)
@@ -160,3 +161,57 @@ def test_the_held_refit_uses_its_seed_records_both_bounds_and_logs_its_choice(ca
             np.testing.assert_array_equal(kept_result.adjacency, result.adjacency)
             assert caplog.messages == [f"held refit (seed {expected_seed}): elbo/row {result.elbo:.4f} -> "
                                        f"{refit_score:.4f}, {'kept' if kept else 'not kept'}"]
+
+
+def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_both_bounds():
+    from unittest import mock
+
+    from pyro_causal import PenaltySchedule, TrainingConfig
+    from pyro_causal.held_refit import refit_in_searched_order
+
+    torch.manual_seed(0)
+    model = LatentInterventionModel(3, truncation=3, embedding_dim=2, encoder_hidden=4)
+    with torch.no_grad():
+        model.guide.edge_logits.copy_(torch.tensor([[0.0, -1.0, 2.0], [0.5, 0.0, -3.0], [-0.2, 1.5, 0.0]]))
+    x, regimes = torch.randn(30, 3), torch.tensor([0, 1, -1] * 10)
+    targets = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    config = TrainingConfig(schedule=PenaltySchedule(first_round_steps=7, round_steps=3, max_rounds=5))
+    proposal = {"order": [2, 0, 1], "start": [0, 2, 1], "start_score": -100.0, "score": -98.76543, "moves": 1}
+    for after, kept in ((-1.2345678912, True), (-2.5, False)):
+        calls, trained = {}, {}
+
+        def fake_propose(*args):
+            calls["propose"] = args
+            return proposal
+
+        def fake_mean_elbo(*args, **kwargs):
+            calls["score"] = (args, kwargs)
+            return (after, 0.0)
+
+        class Stub:
+            def __init__(self, refit, held):
+                trained.update(logits=refit.guide.edge_logits.detach().clone(), config=held,
+                               forbidden=refit.guide.forbidden.clone())
+                self.model = refit
+
+            def run(self):
+                return "converged"
+
+        with mock.patch("pyro_causal.held_refit.propose_order", fake_propose), \
+                mock.patch("pyro_causal.held_refit.mean_elbo", fake_mean_elbo):
+            chosen, score, record = refit_in_searched_order(model, -2.0, Stub, config, x, regimes, targets,
+                                                            seed=4, batch_size=16)
+        assert calls["propose"][0] is model and calls["propose"][1] is x
+        assert calls["propose"][2] is regimes and calls["propose"][3] is targets
+        (scored, *rest), options = calls["score"]
+        assert scored is not model and rest[0] is x and rest[1] is regimes and rest[2] is targets
+        assert options == {"seed": 4, "batch_size": 16}
+        # the refit starts from the model's logits with every free edge at probability >= 1/2
+        expected = model.guide.edge_logits.detach().clamp(min=0.0)
+        assert torch.equal(trained["logits"], expected)
+        assert trained["config"].schedule.max_rounds == 1 and trained["config"].graph_estimator == "local"
+        assert trained["config"].schedule.first_round_steps == 7
+        assert bool(trained["forbidden"][0, 2]) and not bool(trained["forbidden"][2, 0])  # 0 after 2 in the order
+        assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "profile_gain": 1.235,
+                          "elbo_before": -2.0, "elbo_after": round(after, 6), "kept": kept}
+        assert score == (after if kept else -2.0) and (chosen is model) is not kept

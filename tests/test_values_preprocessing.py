@@ -66,3 +66,44 @@ def test_what_is_not_a_numeric_table_is_refused_by_name():
         prepare_data(X, names=["a", "b", "a"])
     assert str(caught.value) == "names: 'a' is given twice; variable names must be distinct"
     assert prepare_data(X, names=[1, 2, 3])[1] == ["1", "2", "3"]
+
+
+def test_the_data_checks_name_the_data_and_the_edges_of_what_is_accepted():
+    from pyro_causal.io import DataError, DataWarning
+
+    bad = X.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(DataError) as caught:
+        prepare_data(bad)
+    assert str(caught.value) == "data, row 1, column 'X0': nan is not a finite number (1 non-finite value(s) in all)"
+    largest = X.copy()
+    largest[0, 1] = np.finfo(np.float32).max  # the largest float32 is still accepted
+    assert prepare_data(largest, standardize=False)[0][0, 1] == np.finfo(np.float32).max
+    labels = np.column_stack([X, np.arange(12) % 3])
+    with pytest.warns(DataWarning, match="column 'regime' looks like regime labels"):
+        prepare_data(labels, names=["a", "b", "c", "regime"])
+
+
+def test_names_given_win_over_a_data_frame_s_columns():
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(X, columns=["p", "q", "r"])
+    assert prepare_data(frame)[1] == ["p", "q", "r"]
+    assert prepare_data(frame, names=["a", "b", "c"])[1] == ["a", "b", "c"]
+
+
+def test_huge_columns_are_standardised_column_by_column():
+    # the sums overflow, so the moments come from each column divided by its own largest value
+    x = np.array([[1.5e308, 1.0], [-1.5e308, 2.0], [1.0e308, 3.0], [-1.0e308, 4.0]])
+    standardizer = Standardizer.fit(x)
+    np.testing.assert_allclose(standardizer.mean, [0.0, 2.5], atol=1e-300)
+    np.testing.assert_allclose(standardizer.scale, [np.sqrt(1.625) * 1e308, np.sqrt(1.25)], rtol=1e-12)
+    # new rows may come as text (a CSV read as strings): they are numbers to the map
+    np.testing.assert_allclose(standardizer(np.array([["1e308", "2"]])), [[1e308 / standardizer.scale[0], -0.5 / np.sqrt(1.25)]])
+
+
+def test_sums_that_overflow_both_ways_are_standardised_without_a_warning():
+    # 1.5e308 + 1.5e308 overflows to inf and the negative half to -inf: inf - inf is nan
+    x = np.array([[1.5e308, 1.0], [1.5e308, 2.0], [-1.5e308, 3.0], [-1.5e308, 4.0]])
+    standardizer = Standardizer.fit(x)  # the suite turns a RuntimeWarning into an error
+    np.testing.assert_allclose(standardizer.mean, [0.0, 2.5], atol=1e-300)
+    np.testing.assert_allclose(standardizer.scale, [1.5e308, np.sqrt(1.25)], rtol=1e-12)

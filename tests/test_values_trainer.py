@@ -333,3 +333,18 @@ def test_the_objective_passes_regimes_and_targets_to_the_bound():
     torch.manual_seed(2)
     unlabelled = LatentInterventionELBO(supervision_weight=0.5, assignment="optimal").terms(model.model, model.guide, x, None, targets)
     assert abs(float((unlabelled.elbo - terms.elbo).detach())) > 1e-3  # the regimes matter
+
+
+def test_a_new_trainer_starts_clean_and_passes_its_options_to_the_bound():
+    trainer = small_trainer(supervision_weight=0.9, graph_estimator="local", assignment="amortized")
+    assert trainer.checkpoint_tag == "" and trainer.divergence is None and trainer.stop_reason is None
+    assert trainer._recent.maxlen == OUTLIER_WINDOW and trainer.step_count == trainer.skipped_steps == 0
+    elbo = trainer.elbo
+    assert (elbo.supervision_weight, elbo.graph_estimator, elbo.assignment) == (0.9, "local", "amortized")
+    TrainingConfig(outlier_tolerance=0.5)  # any positive tolerance
+    torch.manual_seed(0)
+    model = LatentInterventionModel(3, truncation=2, embedding_dim=2, encoder_hidden=4)
+    with torch.no_grad():
+        model.guide.edge_logits[0, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="^non-finite parameters at step 0$"):
+        Trainer(model, torch.randn(20, 3)).step()  # checked before the first step
