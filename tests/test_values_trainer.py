@@ -348,3 +348,23 @@ def test_a_new_trainer_starts_clean_and_passes_its_options_to_the_bound():
         model.guide.edge_logits[0, 1] = float("nan")
     with pytest.raises(FloatingPointError, match="^non-finite parameters at step 0$"):
         Trainer(model, torch.randn(20, 3)).step()  # checked before the first step
+
+
+def test_a_divergence_in_the_first_round_restores_the_initial_state():
+    trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=3, round_steps=2, max_rounds=2))
+    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    original = trainer.svi.step
+    steps = []
+
+    def svi_step(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                trainer.model.guide.edge_logits[1, 0] = float("inf")
+        return loss
+
+    trainer.svi.step = svi_step
+    assert trainer.run() == "diverged" and trainer.step_count == 0 and trainer.elbo_trace == []
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, initial[name])
