@@ -20,10 +20,10 @@ from .trainer import TrainingConfig
 TWO_CYCLES = ("resolve", "allow")
 MOVES = ("reverse", "remove", "add")
 DEFAULT_MOVES = ("reverse", "remove")
-PAIR_SEARCH_ROUNDS = 1
-"""Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
 """Additions are off by default: a graph with one more edge is penalised only by its prior (the
 mechanisms' weights are point estimates), less than the spread of held fits (:class:`EdgeSearch`)."""
+PAIR_SEARCH_ROUNDS = 1
+"""Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
 
 
 def check_moves(moves: Sequence[str]) -> None:
