@@ -198,9 +198,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         options += [f"--restarts {args.restarts}"] * (args.restarts > 1)
         options += [f"--graph-estimator {args.graph_estimator}"] * bool(args.graph_estimator)
         options += ["--quick"] * args.quick
-        options += [f"--weight-range {args.weight_range[0]:g} {args.weight_range[1]:g}"] * (tuple(args.weight_range) != (0.5, 2.0))
-        options += [f"--noise-std {args.noise_std[0]:g} {args.noise_std[1]:g}"] * (tuple(args.noise_std) != (0.5, 1.0))
-        options += [f"--intervention-mean {args.intervention_mean:g}"] * (args.intervention_mean != 2.0)
+        for flag in ("weight_range", "noise_std", "intervention_mean"):  # the generator's options given
+            value = getattr(args, flag)
+            if tuple(np.atleast_1d(value)) != tuple(np.atleast_1d(parser.get_default(flag))):
+                options.append(f"--{flag.replace('_', '-')} " + " ".join(f"{v:g}" for v in np.atleast_1d(value)))
         options += [f"--edge-search {args.edge_search} (moves {args.search_moves}, {args.search_restarts} seeds per graph)"] * bool(args.edge_search)
         write_record(args.record, "figure3", f"{args.pairs} pairs, n = {args.samples}",
                      command_line("cause_effect.py", argv).split("`")[1], f"pairs {seeds[0]}..{seeds[-1]}, fit seed = pair seed",
