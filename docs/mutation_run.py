@@ -1,14 +1,21 @@
-"""Mutation scores of the modules whose functions every fit calls: ``python docs/mutation_run.py``.
+"""Mutation scores of the modules that decide the result: ``python docs/mutation_run.py``.
 
-``mutmut run`` starts one pytest process per mutant and runs every selected test that touches the
-mutated function; for ``trainer.py``, ``search.py``, ``held_refit.py`` and ``preprocessing.py``
-(about 1300 mutants, most functions touched by every test that trains) that is hours on 2 cores.
-This script uses mutmut's mutants (``mutmut.__main__.create_mutants``, configured in
-``pyproject.toml``) and runs each module's mutants against that module's own fast tests
-(:data:`TESTS`), in ``--workers`` long-lived processes that call ``pytest.main`` once per mutant
-with ``MUTANT_UNDER_TEST`` set (mutmut's own switch).  A mutant is *killed* when a test fails,
-*timeout* when the tests run past ``--timeout`` seconds (a mutant that never ends a loop), else it
-*survived*.  Results go to ``mutants/scores.json``; ``mutmut show NAME`` prints a mutant's diff.
+``mutmut run`` starts one pytest process per mutant; for the modules every fit calls
+(``trainer.py``, ``held_refit.py``, ...) that is hours on 2 cores.  This script uses mutmut's
+mutants (generated from ``[tool.mutmut]`` in ``pyproject.toml``) and runs them in ``--workers``
+long-lived processes that call ``pytest.main`` once per mutant with ``MUTANT_UNDER_TEST`` set
+(mutmut's own switch):
+
+1. *Coverage*: each module's fast tests (:data:`TESTS`) run once unmutated with mutmut's
+   ``stats`` switch, recording which tests call each mutated function (as ``mutmut run`` does).
+   A test that calls none in this process (one that runs a subprocess) counts as calling all.
+2. *Mutants*: each mutant runs first the test that killed the last mutant of the same function,
+   then, if that passed, every test that calls the function, stopping at the first failure.
+
+A mutant is *killed* when a test fails, *timeout* when its tests run past ``--timeout`` seconds
+(a mutant that never ends a loop), *no tests* when no selected test calls its function, else it
+*survived*.  Results go to ``mutants/scores.json`` (mutant -> status) and the wall time per phase
+to ``mutants/timing.json``; ``mutmut show NAME`` prints a mutant's diff.
 
     rm -rf mutants && python docs/mutation_run.py              # generate, then run all
     python docs/mutation_run.py --only trainer,search          # some modules, reusing mutants/
@@ -31,9 +38,20 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 SCORES = MUTANTS / "scores.json"
+TIMING = MUTANTS / "timing.json"
+# unraisableexception's gc.collect() at the end of each session costs 0.3 s of a 0.4 s call.
+PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", "not slow"]
 
-#: The fast tests of each module, run for each of its mutants (stops at the first failure).
+#: The fast tests of each module: its value tests and the single whole fits that check its rules.
 TESTS: Dict[str, List[str]] = {
+    "elbo": ["tests/test_values_elbo.py", "tests/test_values_elbo_extra.py", "tests/test_trace_elbo.py",
+             "--deselect=tests/test_trace_elbo.py::test_readme_training_loop_runs_and_its_loss_falls"],
+    "distributions": ["tests/test_values_distributions.py", "tests/test_two_cycles.py",
+                      "--deselect=tests/test_two_cycles.py::test_local_edge_gradient_is_exact_for_the_two_cycle_free_law"],
+    "priors": ["tests/test_values_priors.py"],
+    "acyclicity": ["tests/test_values_acyclicity.py", "tests/test_acyclicity.py"],
+    "metrics": ["tests/test_metrics.py"],
+    "io": ["tests/test_values_io.py", "tests/test_io.py"],
     "trainer": ["tests/test_values_trainer.py", "tests/test_values_acceptance.py",
                 "tests/test_fit.py::test_divergence_stops_and_keeps_the_last_good_state",
                 "tests/test_fit.py::test_a_step_far_below_the_recent_elbos_updates_only_the_edges",
@@ -51,7 +69,32 @@ TESTS: Dict[str, List[str]] = {
                    "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
                    "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given",
                    "tests/test_values_acceptance.py::test_fit_keeps_the_held_refit_only_when_its_bound_is_higher"],
+    "order_search": ["tests/test_order_search.py", "tests/test_values_held.py",
+                     "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
+                     "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given"],
 }
+
+
+class _Record:
+    """pytest plugin: the tests that ran and failed, and the mutated functions each test called."""
+
+    def __init__(self):
+        self.ran: List[str] = []
+        self.failed: List[str] = []
+        self.calls: Dict[str, set] = collections.defaultdict(set)
+        self.current = None
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.current = nodeid
+        self.ran.append(nodeid)
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed and report.nodeid not in self.failed:
+            self.failed.append(report.nodeid)
+
+    def hit(self, function: str, caller=None) -> None:
+        if self.current is not None:
+            self.calls[self.current].add(function)
 
 
 def mutant_names(module: str) -> List[str]:
@@ -60,35 +103,95 @@ def mutant_names(module: str) -> List[str]:
     return sorted(meta["exit_code_by_key"], key=lambda name: (name.split("__mutmut_")[0], int(name.rsplit("_", 1)[1])))
 
 
-def worker(names_file: str, out_file: str, timeout: float) -> None:
-    """Run the mutants listed in ``names_file`` one after another in this process."""
+def _function(mutant: str) -> str:
+    return mutant.split("__mutmut_")[0]
+
+
+def _pytest(args: List[str], record: _Record) -> int:
+    import pytest
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return int(pytest.main([*PYTEST_ARGS, *args], plugins=[record]))
+
+
+def _enter_mutants() -> None:
     os.chdir(MUTANTS)
     sys.path.insert(0, str(MUTANTS))
     os.environ["OMP_NUM_THREADS"] = "1"
-    import pytest
     import torch
 
     torch.set_num_threads(1)
+
+
+def coverage(module: str, out_file: str) -> None:
+    """Run ``module``'s tests unmutated and write ``{function: [tests that call it]}``."""
+    _enter_mutants()
+    import mutmut.mutation.trampoline as trampoline
+
+    record = _Record()
+    trampoline.record_trampoline_hit = record.hit
+    os.environ["MUTANT_UNDER_TEST"] = "stats"
+    code = _pytest(TESTS[module], record)
+    if code != 0:
+        raise SystemExit(f"the tests of {module} fail without a mutant (pytest exit {code})")
+    prefix = f"pyro_causal.{module}."
+    functions = {f for called in record.calls.values() for f in called if f.startswith(prefix)}
+    by_function = {f: [t for t in record.ran if f in record.calls[t] or not record.calls[t]] for f in sorted(functions)}
+    by_function["*"] = [t for t in record.ran if not record.calls[t]]
+    Path(out_file).write_text(json.dumps(by_function, indent=0), encoding="utf-8")
+
+
+def worker(names_file: str, out_file: str, timeout: float) -> None:
+    """Run the mutants listed in ``names_file`` one after another in this process."""
+    _enter_mutants()
 
     def alarm(signum, frame):
         raise TimeoutError(f"mutant ran past {timeout} s")
 
     signal.signal(signal.SIGALRM, alarm)
+    tests = {}
+    killer: Dict[str, str] = {}
     done = {}
     for name in json.loads(Path(names_file).read_text(encoding="utf-8")):
+        module, function = name.split(".")[1], _function(name)
+        if module not in tests:
+            tests[module] = json.loads((MUTANTS / f"coverage_{module}.json").read_text(encoding="utf-8"))
+        calling = tests[module].get(function, tests[module]["*"])
         os.environ["MUTANT_UNDER_TEST"] = name
         start = time.time()
         signal.alarm(int(timeout))
+        status = "no tests" if not calling else "survived"
         try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *TESTS[name.split(".")[1]]]))
+            first = [killer[function]] if function in killer else []
+            for selection in first, [test for test in calling if test not in first]:
+                if not selection or status == "killed":
+                    continue
+                record = _Record()
+                code = _pytest(["-x", *selection], record)
+                if code == 1:
+                    status, killer[function] = "killed", record.failed[0] if record.failed else selection[0]
+                elif code != 0:
+                    status = f"pytest exit {code}"
         except TimeoutError:
-            code = -1
+            status = "timeout"
         finally:
             signal.alarm(0)
-        done[name] = "timeout" if code == -1 else "survived" if code == 0 else "killed" if code == 1 else f"pytest exit {code}"
+        done[name] = status
         Path(out_file).write_text(json.dumps(done, indent=0, ensure_ascii=False), encoding="utf-8")
-        print(f"{done[name]:>9} {time.time() - start:5.1f}s {name}", flush=True)
+        print(f"{status:>9} {time.time() - start:5.1f}s {name}", flush=True)
+
+
+def _run_all(commands: List[List[str]], workers: int) -> None:
+    """Run the commands, at most ``workers`` at once; raise if one fails."""
+    pending, running = list(commands), []
+    while pending or running:
+        while pending and len(running) < workers:
+            running.append(subprocess.Popen([sys.executable, __file__, *pending.pop(0)]))
+        time.sleep(0.5)
+        for process in [p for p in running if p.poll() is not None]:
+            running.remove(process)
+            if process.returncode != 0:
+                raise SystemExit(f"{' '.join(process.args[2:])} failed (exit {process.returncode})")
 
 
 def main(argv=None) -> int:
@@ -97,33 +200,55 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds per mutant")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--coverage", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker, args.timeout)
         return 0
+    if args.coverage:
+        coverage(*args.coverage)
+        return 0
     os.chdir(ROOT)
     modules = args.only.split(",") if args.only else list(TESTS)
-    if not all((MUTANTS / "pyro_causal" / f"{m}.py.meta").exists() for m in modules):
-        from mutmut.__main__ import create_mutants
+    unknown = sorted(set(modules) - set(TESTS))
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; choose from {', '.join(TESTS)}")
+    timing = json.loads(TIMING.read_text(encoding="utf-8")) if TIMING.exists() else {}
+    start = time.time()
+    from mutmut.__main__ import create_mutants
+    from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir
 
-        create_mutants(args.workers)
+    with contextlib.redirect_stdout(io.StringIO()):
+        copy_src_dir()
+        copy_also_copy_files()  # the tests and pyproject.toml as they are now
+        if not all((MUTANTS / "pyro_causal" / f"{m}.py.meta").exists() for m in modules):
+            create_mutants(args.workers)
+    timing["generate"] = round(time.time() - start, 1)
+    start = time.time()
+    _run_all([["--coverage", m, str(MUTANTS / f"coverage_{m}.json")] for m in modules], args.workers)
+    timing["coverage"] = round(time.time() - start, 1)
     names = [name for module in modules for name in mutant_names(module)]
-    parts = []
-    for i in range(args.workers):
-        listed, out = MUTANTS / f"worker{i}.json", MUTANTS / f"worker{i}_results.json"
+    start = time.time()
+    outs = [(MUTANTS / f"worker{i}.json", MUTANTS / f"worker{i}_results.json") for i in range(args.workers)]
+    for i, (listed, out) in enumerate(outs):
         listed.write_text(json.dumps(names[i::args.workers]), encoding="utf-8")
-        parts.append((out, subprocess.Popen([sys.executable, __file__, "--timeout", str(args.timeout),
-                                             "--worker", str(listed), str(out)])))
-    scores = json.loads(SCORES.read_text(encoding="utf-8")) if SCORES.exists() else {}
-    for out, process in parts:
-        process.wait()
-        scores.update(json.loads(out.read_text(encoding="utf-8")) if out.exists() else {})
-    SCORES.write_text(json.dumps(scores, indent=0, ensure_ascii=False), encoding="utf-8")
+        out.unlink(missing_ok=True)
+    try:
+        _run_all([["--timeout", str(args.timeout), "--worker", str(listed), str(out)] for listed, out in outs], args.workers)
+    finally:
+        scores = json.loads(SCORES.read_text(encoding="utf-8")) if SCORES.exists() else {}
+        for _, out in outs:
+            scores.update(json.loads(out.read_text(encoding="utf-8")) if out.exists() else {})
+        SCORES.write_text(json.dumps(scores, indent=0, ensure_ascii=False), encoding="utf-8")
+    timing["mutants"] = round(time.time() - start, 1)
+    timing["modules"], timing["workers"] = modules, args.workers
+    TIMING.write_text(json.dumps(timing, indent=0), encoding="utf-8")
     counts = collections.defaultdict(collections.Counter)
     for name, status in scores.items():
         counts[name.split(".")[1]][status] += 1
     for module, count in sorted(counts.items()):
         print(f"{module}: {sum(count.values())} mutants, " + ", ".join(f"{v} {k}" for k, v in sorted(count.items())))
+    print("seconds: " + ", ".join(f"{k} {timing[k]}" for k in ("generate", "coverage", "mutants")))
     return 0
 
 

@@ -59,6 +59,69 @@ def test_orders_tie_without_interventions(mixture):
     assert float((scores - scores[0]).abs().max()) < 1e-6 * float(scores[0].abs())
 
 
+def test_a_component_of_little_weight_scores_by_its_weight_and_none_at_or_below_1e_9(mixture):
+    data, x, q, pi = mixture
+    orders = [[0, 1, 2, 3, 4], [3, 1, 4, 2, 0]]
+    light = np.column_stack([q[:, 0] + q[:, 1:].sum(1) * 0.9, q[:, 1:].sum(1) * 0.1])
+    light[:, 1] *= 0.3 / light[:, 1].sum()  # component 1 weighs 0.3 rows in all
+    two = np.stack([np.zeros(5), pi[1]])
+    scores = order_scores(component_moments(torch.tensor(x), torch.tensor(light)), torch.tensor(two), torch.tensor(orders))
+    for order, score in zip(orders, scores):
+        expected = sum(weighted_gaussian_fit(x, light @ (1 - two[:, j]), j, order[:t])
+                       + two[1, j] * weighted_gaussian_fit(x, light[:, 1], j, order[:t]) for t, j in enumerate(order))
+        assert float(score) == pytest.approx(expected, rel=1e-7)
+    # a component weighing exactly 1e-9 (one row) adds nothing: the same as without it
+    tiny = np.column_stack([np.ones(len(x)), np.zeros(len(x))])
+    tiny[0, 1] = 1e-9
+    every = torch.tensor([[0.0] * 5, [1.0] * 5], dtype=torch.float64)
+    with_tiny = order_scores(component_moments(torch.tensor(x), torch.tensor(tiny)), every, torch.tensor(orders))
+    alone = order_scores(component_moments(torch.tensor(x), torch.tensor(tiny[:, :1])), every[:1], torch.tensor(orders))
+    assert torch.equal(with_tiny, alone)
+
+
+def test_order_scores_and_search_default_to_imperfect_interventions(mixture):
+    data, x, q, pi = mixture
+    moments, pi = component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi)
+    orders = torch.tensor([[0, 1, 2, 3, 4], [4, 2, 0, 3, 1]])
+    assert torch.equal(order_scores(moments, pi, orders), order_scores(moments, pi, orders, perfect=False))
+    assert not torch.allclose(order_scores(moments, pi, orders), order_scores(moments, pi, orders, perfect=True))
+    start = [4, 3, 2, 1, 0]
+    assert search_order(moments, pi, start) == search_order(moments, pi, start, perfect=False)
+    assert search_order(moments, pi, start)[1] != search_order(moments, pi, start, perfect=True)[1]
+
+
+def test_search_order_scores_every_order_with_the_interventions_asked_for(mixture):
+    data, x, q, pi = mixture
+    moments, pi = component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi)
+    order, score, moves = search_order(moments, pi, [4, 3, 2, 1, 0], perfect=True)
+    assert moves > 0
+    assert score == pytest.approx(float(order_scores(moments, pi, torch.tensor([order]), True)[0]), rel=1e-12)
+    again, again_score, again_moves = search_order(moments, pi, order, perfect=True)
+    assert (again, again_moves) == (order, 0) and again_score == pytest.approx(score, rel=1e-12)
+
+
+def test_search_order_takes_every_move_that_gains_more_than_its_tolerance(mixture):
+    data, x, q, pi = mixture
+    moments, pi = component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi)
+    start = [4, 3, 2, 1, 0]
+    first = float(order_scores(moments, pi, torch.tensor([start]))[0])
+    gain = float(order_scores(moments, pi, insertion_moves(start)).max()) - first
+    assert gain > 0
+    scaled = moments * (0.5 / gain)  # scores scale with the weights: the best move now gains 0.5 nats
+    order, score, moves = search_order(scaled, pi, start)
+    assert moves >= 1 and score - first * 0.5 / gain > 0.49
+    assert search_order(scaled, pi, start, tolerance=0.51) == (start, pytest.approx(first * 0.5 / gain, rel=1e-9), 0)
+    assert search_order(moments, pi, start, max_moves=1)[2] == 1
+
+
+def test_search_order_stays_where_every_order_ties(mixture):
+    _, x, _, _ = mixture
+    moments = component_moments(torch.tensor(x), torch.ones(len(x), 1, dtype=torch.float64))
+    start = [2, 4, 0, 1, 3]
+    order, score, moves = search_order(moments, torch.zeros(1, 5, dtype=torch.float64), start)
+    assert (order, moves) == (start, 0)
+
+
 def test_insertion_moves_are_the_orders_one_move_away():
     start = (2, 0, 3, 1)
     moves = {tuple(m) for m in insertion_moves(start).tolist()}
