@@ -1,4 +1,6 @@
 """Fits on a CUDA device (skipped on machines without one)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,24 @@ def test_cli_device_cuda(tmp_path, data):
 
     csv = write_simulation(data, tmp_path / "sim.csv")["data"]
     assert main(["fit", str(csv), "--out", str(tmp_path / "out"), "--device", "cuda", *CLI_SCHEDULE]) == 0
-    assert (tmp_path / "out" / "edge_probs.csv").exists()
+    check_cli_outputs(tmp_path / "out", "cuda", len(data.x))
+
+
+def check_cli_outputs(out, device, rows):
+    """The files agree with each other: the DAG of the edge probabilities, the summary's counts."""
+    from pyro_causal.acyclicity import dag_from_probabilities
+
+    def matrix(name, named_rows=True):  # the header and the rows' names dropped
+        lines = (out / name).read_text(encoding="utf-8").splitlines()[1:]
+        return np.array([[float(cell) for cell in line.split(",")[int(named_rows):]] for line in lines])
+
+    probs, adjacency = matrix("edge_probs.csv"), matrix("adjacency.csv")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    np.testing.assert_array_equal(adjacency, dag_from_probabilities(probs))
+    assert summary["settings"]["device"].startswith(device) and summary["num_edges"] == adjacency.sum()
+    assignments = matrix("assignments.csv", named_rows=False)
+    assert len(assignments) == rows
+    np.testing.assert_allclose(assignments.sum(1), 1.0, atol=1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")

@@ -42,7 +42,9 @@ def test_exact_assignment_probs_are_distributions(result, data):
     np.testing.assert_allclose(exact_assignment_probs(result, data.x[:7]), probs[:7], rtol=1e-4, atol=1e-6)
     # A bare model takes standardised rows.
     xt = torch.as_tensor(result.train_x[:5], dtype=torch.float32)
-    assert exact_assignment_probs(result.model, xt, sites=posterior_sites(result)).shape == (5, K)
+    sites = posterior_sites(result)
+    np.testing.assert_allclose(exact_assignment_probs(result.model, xt, sites=sites),
+                               exact_assignment_probs(result, sites=sites)[:5], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("draw", [False, True])
