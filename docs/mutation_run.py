@@ -7,8 +7,9 @@ long-lived processes that call ``pytest.main`` once per mutant with ``MUTANT_UND
 (mutmut's own switch):
 
 1. *Coverage*: each module's fast tests (:data:`TESTS`) run once unmutated with mutmut's
-   ``stats`` switch, recording which tests call each mutated function (as ``mutmut run`` does).
-   A test that calls none in this process (one that runs a subprocess) counts as calling all.
+   ``stats`` switch, recording which tests call each mutated function (as ``mutmut run`` does);
+   a function's tests are all those that call it, from any module's selection.  A test that
+   calls none in its process (it runs a subprocess) counts as calling every function of its module.
 2. *Mutants*: each mutant runs first the test that killed the last mutant of the same function,
    then, if that passed, every test that calls the function, fastest first (as timed in 1.),
    stopping at the first failure.
@@ -40,8 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 SCORES = MUTANTS / "scores.json"
 TIMING = MUTANTS / "timing.json"
-# unraisableexception's gc.collect() at the end of each session costs 0.3 s of a 0.4 s call.
-PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", "not slow"]
+# No traceback (formatting one costs seconds per killed mutant) and no unraisableexception plugin
+# (its gc.collect() at the end of each session costs 0.3 s of a 0.4 s call).
+PYTEST_ARGS = ["-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", "not slow"]
 
 #: The fast tests of each module: its value tests and the single whole fits that check its rules.
 TESTS: Dict[str, List[str]] = {
@@ -127,22 +129,38 @@ def _enter_mutants() -> None:
 
 
 def coverage(module: str, out_file: str) -> None:
-    """Run ``module``'s tests unmutated and write ``{function: [tests that call it]}``."""
+    """Run ``module``'s tests unmutated; write each test's seconds and the mutated functions it calls."""
     _enter_mutants()
     import mutmut.mutation.trampoline as trampoline
 
     record = _Record()
     trampoline.record_trampoline_hit = record.hit
     os.environ["MUTANT_UNDER_TEST"] = "stats"
-    code = _pytest(TESTS[module], record)
+    code = _pytest([f"--basetemp={MUTANTS / f'tmp_{module}'}", *TESTS[module]], record)
     if code != 0:
         raise SystemExit(f"the tests of {module} fail without a mutant (pytest exit {code})")
-    prefix = f"pyro_causal.{module}."
-    functions = {f for called in record.calls.values() for f in called if f.startswith(prefix)}
-    fastest_first = sorted(record.ran, key=lambda t: record.seconds[t])
-    by_function = {f: [t for t in fastest_first if f in record.calls[t] or not record.calls[t]] for f in sorted(functions)}
-    by_function["*"] = [t for t in fastest_first if not record.calls[t]]
-    Path(out_file).write_text(json.dumps(by_function, indent=0), encoding="utf-8")
+    calls = {test: sorted(record.calls[test]) for test in record.ran}
+    Path(out_file).write_text(json.dumps({"seconds": record.seconds, "calls": calls}, indent=0), encoding="utf-8")
+
+
+def tests_by_function(modules: List[str]) -> Dict[str, List[str]]:
+    """``{function: tests}`` from the coverage passes, fastest first: every test (of any module's
+    selection) that calls the function, and the tests of its own module that call no mutated
+    function in their process (they run a subprocess); ``"<module>.*"``: those alone."""
+    passes = {m: json.loads((MUTANTS / f"coverage_{m}.json").read_text(encoding="utf-8")) for m in modules}
+    seconds = {t: v for p in passes.values() for t, v in p["seconds"].items()}
+    callers: Dict[str, set] = collections.defaultdict(set)
+    for p in passes.values():
+        for test, functions in p["calls"].items():
+            for function in functions:
+                callers[function].add(test)
+    result = {}
+    for module, p in passes.items():
+        silent = {t for t, functions in p["calls"].items() if not functions}
+        result[f"pyro_causal.{module}.*"] = sorted(silent, key=seconds.get)
+        for function in {f for f in callers if f.startswith(f"pyro_causal.{module}.")}:
+            result[function] = sorted(callers[function] | silent, key=seconds.get)
+    return result
 
 
 def worker(names_file: str, out_file: str, timeout: float) -> None:
@@ -153,14 +171,13 @@ def worker(names_file: str, out_file: str, timeout: float) -> None:
         raise TimeoutError(f"mutant ran past {timeout} s")
 
     signal.signal(signal.SIGALRM, alarm)
-    tests = {}
+    tests = json.loads((MUTANTS / "coverage.json").read_text(encoding="utf-8"))
+    basetemp = f"--basetemp={Path(out_file).with_suffix('.tmp')}"  # one per worker: no shared clean-up
     killer: Dict[str, str] = {}
     done = {}
     for name in json.loads(Path(names_file).read_text(encoding="utf-8")):
         module, function = name.split(".")[1], _function(name)
-        if module not in tests:
-            tests[module] = json.loads((MUTANTS / f"coverage_{module}.json").read_text(encoding="utf-8"))
-        calling = tests[module].get(function, tests[module]["*"])
+        calling = tests.get(function, tests[f"pyro_causal.{module}.*"])
         os.environ["MUTANT_UNDER_TEST"] = name
         start = time.time()
         signal.alarm(int(timeout))
@@ -171,13 +188,15 @@ def worker(names_file: str, out_file: str, timeout: float) -> None:
                 if not selection or status == "killed":
                     continue
                 record = _Record()
-                code = _pytest(["-x", *selection], record)
+                code = _pytest(["-x", basetemp, *selection], record)
                 if code == 1:
                     status, killer[function] = "killed", record.failed[0] if record.failed else selection[0]
                 elif code != 0:
                     status = f"pytest exit {code}"
         except TimeoutError:
             status = "timeout"
+        except Exception as error:  # pytest itself failed (not a test): recorded, the run goes on
+            status = f"error: {type(error).__name__}"
         finally:
             signal.alarm(0)
         done[name] = status
@@ -230,6 +249,7 @@ def main(argv=None) -> int:
     timing["generate"] = round(time.time() - start, 1)
     start = time.time()
     _run_all([["--coverage", m, str(MUTANTS / f"coverage_{m}.json")] for m in modules], args.workers)
+    (MUTANTS / "coverage.json").write_text(json.dumps(tests_by_function(modules), indent=0), encoding="utf-8")
     timing["coverage"] = round(time.time() - start, 1)
     names = [name for module in modules for name in mutant_names(module)]
     start = time.time()
