@@ -7,9 +7,10 @@ long-lived processes that call ``pytest.main`` once per mutant with ``MUTANT_UND
 (mutmut's own switch):
 
 1. *Coverage*: each module's fast tests (:data:`TESTS`) run once unmutated with mutmut's
-   ``stats`` switch, recording which tests call each mutated function (as ``mutmut run`` does);
-   a function's tests are all those that call it, from any module's selection.  A test that
-   calls none in its process (it runs a subprocess) counts as calling every function of its module.
+   ``stats`` switch, recording which tests call each mutated function (as ``mutmut run`` does).
+   A function's tests are those of its module's selection that call it, plus the quick ones
+   (:data:`BORROWED_SECONDS`) of other modules' selections that call it.  A test that calls none
+   in its process (it runs a subprocess) counts as calling every function of its module.
 2. *Mutants*: each mutant runs first the test that killed the last mutant of the same function,
    then, if that passed, every test that calls the function, fastest first (as timed in 1.),
    stopping at the first failure.
@@ -143,23 +144,30 @@ def coverage(module: str, out_file: str) -> None:
     Path(out_file).write_text(json.dumps({"seconds": record.seconds, "calls": calls}, indent=0), encoding="utf-8")
 
 
+#: Seconds under which a test of another module's selection is also run for a function it calls.
+BORROWED_SECONDS = 2.0
+
+
 def tests_by_function(modules: List[str]) -> Dict[str, List[str]]:
-    """``{function: tests}`` from the coverage passes, fastest first: every test (of any module's
-    selection) that calls the function, and the tests of its own module that call no mutated
-    function in their process (they run a subprocess); ``"<module>.*"``: those alone."""
+    """``{function: tests}`` from the coverage passes, fastest first: the tests of the function's
+    module that call it, the tests of other modules' selections that call it and take under
+    :data:`BORROWED_SECONDS`, and the tests of its module that call no mutated function in their
+    process (they run a subprocess); ``"<module>.*"``: those alone."""
     passes = {m: json.loads((MUTANTS / f"coverage_{m}.json").read_text(encoding="utf-8")) for m in modules}
     seconds = {t: v for p in passes.values() for t, v in p["seconds"].items()}
-    callers: Dict[str, set] = collections.defaultdict(set)
-    for p in passes.values():
-        for test, functions in p["calls"].items():
-            for function in functions:
-                callers[function].add(test)
     result = {}
-    for module, p in passes.items():
-        silent = {t for t, functions in p["calls"].items() if not functions}
-        result[f"pyro_causal.{module}.*"] = sorted(silent, key=seconds.get)
-        for function in {f for f in callers if f.startswith(f"pyro_causal.{module}.")}:
-            result[function] = sorted(callers[function] | silent, key=seconds.get)
+    for module, own in passes.items():
+        prefix = f"pyro_causal.{module}."
+        silent = {t for t, functions in own["calls"].items() if not functions}
+        callers: Dict[str, set] = collections.defaultdict(lambda: set(silent))
+        for other, p in passes.items():
+            for test, functions in p["calls"].items():
+                if other == module or seconds[test] < BORROWED_SECONDS:
+                    for function in functions:
+                        if function.startswith(prefix):
+                            callers[function].add(test)
+        result[f"{prefix}*"] = sorted(silent, key=seconds.get)
+        result.update({f: sorted(tests, key=seconds.get) for f, tests in callers.items()})
     return result
 
 
