@@ -15,7 +15,8 @@ long-lived processes that call ``pytest.main`` once per mutant with ``MUTANT_UND
    then, if that passed, every test that calls the function, fastest first (as timed in 1.),
    stopping at the first failure.
 
-A mutant is *killed* when a test fails, *timeout* when its tests run past ``--timeout`` seconds
+A mutant is *killed* when a test fails (or cannot be collected: a mutant that breaks an object the
+test modules build on import), *timeout* when its tests run past ``--timeout`` seconds
 (a mutant that never ends a loop), *no tests* when no selected test calls its function, else it
 *survived*.  Results go to ``mutants/scores.json`` (mutant -> status) and the wall time per phase
 to ``mutants/timing.json``; ``mutmut show NAME`` prints a mutant's diff.
@@ -199,6 +200,8 @@ def worker(names_file: str, out_file: str, timeout: float) -> None:
                 code = _pytest(["-x", basetemp, *selection], record)
                 if code == 1:
                     status, killer[function] = "killed", record.failed[0] if record.failed else selection[0]
+                elif code in (2, 4):  # the tests, collected unmutated, cannot be collected: killed
+                    status = "killed"
                 elif code != 0:
                     status = f"pytest exit {code}"
         except TimeoutError:

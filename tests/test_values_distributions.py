@@ -8,6 +8,7 @@ from pyro.distributions import Bernoulli
 from torch.distributions import kl_divergence
 
 from pyro_causal.distributions import (
+    StickBreakingCategorical,
     StraightThroughBernoulli,
     TwoCycleFreeBernoulli,
     expected_log_stick_weights,
@@ -172,3 +173,43 @@ def test_two_cycle_coin_keeps_i_to_j_exactly_when_u_is_below_one_half(monkeypatc
     expected = upper if kept == "upper" else torch.tensor([[0, 0, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.float32)
     assert q.sample().tolist() == expected.tolist()
     assert q.rsample().detach().tolist() == expected.tolist()
+
+
+def test_two_cycle_free_log_prob_is_multilinear_in_each_pair():
+    """Its gradient in the value (a straight-through sample's path) is that of
+    ``(1-a)(1-b) log q(none) + a(1-b) log q(i->j) + (1-a) b log q(j->i)`` for the pair ``(a, b)``."""
+    q = TwoCycleFreeBernoulli(probs=P, pairs=PAIRS)
+    none, forward, backward = q.pair_log_probs()
+    for a, b in ((1.0, 0.0), (0.0, 1.0), (0.0, 0.0)):
+        graph = torch.zeros(3, 3, dtype=torch.float64)
+        graph[0, 1], graph[1, 0] = a, b
+        graph.requires_grad_(True)
+        q.log_prob(graph)[0, 1].backward()
+        d_a = -(1 - b) * none[0, 1] + (1 - b) * forward[0, 1] - b * backward[0, 1]
+        d_b = -(1 - a) * none[0, 1] - a * forward[0, 1] + (1 - a) * backward[0, 1]
+        torch.testing.assert_close(graph.grad[0, 1], d_a)
+        torch.testing.assert_close(graph.grad[1, 0], d_b)
+
+
+def test_stick_breaking_categorical_passes_validate_args_on_and_expands_subclasses():
+    sticks = torch.tensor([0.3, 0.5])
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match="value"):
+            StickBreakingCategorical(sticks, validate_args=True).log_prob(torch.tensor(3))
+    assert float(StickBreakingCategorical(sticks, validate_args=False).log_prob(torch.tensor(1))) == pytest.approx(
+        math.log(0.7 * 0.5))
+
+    class Labelled(StickBreakingCategorical):
+        def __init__(self, sticks, label, validate_args=None):
+            self.label = label
+            super().__init__(sticks, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(Labelled, _instance)
+            new.label = self.label
+            return super().expand(batch_shape, _instance=new)
+
+    wide = Labelled(sticks, "mine").expand((4,))
+    assert type(wide) is Labelled and wide.label == "mine" and wide.batch_shape == (4,)
+    torch.testing.assert_close(wide.sticks, sticks)
+    torch.testing.assert_close(wide.probs, torch.tensor([0.3, 0.35, 0.35]).expand(4, 3))

@@ -180,22 +180,30 @@ def test_a_python_bool_site_mask_keeps_or_drops_the_graph_kl():
         torch.testing.assert_close(terms.kl["graph"].detach(), torch.as_tensor(expected, dtype=x.dtype))
 
 
-def test_a_site_mask_over_the_components_drops_their_embedding_kl():
+@pytest.mark.parametrize("guide_keep, model_keep, kept", [
+    ([True, False, True], None, [True, False, True]),
+    (None, [True, True, False], [True, True, False]),
+    ([True, False, True], [True, True, False], [True, False, False]),  # masked at either site: dropped
+])
+def test_a_site_mask_over_the_components_drops_their_embedding_kl(guide_keep, model_keep, kept):
     model, x = tiny_model(), data()
     with torch.no_grad():
         model.guide.embedding_log_scale.copy_(torch.linspace(-1.0, 0.5, 6).reshape(3, 2))
-    keep = torch.tensor([True, False, True])
 
     class MaskU(Messenger):
+        def __init__(self, keep):
+            super().__init__()
+            self.keep = keep
+
         def _process_message(self, msg):
-            if msg["name"] == "u":
-                msg["mask"] = keep
+            if msg["name"] == "u" and self.keep is not None:
+                msg["mask"] = torch.tensor(self.keep)
 
     with patched_graph(model):
-        terms = LatentInterventionELBO().terms(model.model, MaskU()(model.guide), x)
+        terms = LatentInterventionELBO().terms(MaskU(model_keep)(model.model), MaskU(guide_keep)(model.guide), x)
     loc, scale = model.guide.embedding_loc.detach(), model.guide.embedding_log_scale.exp().detach()
     per_component = (0.5 * (scale ** 2 + loc ** 2 - 1) - scale.log()).sum(-1)
-    torch.testing.assert_close(terms.kl["u"].detach(), per_component[keep].sum())
+    torch.testing.assert_close(terms.kl["u"].detach(), per_component[torch.tensor(kept)].sum())
 
 
 def test_kl_or_monte_carlo_falls_back_to_the_log_ratio_at_the_sample():
@@ -282,6 +290,32 @@ def test_programs_of_another_shape_get_trace_enum_elbos_terms_and_gradient():
     with torch.no_grad():
         quiet = LatentInterventionELBO().terms(model, guide, x)
     assert float(quiet.local) == pytest.approx(-float(stock.detach()), rel=1e-6) and not quiet.local.requires_grad
+
+
+@pytest.mark.parametrize("x_scale", [1.0, 2.0])
+def test_local_sites_at_other_scales_get_trace_enum_elbos_loss(x_scale):
+    """One scale for every local site (here 3, from ``poutine.scale``) is summed out in closed form;
+    two scales (``x`` scaled once more) are left to TraceEnum_ELBO: with the guide's own ``q(a)``
+    (amortised assignments) both give TraceEnum_ELBO's loss."""
+    from pyro import poutine
+    from pyro.infer import TraceEnum_ELBO
+
+    x = torch.tensor([0.3, -1.2, 2.0])
+
+    def model(x):
+        with pyro.plate("data", 3):
+            a = pyro.sample("a", dist.Categorical(torch.tensor([0.3, 0.7])))
+            with poutine.scale(scale=x_scale):
+                pyro.sample("x", dist.Normal(2.0 * a.float(), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            pyro.sample("a", dist.Categorical(torch.tensor([0.4, 0.6])), infer={"enumerate": "parallel"})
+
+    scaled_model, scaled_guide = poutine.scale(model, scale=3.0), poutine.scale(guide, scale=3.0)
+    stock = TraceEnum_ELBO(max_plate_nesting=1).loss(scaled_model, scaled_guide, x)
+    elbo = LatentInterventionELBO(assignment="amortized")
+    assert elbo.loss(scaled_model, scaled_guide, x) == pytest.approx(stock, rel=1e-6)
 
 
 class _GainNormal(dist.Normal):
