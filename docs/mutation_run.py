@@ -259,8 +259,9 @@ def main(argv=None) -> int:
             create_mutants(args.workers)
     timing["generate"] = round(time.time() - start, 1)
     start = time.time()
-    _run_all([["--coverage", m, str(MUTANTS / f"coverage_{m}.json")] for m in modules], args.workers)
-    (MUTANTS / "coverage.json").write_text(json.dumps(tests_by_function(modules), indent=0), encoding="utf-8")
+    # every module's selection, also with --only: the tests borrowed are then the same as in a whole run
+    _run_all([["--coverage", m, str(MUTANTS / f"coverage_{m}.json")] for m in TESTS], args.workers)
+    (MUTANTS / "coverage.json").write_text(json.dumps(tests_by_function(list(TESTS)), indent=0), encoding="utf-8")
     timing["coverage"] = round(time.time() - start, 1)
     names = [name for module in modules for name in mutant_names(module)]
     start = time.time()
