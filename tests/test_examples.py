@@ -135,3 +135,45 @@ def test_tutorial_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "MAP agrees with argmax of exact q(z): True" in printed
     assert not_blank(tmp_path / "graph.png")
+
+
+def test_departures_runs(tmp_path, capsys):
+    out = tmp_path / "results.md"
+    load("departures").main(["--settings", "ours,no graph entropy", "--graphs", "1", "--samples", "300", "--quick",
+                             "--out", str(out)])
+    text = out.read_text()
+    assert "`python examples/departures.py --settings 'ours,no graph entropy' --graphs 1" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ours |") or line.startswith("| no graph entropy |")]
+    assert len(rows) == 2
+    assert all(line.split("|")[8].strip() == "15" for line in rows)  # 10 + 5 steps: the quick schedule, 2 rounds
+    assert "ours graph 0: HD" in capsys.readouterr().out
+
+
+def test_departures_rejects_an_unknown_setting(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        load("departures").main(["--settings", "ours,alpha=2"])
+    assert "unknown setting(s) ['alpha=2']" in capsys.readouterr().err
+
+
+def test_paper_graph_score_factor_is_the_entropy_of_q_graph():
+    """The factor that turns -KL(q(A) || p(A)) into E_q[log p(A)] is H(q(A)) = -E_q[log q(A)] (Monte Carlo)."""
+    import pyro
+    from pyro import poutine
+
+    model = load("departures").PaperGraphScore(4, truncation=2, edge_logit=torch.tensor(
+        [[0.0, -2.0, float("-inf"), -2.0]] + [[-2.0] * 4] * 3))  # edge 0 -> 2 forbidden: not free
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        model.guide.edge_logits.copy_(torch.randn(4, 4) * 1.5)
+        trace = poutine.trace(model.model).get_trace(torch.randn(5, 4))
+        factor = float(trace.nodes["graph_entropy"]["fn"].log_prob(torch.zeros(())))
+        guide = model.guide
+        free = guide.free_edges()
+        q = guide.graph_dist(free)
+        draws = q.sample((200000,))
+        log_q = torch.where(free, q.log_prob(draws), torch.zeros(())).sum((-1, -2))
+    estimate, error = float(-log_q.mean()), float(log_q.std() / 200000 ** 0.5)
+    assert abs(factor - estimate) < 4 * error
+    assert factor > 0.5  # eleven free edges at spread logits: far from a point mass
