@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyro
+import pytest
 import torch
 from matplotlib.image import imread
+from pyro import poutine
 
 from pyro_causal import LatentInterventionModel, dag_from_probabilities, is_dag, simulate
 from pyro_causal.metrics import hamming_distance
@@ -150,8 +153,6 @@ def test_departures_runs(tmp_path, capsys):
 
 
 def test_departures_rejects_an_unknown_setting(capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         load("departures").main(["--settings", "ours,alpha=2"])
     assert "unknown setting(s) ['alpha=2']" in capsys.readouterr().err
@@ -159,9 +160,6 @@ def test_departures_rejects_an_unknown_setting(capsys):
 
 def test_paper_graph_score_factor_is_the_entropy_of_q_graph():
     """The factor that turns -KL(q(A) || p(A)) into E_q[log p(A)] is H(q(A)) = -E_q[log q(A)] (Monte Carlo)."""
-    import pyro
-    from pyro import poutine
-
     model = load("departures").PaperGraphScore(4, truncation=2, edge_logit=torch.tensor(
         [[0.0, -2.0, float("-inf"), -2.0]] + [[-2.0] * 4] * 3))  # edge 0 -> 2 forbidden: not free
     pyro.set_rng_seed(0)
