@@ -123,6 +123,7 @@ def run_one(task, args, schedule):
     options = variant_options(variant, data, seed, args.labelled)
     estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
     config = FitConfig(
+        search=args.search,
         training=TrainingConfig(schedule=schedule or PenaltySchedule(), graph_estimator=estimator),
         model=ModelOptions(two_cycles=args.two_cycles,
                            density_options={"activation": args.activation} if args.activation else None),
@@ -193,6 +194,7 @@ def main(argv=None) -> None:
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
+    parser.add_argument("--search", choices=("order", "penalty"), help="fit's search: order or penalty (default: fit's)")
     parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
@@ -276,7 +278,8 @@ def options_text(args) -> str:
     chosen = [f"density {args.density}"] if args.density != "linear" else []
     chosen += [f"--{name.replace('_', '-')} {value}" for name, value in (
         ("model_intervention", args.model_intervention if args.model_intervention != "imperfect" else None),
-        ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator), ("order_refit", args.order_refit),
+        ("search", args.search), ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator),
+        ("order_refit", args.order_refit),
         ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),
         ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
         ("max_rounds", args.max_rounds),

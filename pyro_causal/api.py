@@ -13,7 +13,7 @@ import torch
 from .checks import as_array, check_device, check_options
 from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
 from .densities import ConditionalDensity, provides_edge_gain
-from .held_refit import refit_in_searched_order, refit_with_graph_held
+from .held_refit import order_config, random_order, refit_in_searched_order, refit_with_graph_held, train_in_order
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
 from .problem import Problem, best_of_seeds, held_config, tagged
@@ -26,8 +26,22 @@ from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
 
-#: Rounds of order search and refit when some rows' regimes are given (``AfterTraining(order_refit=None)``).
+#: Rounds of order search and refit when the search is by orders or some rows' regimes are given
+#: (``AfterTraining(order_refit=None)``).
 DEFAULT_ORDER_ROUNDS = 3
+
+
+def choose_search(density, observational: bool, num_variables: int) -> str:
+    """``FitConfig.search`` when not given: ``"order"`` for the linear density with interventions
+    to find and at least three variables, ``"penalty"`` otherwise.
+
+    The order search ranks orders by the linear-Gaussian profile of the bound given the mixture
+    (:mod:`pyro_causal.order_search`): exact for the linear density, and blind without
+    interventions (every complete DAG then scores the same), where the first random order would
+    stand.  With two variables the penalty loop has no cycle through a true edge to break (the
+    default graph law draws no two-cycle), so it is kept there.
+    """
+    return "order" if density == "linear" and not observational and num_variables > 2 else "penalty"
 
 
 def default_graph_estimator(density, regimes, observational: bool) -> str:
@@ -68,23 +82,24 @@ def _check_keywords(priors, config, intervention, restarts, batch_size) -> None:
 
 
 def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: int, d: int, K: int,
-                    labelled: bool, device) -> FitConfig:
-    """``config`` with the choices ``fit`` makes filled in: the training options (batch size, edge
-    gradient), the order-refit and edge-search rounds and the thread count."""
+                    labelled: bool, observational: bool, device) -> FitConfig:
+    """``config`` with the choices ``fit`` makes filled in: the search, the training options (batch
+    size, edge gradient), the order-refit and edge-search rounds and the thread count."""
     training = config.training or TrainingConfig(graph_estimator=estimator)
     if batch_size is not None and training.batch_size not in (None, batch_size):
         raise ValueError(f"batch_size={batch_size} and config.training.batch_size={training.batch_size} differ; give one")
     batch_size = batch_size or training.batch_size or choose_batch_size(density, n)
     training = replace(training, batch_size=batch_size)
+    search = config.search or choose_search(density, observational, d)
     after = config.after_training
     if after.order_refit is None:
-        after = replace(after, order_refit=DEFAULT_ORDER_ROUNDS if labelled else 0)
+        after = replace(after, order_refit=DEFAULT_ORDER_ROUNDS if labelled or search == "order" else 0)
     if after.edge_search.rounds is None:
         after = replace(after, edge_search=replace(after.edge_search, rounds=PAIR_SEARCH_ROUNDS if d == 2 else 0))
     threads = config.num_threads
     if threads is None:
         threads = 1 if torch.device(device).type == "cuda" else choose_num_threads(min(batch_size or n, n), d, K)
-    return replace(config, training=training, after_training=after, num_threads=threads)
+    return replace(config, search=search, training=training, after_training=after, num_threads=threads)
 
 
 @restores_threads
@@ -181,7 +196,8 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
                                       None if regimes is None else as_array(regimes),
                                       None if targets is None else as_array(targets), observational)
     labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
-    config = _resolve_config(config, batch_size, estimator, density, n, d, supervision.truncation, labelled, device)
+    config = _resolve_config(config, batch_size, estimator, density, n, d, supervision.truncation, labelled,
+                             supervision.truncation == 1, device)
     torch.set_num_threads(config.num_threads)  # the previous count comes back after (restores_threads)
     logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d,
                 config.training.batch_size or "all", config.num_threads)
@@ -203,10 +219,10 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
     return problem, base, config
 
 
-def _checkpoint_tag(problem: Problem, density) -> str:
-    """What a checkpoint must have been written by: the options that build the model."""
+def _checkpoint_tag(problem: Problem, density, search: str) -> str:
+    """What a checkpoint must have been written by: the options that build the model, and the search."""
     options, priors = problem.model_options, problem.priors
-    return repr((density if isinstance(density, str) else type(density).__name__, problem.intervention,
+    return repr((search, density if isinstance(density, str) else type(density).__name__, problem.intervention,
                  options.embedding_dim, priors.alpha, priors.target_logit, np.asarray(priors.edge_logit).tolist(),
                  options.two_cycles, problem.seed, options.density_options, sorted(options.extra)))
 
@@ -228,16 +244,27 @@ def _fit_restarts(problem: Problem, base: FitResult, restarts: int, config: FitC
 
 
 def _fit_one(problem: Problem, base: FitResult, seed: int, restarts: int, density, config: FitConfig) -> FitResult:
-    """One restart: the penalty loop, then the order refit and the held refit where configured."""
+    """One restart: the search (penalty loop, or training inside a random order), then the order
+    refit and the held refit where configured."""
     model = problem.build(seed, density)
     prefix = f"restart {seed - problem.seed + 1}/{restarts}" if restarts > 1 else ""
-    trainer = problem.trainer(model, callbacks=tagged(problem.callbacks, prefix), checkpoint=config.checkpoint)
-    if config.checkpoint is not None:
-        trainer.checkpoint_tag = _checkpoint_tag(problem, problem.density)
-        if config.checkpoint.resume is not None:
-            trainer.load_checkpoint(config.checkpoint.resume_path, check=True)
-    stop_reason = trainer.run()
-    records = {"held_refit": None, "order_refit": [], "skipped_steps": trainer.skipped_steps}
+
+    def start(model, training, phase=None):
+        trainer = problem.trainer(model, training, tagged(problem.callbacks, prefix, phase), config.checkpoint)
+        if config.checkpoint is not None:
+            trainer.checkpoint_tag = _checkpoint_tag(problem, problem.density, config.search)
+            if config.checkpoint.resume is not None:
+                trainer.load_checkpoint(config.checkpoint.resume_path, check=True)
+        return trainer
+
+    if config.search == "order":
+        training, order = order_config(model, problem.training), random_order(model.num_variables, seed, model.guide.required)
+        trainer = train_in_order(model, order, lambda m: start(m, training, "random order"))
+        stop_reason = trainer.stop_reason
+    else:
+        trainer, order = start(model, problem.training), None
+        stop_reason = trainer.run()
+    records = {"random_order": order, "held_refit": None, "order_refit": [], "skipped_steps": trainer.skipped_steps}
     if stop_reason == StopReason.DIVERGED:
         records["diverged"] = trainer.divergence
     result = base.with_model(model, elbo=problem.score(model, seed, stop_reason), seed=seed, stop_reason=stop_reason,

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from . import __version__
 from .acyclicity import PenaltySchedule
+from .config import SEARCHES
 from .densities import available_densities
 from .io import DataError, DataWarning, OutputError
 from .likelihood import INTERVENTIONS
@@ -131,6 +132,7 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     t = f.add_argument_group("training")
     _option(t, "--learning-rate", "config.training.learning_rate", type=_positive_float, default=3e-2, help="Adam step size (default 0.03)")
     _option(t, "--batch-size", "fit.batch_size", type=_positive_int, help="rows per step (default: 1000 for mlp and flow above 2000 rows, else all rows)")
+    _option(t, "--search", "config.search", choices=SEARCHES, help="how the DAG is searched: order (train inside a random order, then search orders from the mixture found) or penalty (the paper's augmented-Lagrangian loop); default: order for --density linear with interventions on 3 or more variables, else penalty")
     defaults = PenaltySchedule()
     _option(t, "--first-round-steps", "config.training.schedule.first_round_steps", type=_positive_int, default=defaults.first_round_steps, help="steps before the first penalty update")
     _option(t, "--round-steps", "config.training.schedule.round_steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")
@@ -141,7 +143,7 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     _option(t, "--edge-search", "config.after_training.edge_search.rounds", type=_non_negative_int, help="rounds of local search after training: each edge reversed or removed, refitted with the graph held, kept if the ELBO + log prior rises (0 = off; default: 1 for two variables, else 0)")
     _option(t, "--search-moves", "config.after_training.edge_search.moves", type=_moves, default=("reverse", "remove"), help="changes the edge search proposes, from reverse,remove,add (default reverse,remove)")
     _option(t, "--search-restarts", "config.after_training.edge_search.restarts", type=_positive_int, default=3, help="seeds per held fit in the edge search (default 3)")
-    _option(t, "--order-refit", "config.after_training.order_refit", type=_non_negative_int, help="after training, rounds of order search from the mixture and refit inside the order found, each kept if the ELBO rises (default: 3 with --regime-column, else 0)")
+    _option(t, "--order-refit", "config.after_training.order_refit", type=_non_negative_int, help="after training, rounds of order search from the mixture and refit inside the order found, each kept if the ELBO rises (default: 3 with --search order or --regime-column, else 0)")
     _option(t, "--held-refit", "config.after_training.held_refit", action=argparse.BooleanOptionalAction, default=True, help="after training, refit the mixture and mechanisms from scratch with the graph held at the DAG found, kept if the ELBO rises (default on)")
     _option(t, "--device", "fit.device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     t.add_argument("--processes", type=_positive_int, default=1, help="data-parallel processes sharing each batch (default 1; at most the CPU cores)")

@@ -18,6 +18,7 @@ from .checkpoint import Checkpointing
 from .trainer import TrainingConfig
 
 TWO_CYCLES = ("resolve", "allow")
+SEARCHES = ("order", "penalty")
 MOVES = ("reverse", "remove", "add")
 DEFAULT_MOVES = ("reverse", "remove")
 """Additions are off by default: a graph with one more edge is penalised only by its prior (the
@@ -137,14 +138,14 @@ class EdgeSearch:
 
 @dataclass
 class AfterTraining:
-    """Steps after the penalty loop, each also callable on a :class:`~pyro_causal.result.FitResult`.
+    """Steps after the search (penalty loop or order search), each also callable on a :class:`~pyro_causal.result.FitResult`.
 
     Attributes:
         held_refit: refit the mixture and mechanisms with the graph held at the DAG found and
             keep the refit when its bound is higher (:func:`pyro_causal.refit_with_graph_held`).
         order_refit: rounds of order search from the mixture and refit inside the order found,
             each kept while the bound rises (:func:`pyro_causal.held_refit.refit_in_searched_order`);
-            ``None``: 3 when some rows' regimes are given, else 0.
+            ``None``: 3 when the search is ``"order"`` or some rows' regimes are given, else 0.
         edge_search: the :class:`EdgeSearch` run on the result (off by default).
     """
 
@@ -161,6 +162,13 @@ class FitConfig:
     """Everything ``fit`` can be told beyond its keywords.
 
     Attributes:
+        search: how the DAG is searched: ``"order"`` trains inside a random order of the
+            variables (every graph drawn is a DAG, no penalty), then searches orders from the
+            mixture found and refits inside each (``after_training.order_refit`` rounds);
+            ``"penalty"`` is the paper's augmented-Lagrangian loop on ``h``, then the order refit
+            where configured; ``None``: ``"order"`` for the linear density (whose bound the
+            order search profiles exactly) with interventions and at least three variables,
+            ``"penalty"`` otherwise (:func:`pyro_causal.api.choose_search`).
         training: the :class:`~pyro_causal.trainer.TrainingConfig` (learning rate, penalty
             schedule, ``q(z)`` family...); ``None``: its defaults with the edge gradient chosen
             from the problem (``"local"`` when some rows' regimes are given and the density
@@ -174,6 +182,7 @@ class FitConfig:
         checkpoint: a :class:`~pyro_causal.checkpoint.Checkpointing` (single fits only; not in ``settings``).
     """
 
+    search: Optional[str] = None
     training: Optional[TrainingConfig] = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     model: ModelOptions = field(default_factory=ModelOptions)
@@ -182,6 +191,8 @@ class FitConfig:
     checkpoint: Optional[Checkpointing] = None
 
     def __post_init__(self) -> None:
+        if self.search is not None:
+            _choice("search", self.search, SEARCHES)
         _count("num_threads", self.num_threads, 1, optional=True)
         expected = {"training": TrainingConfig, "preprocessing": Preprocessing, "model": ModelOptions,
                     "after_training": AfterTraining, "checkpoint": Checkpointing}

@@ -9,7 +9,8 @@ penalty loop fits them while the graph is still random and often wrong, and thei
 the final DAG can lie in another basin.  The refit is then given the loop's edge posterior back,
 so ``edge_probs`` and the DAG are unchanged, and kept when that bound, ``q(A)`` included, is
 higher.  :func:`refit_in_searched_order` holds an order instead (:func:`order_held`): edges
-against it are forbidden and those along it stay free.
+against it are forbidden and those along it stay free; :func:`train_in_order` is the same
+training from a fresh model, the first step of ``fit``'s order search (``FitConfig(search="order")``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator, Optional
 
+import networkx as nx
 import numpy as np
 import torch
 from torch import Tensor
@@ -169,6 +171,34 @@ def refit_with_graph_held(result, *, seed: Optional[int] = None, prefix: str = "
     return replace(result, records=records)
 
 
+def order_config(model, config: TrainingConfig) -> TrainingConfig:
+    """``config`` for training inside an order: one penalty round (``h = 0`` throughout) and the
+    exact local edge gradient where ``model``'s density provides it: inside one order every graph
+    is a DAG, so each edge is decided by its likelihood gain against its prior."""
+    held = held_config(config)
+    return replace(held, graph_estimator="local") if model.density.provides_edge_gain else held
+
+
+def random_order(num_variables: int, seed: int, required: Optional[Tensor] = None) -> list:
+    """A random permutation of ``range(num_variables)`` (causes first), the same for the same
+    ``seed``: uniform, or with every edge of the ``(d, d)`` bool mask ``required`` along it (the
+    topological order of those edges that breaks ties by the uniform one)."""
+    order = np.random.default_rng(seed).permutation(num_variables)
+    if required is None or not bool(required.any()):
+        return order.tolist()
+    position = np.argsort(order)
+    graph = nx.from_numpy_array(required.cpu().numpy().astype(int), create_using=nx.DiGraph)
+    return [int(v) for v in nx.lexicographical_topological_sort(graph, key=lambda v: position[v])]
+
+
+def train_in_order(model, order, make_trainer: Callable[[object], Trainer]) -> Trainer:
+    """Open every edge along ``order`` (probability at least 1/2) and train ``model`` inside it
+    (:func:`refit_with_order_held`); returns the trainer."""
+    with torch.no_grad():
+        model.guide.edge_logits.clamp_(min=0.0)
+    return refit_with_order_held(model, order, make_trainer)
+
+
 def refit_with_order_held(fresh, order, make_trainer: Callable[[object], Trainer]) -> Trainer:
     """Train ``fresh`` with the edges against ``order`` forbidden (its own edge posterior along it).
 
@@ -208,12 +238,8 @@ def refit_in_searched_order(model, score: float, make_trainer, config: TrainingC
     proposal = propose_order(model, x, regimes, targets)
     refit = copy.deepcopy(model)
     refit.train()
-    with torch.no_grad():
-        refit.guide.edge_logits.clamp_(min=0.0)
-    held = held_config(config)
-    if refit.density.provides_edge_gain:
-        held = replace(held, graph_estimator="local")
-    refit_with_order_held(refit, proposal["order"], lambda m: make_trainer(m, held))
+    held = order_config(refit, config)
+    train_in_order(refit, proposal["order"], lambda m: make_trainer(m, held))
     refit.eval()
     after = mean_elbo(refit, x, regimes, targets, seed=seed, batch_size=batch_size)[0]
     record = {"start_order": proposal["start"], "order": proposal["order"], "moves": proposal["moves"],

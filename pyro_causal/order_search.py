@@ -104,9 +104,19 @@ def insertion_moves(order: Sequence[int]) -> Tensor:
     return torch.tensor(moves, dtype=torch.long)
 
 
+def along(orders: Tensor, required: Tensor) -> Tensor:
+    """``(M,)`` bool: which of the ``(M, d)`` orders have every edge of the ``(d, d)`` mask ``required`` along them."""
+    position = torch.empty_like(orders)
+    position.scatter_(1, orders, torch.arange(orders.shape[1], device=orders.device).expand_as(orders))
+    causes, effects = required.to(orders.device).nonzero(as_tuple=True)
+    return (position[:, causes] < position[:, effects]).all(1)
+
+
 def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *, perfect: bool = False,
-                 max_moves: int = 200, tolerance: float = 1e-6) -> Tuple[List[int], float, int]:
-    """Hill-climb :func:`order_scores` over insertion moves from ``start``.
+                 max_moves: int = 200, tolerance: float = 1e-6,
+                 required: Optional[Tensor] = None) -> Tuple[List[int], float, int]:
+    """Hill-climb :func:`order_scores` over insertion moves from ``start``, among the orders that
+    keep every edge of the ``(d, d)`` bool mask ``required`` (edges the prior fixes) along them.
 
     Returns:
         ``(order, score, moves taken)``: the first order no single insertion improves by more
@@ -117,6 +127,10 @@ def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *,
     best = float(order_scores(moments, target_probs, torch.tensor([order], device=device), perfect)[0])
     for taken in range(max_moves):
         candidates = insertion_moves(order).to(device)
+        if required is not None:
+            candidates = candidates[along(candidates, required)]
+        if len(candidates) == 0:
+            return order, best, taken
         scores = torch.cat([order_scores(moments, target_probs, chunk, perfect) for chunk in candidates.split(CHUNK)])
         top = int(scores.argmax())
         if not float(scores[top]) > best + tolerance:
@@ -145,5 +159,5 @@ def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: O
     moments = component_moments(x, probs)
     pi = pi.to(moments)
     start_score = float(order_scores(moments, pi, torch.tensor([start], device=x.device), model.perfect)[0])
-    order, score, moves = search_order(moments, pi, start, perfect=model.perfect)
+    order, score, moves = search_order(moments, pi, start, perfect=model.perfect, required=model.guide.required)
     return {"order": order, "start": start, "start_score": start_score, "score": score, "moves": moves}

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from pyro_causal.checkpoint import CHECKPOINT_FILE, Checkpointing, TrainingInter
 from pyro_causal.cli import main
 from pyro_causal.io import DataError, write_csv
 
-# log_every is 100: the callback that sends SIGINT runs at step 100, inside the second round.
+# log_every is 100: the callback that sends SIGINT runs at step 100, inside the penalty loop's
+# second round, or inside the first (and only) round of training in a random order.
 SCHEDULE = PenaltySchedule(first_round_steps=60, round_steps=60, max_rounds=3)
+SCHEDULES = {"penalty": SCHEDULE, "order": PenaltySchedule(first_round_steps=150)}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,8 @@ def data():
 
 def test_checkpoints_hold_plain_data_only(data, tmp_path):
     fit(data.x,
-        config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(tmp_path, every=50), after_training=AfterTraining(held_refit=False)))
+        config=FitConfig(search="penalty", training=TrainingConfig(schedule=SCHEDULE),
+                         checkpoint=Checkpointing(tmp_path, every=50), after_training=AfterTraining(held_refit=False)))
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     assert state["step_count"] == 180 and state["lagrangian_stop"] == "budget"
     assert set(state["rng"]) == {"torch", "python", "numpy"} and len(state["elbo_trace"]) == 180
@@ -44,8 +48,12 @@ def test_checkpoints_hold_plain_data_only(data, tmp_path):
         load_checkpoint(tmp_path / "nowhere.pt")
 
 
-def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path):
-    straight = fit(data.x, seed=3, config=FitConfig(training=TrainingConfig(schedule=SCHEDULE)))
+@pytest.mark.parametrize("search", ["penalty", "order"])
+def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path, search):
+    def config(**kwargs):
+        return FitConfig(search=search, training=TrainingConfig(schedule=SCHEDULES[search]), **kwargs)
+
+    straight = fit(data.x, seed=3, config=config())
 
     def interrupt(event):
         if event.kind == "step":  # at step 100, inside step(): a real signal in the middle of a step
@@ -54,20 +62,20 @@ def test_sigint_waits_for_the_step_and_resume_gives_the_same_fit(data, tmp_path)
     folder = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match=f"interrupted at step 100; checkpoint saved in {folder}"):
         fit(data.x, seed=3, callbacks=[interrupt],
-            config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, every=7)))
+            config=config(checkpoint=Checkpointing(folder, every=7)))
     assert torch.load(folder / CHECKPOINT_FILE, weights_only=True)["step_count"] == 100
-    resumed = fit(data.x,
-                  seed=3,
-                  config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, resume=folder)))
+    resumed = fit(data.x, seed=3, config=config(checkpoint=Checkpointing(folder, resume=folder)))
     np.testing.assert_array_equal(resumed.edge_probs, straight.edge_probs)
     np.testing.assert_array_equal(resumed.elbo_trace, straight.elbo_trace)
     np.testing.assert_array_equal(resumed.assignment_probs(), straight.assignment_probs())
     assert resumed.elbo == straight.elbo
     assert resumed.records["held_refit"] == straight.records["held_refit"]
+    assert resumed.records["order_refit"] == straight.records["order_refit"]
     with pytest.raises(ValueError, match="written by a fit of other data or options"):
-        fit(data.x,
-            seed=4,
-            config=FitConfig(training=TrainingConfig(schedule=SCHEDULE), checkpoint=Checkpointing(folder, resume=folder)))
+        fit(data.x, seed=4, config=config(checkpoint=Checkpointing(folder, resume=folder)))
+    other = "penalty" if search == "order" else "order"
+    with pytest.raises(ValueError, match="written by a fit of other data or options"):  # another search
+        fit(data.x, seed=3, config=replace(config(checkpoint=Checkpointing(folder, resume=folder)), search=other))
     with pytest.raises(ValueError, match="checkpoint covers a single fit"):
         fit(data.x, restarts=2, config=FitConfig(checkpoint=Checkpointing(folder)))
     with pytest.raises(ValueError, match="every must be an integer >= 1"):

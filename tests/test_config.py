@@ -33,8 +33,9 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert settings["training"] == plain(asdict(resolved))
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
-    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0,
+    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=3,
                                                               edge_search=EdgeSearch(rounds=0))))
+    assert settings["search"] == "order" and len(result.records["random_order"]) == 3
     assert "checkpoint" not in settings and settings["num_threads"] == 1
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
     assert result.summary()["settings"] == settings and "elbo" not in settings

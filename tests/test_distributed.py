@@ -33,8 +33,8 @@ STEP_CASES = [
     (dict(batch_size=150, assignment="optimal"), True),
 ]
 FIT_CASES = [
-    dict(batch_size=100),
-    dict(assignment="optimal", semi_supervised=True),
+    dict(batch_size=100, search="penalty"),
+    dict(assignment="optimal", semi_supervised=True, search="order"),  # its refits run in the group too
 ]
 
 
@@ -83,9 +83,9 @@ def _fit_kwargs(options: dict) -> dict:
     options = dict(options)
     if options.pop("semi_supervised", False):
         options["regimes"] = _regimes(_data())
-    batch_size = options.pop("batch_size", None)
+    batch_size, search = options.pop("batch_size", None), options.pop("search")
     return dict(seed=1, batch_size=batch_size, regimes=options.pop("regimes", None),
-                config=FitConfig(training=TrainingConfig(schedule=SCHEDULE, **options)))
+                config=FitConfig(search=search, training=TrainingConfig(schedule=SCHEDULE, **options)))
 
 
 def _worker(send) -> dict:
@@ -141,7 +141,8 @@ def test_fit_matches_one_process(two_processes, case):
     edge_probs, elbo_trace, h_trace, settings = two_processes["fits"][case]
     reference = fit(_data().x, **_fit_kwargs(FIT_CASES[case]))
     assert settings["processes"] == 2 and settings["backend"] == "gloo"
-    assert len(elbo_trace) == len(reference.elbo_trace) == 40  # 30 + 10 steps, two rounds
+    # the penalty loop: 30 + 10 steps, two rounds; the order search: one round of 30 (then its refits)
+    assert len(elbo_trace) == len(reference.elbo_trace) == (40 if FIT_CASES[case]["search"] == "penalty" else 30)
     _close(edge_probs, reference.edge_probs)
     _close(elbo_trace, reference.elbo_trace)
     _close(h_trace, reference.h_trace, atol=1e-7)

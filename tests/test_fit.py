@@ -68,7 +68,8 @@ def test_same_seed_same_result(chain):
 def test_always_returns_a_dag_even_when_stopped_early(chain):
     result = fit(chain.x,
                  seed=0,
-                 config=FitConfig(training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
+                 config=FitConfig(search="penalty", training=TrainingConfig(
+                     schedule=PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1))))
     assert result.stop_reason == "budget"
     assert is_dag(result.adjacency)
 

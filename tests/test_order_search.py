@@ -1,5 +1,6 @@
 """Tests of the order search (pyro_causal.order_search) and the refit with an order held."""
 import itertools
+from dataclasses import replace
 
 import networkx as nx
 import numpy as np
@@ -218,20 +219,102 @@ def test_fit_records_each_order_round_and_stops_at_the_first_not_kept(short_fit)
         assert current["elbo_before"] == previous["elbo_after"]
 
 
-def test_order_refit_runs_by_default_only_where_regimes_are_given(short_fit):
+def test_order_refit_rounds_default_to_3_for_the_order_search_or_given_regimes(short_fit):
     from pyro_causal import fit
 
     data, _, schedule = short_fit
-    latent = fit(data.x,
-                 seed=0,
-                 config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(held_refit=False)))
-    assert latent.settings["after_training"]["order_refit"] == 0 and latent.records["order_refit"] == []
+    config = FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(held_refit=False))
+    latent = fit(data.x, seed=0, config=config)
+    assert latent.settings["search"] == "order" and latent.settings["after_training"]["order_refit"] == 3
+    assert 1 <= len(latent.records["order_refit"]) <= 3
+    penalty = fit(data.x, seed=0, config=replace(config, search="penalty"))
+    assert penalty.settings["after_training"]["order_refit"] == 0 and penalty.records["order_refit"] == []
+    assert penalty.records["random_order"] is None
     regimes = data.regimes.copy()
     regimes[::2] = -1  # semi-supervised: half the rows labelled
     semi = fit(data.x,
                regimes=regimes,
                seed=0,
-               config=FitConfig(training=TrainingConfig(schedule=schedule, graph_estimator="local"), after_training=AfterTraining(held_refit=False)))
+               config=FitConfig(search="penalty", training=TrainingConfig(schedule=schedule, graph_estimator="local"),
+                                after_training=AfterTraining(held_refit=False)))
     assert semi.settings["after_training"]["order_refit"] == 3 and 1 <= len(semi.records["order_refit"]) <= 3
     with pytest.raises(ValueError, match="order_refit must be an int >= 0"):
         fit(data.x, config=FitConfig(after_training=AfterTraining(order_refit=-1)))
+
+
+def test_the_search_is_chosen_from_the_density_and_the_interventions():
+    from pyro_causal.api import choose_search
+
+    assert choose_search("linear", observational=False, num_variables=3) == "order"
+    assert choose_search("linear", observational=True, num_variables=3) == "penalty"  # one component: orders tie
+    assert choose_search("linear", observational=False, num_variables=2) == "penalty"  # no cycle but the 2-cycle
+    assert choose_search("mlp", False, 10) == "penalty" and choose_search("flow", False, 10) == "penalty"
+    with pytest.raises(ValueError, match="unknown search 'greedy'; choose one of order, penalty"):
+        FitConfig(search="greedy")
+
+
+def test_the_order_search_trains_inside_the_random_order_of_its_seed(short_fit):
+    from pyro_causal import fit
+    from pyro_causal.held_refit import random_order
+
+    data, _, schedule = short_fit
+    assert random_order(4, 5) == random_order(4, 5) and sorted(random_order(4, 5)) == [0, 1, 2, 3]
+    assert len({tuple(random_order(6, seed)) for seed in range(5)}) > 1
+    result = fit(data.x, seed=5, config=FitConfig(search="order", training=TrainingConfig(schedule=schedule),
+                                                  after_training=AfterTraining(order_refit=0, held_refit=False)))
+    assert result.records["random_order"] == random_order(4, 5) and result.records["order_refit"] == []
+    position = {j: t for t, j in enumerate(random_order(4, 5))}
+    against = [(i, j) for i, j in itertools.permutations(range(4), 2) if position[i] > position[j]]
+    assert all(result.edge_probs[i, j] < 1e-6 for i, j in against)
+    assert all(not result.adjacency[i, j] for i, j in against)
+    assert len(result.elbo_trace) == schedule.first_round_steps  # one round, no penalty updates
+    assert float(np.max(result.h_trace)) < 1e-6 and result.stop_reason == "converged"
+
+
+@pytest.mark.slow
+def test_the_order_search_recovers_a_complete_dag_that_the_penalty_loop_prunes():
+    """Five variables, every pair joined (10 edges), latent interventions: the order search
+    finds the DAG, and a higher bound than the penalty loop's sparser graph."""
+    from pyro_causal import PenaltySchedule, fit
+    from pyro_causal.metrics import hamming_distance
+
+    data = simulate(5, 2.0, 2000, seed=2)
+    assert data.adjacency.sum() == 10
+    schedule = PenaltySchedule(first_round_steps=300, round_steps=75)
+    results = {search: fit(data.x, seed=0, config=FitConfig(search=search, training=TrainingConfig(schedule=schedule),
+                                                            after_training=AfterTraining(held_refit=False)))
+               for search in ("order", "penalty")}
+    assert hamming_distance(data.adjacency, results["order"].adjacency) == 0
+    assert results["order"].elbo > results["penalty"].elbo
+
+
+def test_orders_keep_the_edges_the_prior_requires(mixture):
+    from pyro_causal.held_refit import random_order
+    from pyro_causal.order_search import along
+
+    required = torch.zeros(5, 5, dtype=torch.bool)
+    required[3, 1] = required[1, 0] = True  # 3 -> 1 -> 0
+    for seed in range(20):
+        order = random_order(5, seed, required)
+        assert sorted(order) == list(range(5)) and order.index(3) < order.index(1) < order.index(0)
+    assert random_order(5, 4, torch.zeros(5, 5, dtype=torch.bool)) == random_order(5, 4)
+    assert along(torch.tensor([[3, 1, 0, 2, 4], [1, 3, 0, 2, 4]]), required).tolist() == [True, False]
+    _, x, q, pi = mixture
+    moments = component_moments(torch.tensor(x), torch.tensor(q))
+    order, _, _ = search_order(moments, torch.tensor(pi), [3, 1, 0, 2, 4], required=required)
+    assert order.index(3) < order.index(1) < order.index(0)
+
+
+def test_a_required_edge_against_the_random_order_is_kept_and_the_graph_stays_a_dag(short_fit):
+    from pyro_causal import Priors, fit
+    from pyro_causal.acyclicity import is_dag
+    from pyro_causal.held_refit import random_order
+
+    data, _, schedule = short_fit
+    first = random_order(4, 0)
+    logits = np.full((4, 4), -2.0)
+    logits[first[-1], first[0]] = np.inf  # against the order seed 0 would draw
+    result = fit(data.x, seed=0, priors=Priors(edge_logit=logits),
+                 config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(held_refit=False)))
+    assert result.records["random_order"] != first
+    assert result.adjacency[first[-1], first[0]] and is_dag(result.adjacency)

@@ -95,7 +95,11 @@ def test_callbacks_hear_every_phase(tiny):
         callbacks=[events.append],
         config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, restarts=1))))
     phases = {event.phase for event in events}
-    assert {"restart 1/2: penalty", "restart 2/2: penalty", "restart 1/2: held refit"} <= phases
+    assert {"restart 1/2: random order", "restart 2/2: random order", "restart 1/2: order refit 1/3",
+            "restart 1/2: held refit"} <= phases
+    events.clear()
+    fit(tiny.x, callbacks=[events.append], config=FitConfig(search="penalty", training=TrainingConfig(schedule=TINY)))
+    assert {event.phase for event in events} == {"penalty", "held refit"}
     held = [event for event in events if event.phase.endswith("held refit")]
     assert held and all(event.total == TINY.first_round_steps for event in held)
     assert any(phase.startswith("edge search fit 1: ") for phase in phases)
