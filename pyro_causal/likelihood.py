@@ -69,12 +69,14 @@ def edge_gain(
     Args:
         assignment_probs: ``(n, K)`` weights ``q(z_i = k)`` (one-hot where the regime is known).
     """
-    observational = torch.einsum("nk,kj->nj", assignment_probs, 1 - targets)  # weight of l_0
+    # Mechanism j of row n uses u_0 with weight sum_k q_nk (1 - t_kj) and u_k with q_nk t_kj.
     if perfect:  # intervened mechanisms have no parents, so no gain
-        return density.log_prob_gain(x, adjacency, embeddings[:1], observational.unsqueeze(0))
-    weights = torch.einsum("nk,kj->knj", assignment_probs, targets)
-    weights = torch.cat([weights[:1] + observational, weights[1:]], 0)
-    return density.log_prob_gain(x, adjacency, embeddings, weights)
+        return density.log_prob_gain(x, adjacency, embeddings[:1], assignment_probs, (1 - targets).unsqueeze(0))
+    num_components = targets.shape[0]
+    eye = torch.eye(num_components, dtype=targets.dtype, device=targets.device)
+    mix = eye.unsqueeze(-1) * targets  # (C, K, d): [c = k] t_kj
+    mix = torch.cat([mix[:1] + (1 - targets), mix[1:]], 0)
+    return density.log_prob_gain(x, adjacency, embeddings, assignment_probs, mix)
 
 
 def ancestral_sample(

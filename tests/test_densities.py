@@ -248,3 +248,35 @@ def test_linear_second_moments_are_recomputed_after_an_in_place_edit():
     second = density.component_log_prob(x, adjacency, embeddings, targets)
     torch.testing.assert_close(second, ConditionalDensity.component_log_prob(density, x, adjacency, embeddings, targets))
     assert not torch.allclose(first, second)
+
+
+def test_linear_edge_gain_from_weighted_moments_matches_toggling_each_edge():
+    # LinearGaussian.log_prob_gain works from sum_n q_nk y_n y_n^T; it must equal the weighted
+    # difference of log_prob with each edge on and off, for any factored weights, far from zero.
+    import itertools
+
+    from pyro_causal.densities import LinearGaussian
+
+    torch.manual_seed(1)
+    d, n, K = 4, 30, 3
+    density = LinearGaussian(d, 2).double()
+    with torch.no_grad():
+        for p in density.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x = 2 * torch.randn(n, d, dtype=torch.float64) + 8
+    mask = (torch.rand(d, d) < 0.5).double().fill_diagonal_(0)
+    embeddings = torch.randn(K, 2, dtype=torch.float64)
+    rows = torch.softmax(torch.randn(n, K, dtype=torch.float64), -1)
+    mix = torch.rand(K, K, d, dtype=torch.float64)
+    weights = torch.einsum("nk,ckj->cnj", rows, mix)
+    expected = torch.zeros(d, d, dtype=torch.float64)
+    for i, j in itertools.permutations(range(d), 2):
+        on, off = mask.clone(), mask.clone()
+        on[i, j], off[i, j] = 1.0, 0.0
+        expected[i, j] = (weights * (density.log_prob(x, on, embeddings) - density.log_prob(x, off, embeddings))).sum()
+    gain = density.log_prob_gain(x, mask, embeddings, rows, mix)
+    off_diagonal = ~torch.eye(d, dtype=torch.bool)
+    torch.testing.assert_close(gain[off_diagonal], expected[off_diagonal], rtol=1e-8, atol=1e-8)
+    assert expected[off_diagonal].abs().min() > 1e-3  # every toggle matters here
+    gain32 = copy.deepcopy(density).float().log_prob_gain(x.float(), mask.float(), embeddings.float(), rows.float(), mix.float())
+    torch.testing.assert_close(gain32.double()[off_diagonal], expected[off_diagonal], rtol=1e-4, atol=1e-2)

@@ -57,15 +57,18 @@ class ConditionalDensity(nn.Module):
         """
         raise NotImplementedError
 
-    def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, weights: Tensor) -> Optional[Tensor]:
+    def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, row_weights: Tensor,
+                      component_weights: Tensor) -> Optional[Tensor]:
         """Weighted gain of each single edge: ``(d_in, d_out)``, or ``None`` when not available.
 
-        Entry ``(i, j)`` is ``sum_{c, n} weights_cnj [log g_j(x_nj | mask with (i, j) = 1, u_c)
-        - log g_j(x_nj | mask with (i, j) = 0, u_c)]``, every other entry of the mask as given.
-        It is the exact derivative of the expected log-likelihood in the edge probability
-        ``p_ij`` given the other edges (the local expectation gradient), which the ELBO uses
-        instead of straight-through samples under ``graph_estimator="local"``.  ``weights`` is
-        ``(C, n, d)``.  Families that implement it set ``provides_edge_gain = True``.
+        Entry ``(i, j)`` is ``sum_{c, n} w_cnj [log g_j(x_nj | mask with (i, j) = 1, u_c)
+        - log g_j(x_nj | mask with (i, j) = 0, u_c)]``, every other entry of the mask as given,
+        with the weights in factored form ``w_cnj = sum_k row_weights_nk component_weights_ckj``
+        (``(n, K)`` and ``(C, K, d)``: ``q(z_i = k)`` and how component ``k`` weighs embedding
+        ``c`` in column ``j``).  It is the exact derivative of the expected log-likelihood in the
+        edge probability ``p_ij`` given the other edges (the local expectation gradient), which
+        the ELBO uses instead of straight-through samples under ``graph_estimator="local"``.
+        Families that implement it set ``provides_edge_gain = True``.
         """
         return None
 

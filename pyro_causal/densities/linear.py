@@ -127,15 +127,22 @@ class LinearGaussian(ConditionalDensity):
         z, _, scale = self._standardised_residual(x, parents_mask, embeddings)
         return standard_normal_log_prob(z, scale.log().unsqueeze(-2))
 
-    def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, weights: Tensor) -> Tensor:
-        # Toggling edge (i, j) moves the standardised residual z_cnj by delta = a_cji x_ni / s_cj, and
-        # log N(z1) - log N(z0) = delta z + (A_ij - 1/2) delta^2 (z = the residual at the current mask),
-        # so the gain is two weighted (n)-contractions: O(C n d^2), like log_prob itself.
-        z, coefficient, scale = self._standardised_residual(x, parents_mask, embeddings)
-        delta = (coefficient / scale.unsqueeze(-1)).transpose(-1, -2)  # (C, i, j)
-        first = torch.einsum("ni,cnj->cij", x, weights * z)
-        second = torch.einsum("ni,cnj->cij", x * x, weights)
-        return (delta * first).sum(0) + (parents_mask - 0.5) * (delta * delta * second).sum(0)
+    def log_prob_gain(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor, row_weights: Tensor,
+                      component_weights: Tensor) -> Tensor:
+        # Toggling edge (i, j) moves the standardised residual z_cnj = rho_cj^T y_n by
+        # delta_cij x_ni (delta = a_cji / s_cj), and log N(z1) - log N(z0) = delta x z + (A_ij - 1/2) (delta x)^2,
+        # so with w_cnj = sum_k q_nk T_ckj the gain needs only the weighted second moments
+        # M_k = sum_n q_nk y_n y_n^T: O(n K (d+1)^2) for the rows, then O(C K d^3).
+        weights, bias, scale = (t.double() for t in self.parameters_for(embeddings))
+        rho = self._augmented_residual_map(weights, bias, scale, parents_mask.double())  # (C, j, a)
+        d = self.num_variables
+        moments = (row_weights.double().T @ self._second_moments(x)).reshape(-1, d + 1, d + 1)[:, :d]  # (K, i, a)
+        mix = component_weights.double()  # (C, K, j)
+        first = torch.einsum("ckj,cja,kia->cij", mix, rho, moments)
+        second = torch.einsum("ckj,ki->cij", mix, torch.diagonal(moments[..., :d], dim1=-2, dim2=-1))
+        delta = (weights / scale.unsqueeze(-1)).transpose(-1, -2)  # (C, i, j)
+        gain = (delta * first).sum(0) + (parents_mask.double() - 0.5) * (delta * delta * second).sum(0)
+        return gain.to(x.dtype)
 
     def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
         loc, scale = self._loc_scale(x, parents_mask, embeddings)
