@@ -34,7 +34,7 @@ def test_sweep_table_has_every_cell_beside_the_empty_graph_and_the_observational
     out = tmp_path / "results.md"
     summary = load_table1().main(["--sweep", "--cells", "0,2", "--graphs", "1", "--samples", "300",
                                   "--first-round-steps", "5", "--max-rounds", "1", "--no-held-refit",
-                                  "--order-refit", "0", "--out", str(out)])
+                                  "--order-refit", "0", "--out", str(out), "--record", str(tmp_path / "sweep.json")])
     text = out.read_text()
     assert set(summary) == {"paper e=1", "e=4"}
     for name, row in summary.items():
@@ -42,3 +42,18 @@ def test_sweep_table_has_every_cell_beside_the_empty_graph_and_the_observational
         assert f"| {name} | 10 |" in text
     assert summary["e=4"]["empty"][0] > summary["paper e=1"]["empty"][0]
     assert "| paper e=1 | 10 | 1 | 0.5-2 | 0.5-1 | 2 | stochastic |" in text and "5.9 ± 6.2 / 10.3 ± 7.8" in text
+    # The record renders as the results page's sweep section, one row per cell.
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
+    from make_results import sweep
+
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["experiment"] == "sweep" and [row["cell"] for row in record["rows"]] == ["paper e=1", "e=4"]
+    page = "\n".join(sweep([record]))
+    row = next(line for line in page.splitlines() if line.startswith("| e=4 |"))
+    latent, observational = summary["e=4"]["latent"][0], summary["e=4"]["observational"][0]
+    assert f"| {latent:.1f} ({latent}) | {observational:.1f} ({observational}) |" in row
+    assert ("yes" if latent < observational else "**no**") in row
