@@ -32,9 +32,12 @@ import torch
 from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, Trainer, TrainingConfig, fit, simulate
 from pyro_causal.api import prepare_data
 from pyro_causal.densities import ConditionalDensity
+from pyro_causal.held_refit import order_config, order_held, random_order
 from pyro_causal.metrics import hamming_distance
 from pyro_causal.model import LatentInterventionModel
 from timing import median_step_seconds
+
+SEARCHES = ("order", "penalty")
 
 
 def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30, table: bool = False) -> float:
@@ -59,60 +62,74 @@ def one_fit(args) -> dict:
     if args.steps:
         config = FitConfig(num_threads=threads, after_training=AfterTraining(held_refit=False),
                            training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1)))
+    steps = {}  # the last step count each phase (one trainer each) reported
+
+    def count(event) -> None:
+        steps[event.phase] = max(steps.get(event.phase, 0), event.step)
+
     start = time.perf_counter()
-    result = fit(data.x, density=args.density, seed=args.seed, config=config)
+    result = fit(data.x, density=args.density, seed=args.seed, config=config, callbacks=[count])
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "steps": len(result.elbo_trace), "threads": result.settings["num_threads"],
+    return {"seconds": seconds, "steps": sum(steps.values()), "threads": result.settings["num_threads"],
             "batch_size": result.settings["training"]["batch_size"], "stop": result.stop_reason,
             "hamming": hamming_distance(data.adjacency, result.adjacency)}
 
 
 def step_worker(args) -> dict:
-    """Median seconds of one step of a default latent trainer (``--step-worker``), one thread."""
+    """Median seconds of one step of the default latent fit (``--step-worker``), one thread: of the
+    training inside a random order (``--search order``, the linear density's default) or of the
+    penalty loop (``--search penalty``)."""
     torch.set_num_threads(1)
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
     x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
     torch.manual_seed(args.seed)
-    trainer = Trainer(LatentInterventionModel(x.shape[1]), x, config=TrainingConfig())
-    return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
+    model = LatentInterventionModel(x.shape[1])
+    if args.search == "penalty":
+        trainer = Trainer(model, x, config=TrainingConfig())
+        return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
+    with order_held(model, random_order(x.shape[1], args.seed)):
+        trainer = Trainer(model, x, config=order_config(model, TrainingConfig()))
+        return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
 
 
 def baseline(args) -> list:
     """Step time of this checkout against ``--baseline``'s, alternating processes, then one fit."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this checkout": here, "baseline": os.path.abspath(args.baseline)}
-    times = {name: [] for name in trees}
+    times = {(name, search): [] for name in trees for search in SEARCHES}
     before = load()
     for _ in range(args.rounds):
-        for name, tree in trees.items():  # each tree's own script speaks its own API
-            env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-            script = os.path.join(tree, "bench", "bench_fit.py")
-            command = [sys.executable, script, "--step-worker", "--seed", str(args.seed), "--repeats", str(args.repeats)]
-            out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
-            times[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
-    middle = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+        for (name, search) in times:  # this script, each tree's package (the baseline must take the same calls)
+            env = dict(os.environ, PYTHONPATH=trees[name], OMP_NUM_THREADS="1")
+            command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--search", search,
+                       "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=trees[name], check=True).stdout
+            times[name, search].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    middle = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
     fits = {}
     for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
         env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-        script = os.path.join(tree, "bench", "bench_fit.py")
-        command = [sys.executable, script, "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
-    return [
+    lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
         f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps: each process the "
-        f"median of {args.repeats} steps, {args.rounds} alternating processes per tree; then one whole default fit "
-        f"per tree, back to back).",
+        f"median of {args.repeats} steps, {args.rounds} alternating processes per tree and step; then one whole "
+        f"default fit per tree, back to back).",
         "",
-        "| s per step, this checkout (median) | s per step, baseline (median) | ratio | whole fit, this checkout (s) "
-        "| steps | Hamming | whole fit, baseline (s) | steps | Hamming | ratio | load before | load after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| {middle['this checkout']:.4f} | {middle['baseline']:.4f} | {middle['this checkout'] / middle['baseline']:.2f}x | "
-        f"{here_fit['seconds']:.1f} | {here_fit['steps']} | {here_fit['hamming']} | {base_fit['seconds']:.1f} | "
-        f"{base_fit['steps']} | {base_fit['hamming']} | {here_fit['seconds'] / base_fit['seconds']:.2f}x | {before} | {load()} |",
+        "| | s per step, order search | s per step, penalty loop | whole default fit (s) | steps | Hamming |",
+        "|---|---|---|---|---|---|",
     ]
+    for name, report in fits.items():
+        lines.append(f"| {name} | {middle[name, 'order']:.4f} | {middle[name, 'penalty']:.4f} | {report['seconds']:.1f} "
+                     f"| {report['steps']} | {report['hamming']} |")
+    lines += ["", f"Ratios, this checkout / baseline: order-search step {middle['this checkout', 'order'] / middle['baseline', 'order']:.2f}x, "
+              f"penalty-loop step {middle['this checkout', 'penalty'] / middle['baseline', 'penalty']:.2f}x, whole fit "
+              f"{here_fit['seconds'] / base_fit['seconds']:.2f}x. Load average before {before}, after {load()}."]
+    return lines
 
 
 def run_workers(args, how_many: int, threads: str) -> list:
@@ -181,6 +198,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating processes per tree with --baseline")
     parser.add_argument("--repeats", type=int, default=100, help="steps timed per process with --baseline")
     parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--search", default="order", choices=SEARCHES, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="docs/history/benchmarks_fit.md")

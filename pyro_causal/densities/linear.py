@@ -85,8 +85,9 @@ class LinearGaussian(ConditionalDensity):
         With ``y = [x, 1]`` and ``rho_kj`` the augmented residual map of mechanism ``j`` (so
         ``z_kj = rho_kj^T y``), the weighted sum of squared residuals is a quadratic form,
         ``sum_j w_kj z_kj^2 = y^T Q_k y`` with ``Q_k = sum_j w_kj rho_kj rho_kj^T``, and
-        ``y^T Q_k y = <y y^T, Q_k>``: one ``(n, (d+1)^2) x ((d+1)^2, C)`` product.  The expansion
-        cancels (its terms are far larger than a residual), hence float64 for ``Q`` and ``y y^T``.
+        ``y^T Q_k y = <y y^T, Q_k>``, over the upper triangle of the symmetric ``y y^T``: one
+        ``(C, T) x (T, n)`` product with ``T = (d+1)(d+2)/2``.  The expansion cancels (its terms are
+        far larger than a residual), hence float64 for ``Q`` and ``y y^T``.
         """
         if x.dim() != 2:
             return super().component_log_prob(x, adjacency, embeddings, targets, perfect)
@@ -97,15 +98,22 @@ class LinearGaussian(ConditionalDensity):
         t = targets.double()
         quadratic = torch.einsum("kj,ja,jb->kab", 1 - t, observational, observational) + torch.einsum(
             "kj,kja,kjb->kab", t, intervened, intervened
-        )  # (C, d + 1, d + 1)
+        )  # (C, d + 1, d + 1), symmetric
         log_scale = ((1 - t) * scale[:1].log() + t * scale.log()).sum(-1)  # (C,)
-        moments = self._second_moments(x)  # (n, (d+1)^2)
-        squares = quadratic.flatten(1) @ moments.T  # (C, n)
         constant = log_scale + self.num_variables * HALF_LOG_TWO_PI
-        return (-0.5 * squares - constant.unsqueeze(-1)).to(x.dtype)
+        # y^T Q y over the upper triangle of Q, off-diagonal entries counted twice.
+        rows, cols = self._triangle(x.device)
+        packed = quadratic[:, rows, cols] * torch.where(rows == cols, -0.5, -1.0).to(quadratic)
+        return torch.addmm(-constant.unsqueeze(-1), packed, self._second_moments(x).T).to(x.dtype)  # (C, n)
+
+    def _triangle(self, device) -> tuple[Tensor, Tensor]:
+        """Row and column indices of the upper triangle of a ``(d + 1, d + 1)`` matrix, diagonal included."""
+        indices = torch.triu_indices(self.num_variables + 1, self.num_variables + 1, device=device)
+        return indices[0], indices[1]
 
     def _second_moments(self, x: Tensor) -> Tensor:
-        """``vec(y y^T)`` of every row, ``y = [x, 1]``, in float64: ``(n, d) -> (n, (d+1)^2)``.
+        """The upper triangle of ``y y^T`` of every row, ``y = [x, 1]``, in float64:
+        ``(n, d) -> (n, (d+1)(d+2)/2)`` (the order of :meth:`_triangle`).
 
         Full-batch training passes the same tensor at every step, so the last result is kept
         (by reference to the tensor itself, never by address, and invalidated by in-place edits).
@@ -114,10 +122,21 @@ class LinearGaussian(ConditionalDensity):
         if cached is not None and cached[0]() is x and cached[1] == x._version:
             return cached[2]
         y = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], -1)
-        moments = (y.unsqueeze(-1) * y.unsqueeze(-2)).flatten(1)
+        rows, cols = self._triangle(x.device)
+        moments = y[:, rows] * y[:, cols]
         if not x.requires_grad:
             self._moments_cache = (weakref.ref(x), x._version, moments)
         return moments
+
+    def _weighted_moments(self, x: Tensor, row_weights: Tensor) -> Tensor:
+        """``sum_n w_nk y_n y_n^T`` for every column ``k`` of ``row_weights`` ``(n, K)``: ``(K, d+1, d+1)``."""
+        d1 = self.num_variables + 1
+        packed = row_weights.double().T @ self._second_moments(x)  # (K, (d+1)(d+2)/2)
+        rows, cols = self._triangle(x.device)
+        full = packed.new_zeros(packed.shape[0], d1, d1)
+        full[:, rows, cols] = packed
+        full[:, cols, rows] = packed
+        return full
 
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
@@ -136,7 +155,7 @@ class LinearGaussian(ConditionalDensity):
         weights, bias, scale = (t.double() for t in self.parameters_for(embeddings))
         rho = self._augmented_residual_map(weights, bias, scale, parents_mask.double())  # (C, j, a)
         d = self.num_variables
-        moments = (row_weights.double().T @ self._second_moments(x)).reshape(-1, d + 1, d + 1)[:, :d]  # (K, i, a)
+        moments = self._weighted_moments(x, row_weights)[:, :d]  # (K, i, a)
         mix = component_weights.double()  # (C, K, j)
         first = torch.einsum("ckj,cja,kia->cij", mix, rho, moments)
         second = torch.einsum("ckj,ki->cij", mix, torch.diagonal(moments[..., :d], dim1=-2, dim2=-1))
