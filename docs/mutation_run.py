@@ -47,6 +47,10 @@ TIMING = MUTANTS / "timing.json"
 # (its gc.collect() at the end of each session costs 0.3 s of a 0.4 s call).
 PYTEST_ARGS = ["-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-m", "not slow"]
 
+#: Tests of test_elbo.py that take half a minute each (Monte Carlo averages of whole bounds).
+ELBO_SLOW = ["--deselect=tests/test_elbo.py::test_minibatch_elbo_is_unbiased_for_the_full_one",
+             "--deselect=tests/test_elbo.py::test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy"]
+
 #: The fast tests of each module: its value tests and the single whole fits that check its rules.
 TESTS: Dict[str, List[str]] = {
     "elbo": ["tests/test_values_elbo.py", "tests/test_values_elbo_extra.py", "tests/test_trace_elbo.py",
@@ -74,6 +78,9 @@ TESTS: Dict[str, List[str]] = {
                    "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
                    "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given",
                    "tests/test_values_acceptance.py::test_fit_keeps_the_held_refit_only_when_its_bound_is_higher"],
+    "likelihood": ["tests/test_elbo.py", "tests/test_values_elbo.py", "tests/test_densities.py", "tests/test_posterior.py",
+                   *ELBO_SLOW],
+    "densities.linear": ["tests/test_densities.py", "tests/test_elbo.py", "tests/test_values_elbo.py", *ELBO_SLOW],
     "order_search": ["tests/test_order_search.py", "tests/test_values_held.py",
                      "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
                      "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given"],
@@ -106,8 +113,18 @@ class _Record:
 
 def mutant_names(module: str) -> List[str]:
     """Every mutant of ``pyro_causal/<module>.py`` that mutmut generated."""
-    meta = json.loads((MUTANTS / "pyro_causal" / f"{module}.py.meta").read_text(encoding="utf-8"))
+    meta = json.loads(_meta(module).read_text(encoding="utf-8"))
     return sorted(meta["exit_code_by_key"], key=lambda name: (_function(name), int(name.rsplit("_", 1)[1])))
+
+
+def _meta(module: str) -> Path:
+    """mutmut's record of ``module``'s mutants (``densities.linear`` -> ``densities/linear.py.meta``)."""
+    return MUTANTS / "pyro_causal" / f"{module.replace('.', '/')}.py.meta"
+
+
+def _module(mutant: str) -> str:
+    """The module of :data:`TESTS` a mutant's name belongs to (``pyro_causal.<module>.<function>``)."""
+    return next(m for m in sorted(TESTS, key=len, reverse=True) if mutant.startswith(f"pyro_causal.{m}."))
 
 
 def _function(mutant: str) -> str:
@@ -186,7 +203,7 @@ def worker(names_file: str, out_file: str, timeout: float) -> None:
     killer: Dict[str, str] = {}
     done = {}
     for name in json.loads(Path(names_file).read_text(encoding="utf-8")):
-        module, function = name.split(".")[1], _function(name)
+        module, function = _module(name), _function(name)
         calling = tests.get(function, tests[f"pyro_causal.{module}.*"])
         os.environ["MUTANT_UNDER_TEST"] = name
         start = time.time()
@@ -257,7 +274,7 @@ def main(argv=None) -> int:
         copy_src_dir()
         copy_also_copy_files()  # the tests and pyproject.toml as they are now
         # every module's mutants: the coverage pass below records calls only through their trampolines
-        if not all((MUTANTS / "pyro_causal" / f"{m}.py.meta").exists() for m in TESTS):
+        if not all(_meta(m).exists() for m in TESTS):
             create_mutants(args.workers)
     timing["generate"] = round(time.time() - start, 1)
     start = time.time()
@@ -283,7 +300,7 @@ def main(argv=None) -> int:
     TIMING.write_text(json.dumps(timing, indent=0), encoding="utf-8")
     counts = collections.defaultdict(collections.Counter)
     for name, status in scores.items():
-        counts[name.split(".")[1]][status] += 1
+        counts[_module(name)][status] += 1
     for module, count in sorted(counts.items()):
         print(f"{module}: {sum(count.values())} mutants, " + ", ".join(f"{v} {k}" for k, v in sorted(count.items())))
     print("seconds: " + ", ".join(f"{k} {timing[k]}" for k in ("generate", "coverage", "mutants")))
