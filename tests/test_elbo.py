@@ -202,6 +202,12 @@ def test_edge_gain_equals_brute_force_toggle_of_each_edge(intervention):
     gain = m.edge_gain(x, adjacency, u, targets, q)
     assert torch.allclose(gain, expected, atol=1e-3, rtol=1e-4)
     assert gain.abs().max() > 0.1  # not trivially zero
+    if intervention == "imperfect":  # the function's default keeps the parents of intervened variables
+        from pyro_causal.likelihood import edge_gain
+
+        direct = edge_gain(m.density, x, adjacency, u, targets, q) * m.off_diagonal
+        torch.testing.assert_close(direct, gain)
+        assert not torch.allclose(direct, edge_gain(m.density, x, adjacency, u, targets, q, perfect=True) * m.off_diagonal)
 
 
 def test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy(two_variable_problem):

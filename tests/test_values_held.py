@@ -215,3 +215,29 @@ def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_bot
         assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "profile_gain": 1.235,
                           "elbo_before": -2.0, "elbo_after": round(after, 6), "kept": kept}
         assert score == (after if kept else -2.0) and (chosen is model) is not kept
+
+
+def test_random_order_is_the_seed_permutation_with_required_edges_moved_along_it():
+    from pyro_causal.held_refit import random_order
+
+    plain = np.random.default_rng(7).permutation(6).tolist()
+    assert random_order(6, 7) == plain == random_order(6, 7, torch.zeros(6, 6, dtype=torch.bool))
+    along = torch.zeros(6, 6, dtype=torch.bool)
+    along[plain[0], plain[3]] = True  # already along the permutation: nothing moves
+    assert random_order(6, 7, along) == plain
+    against = torch.zeros(6, 6, dtype=torch.bool)
+    against[plain[-1], plain[0]] = True  # the first must follow the last; ties keep the permutation's order
+    assert random_order(6, 7, against) == plain[1:] + plain[:1]
+
+
+def test_order_config_is_one_round_with_the_exact_gradient_only_where_the_density_gives_gains():
+    from pyro_causal.held_refit import order_config
+    from pyro_causal.trainer import TrainingConfig
+
+    config = TrainingConfig(learning_rate=0.01)
+    linear = order_config(LatentInterventionModel(3, truncation=2, density="linear"), config)
+    mlp = order_config(LatentInterventionModel(3, truncation=2, density="mlp"), config)
+    assert (linear.graph_estimator, mlp.graph_estimator) == ("local", "straight-through")
+    for held in (linear, mlp):
+        assert held.schedule.max_rounds == 1 and held.learning_rate == 0.01
+        assert held.schedule.first_round_steps == config.schedule.first_round_steps
