@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from statistics import mean
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -183,7 +184,6 @@ def sweep(records: List[dict]) -> List[str]:
         return []
     for record, row in latest.values():
         latent, observational = row["latent"], row["observational"]
-        mean = lambda values: sum(values) / len(values)  # noqa: E731
         better = "yes" if mean(latent) < mean(observational) else "**no**"
         lines.append(
             f"| {row['cell']} | {row['d']} | {row['e']:g} | {row['weights'][0]:g}-{row['weights'][1]:g} "
