@@ -280,3 +280,24 @@ def test_linear_edge_gain_from_weighted_moments_matches_toggling_each_edge():
     assert expected[off_diagonal].abs().min() > 1e-3  # every toggle matters here
     gain32 = copy.deepcopy(density).float().log_prob_gain(x.float(), mask.float(), embeddings.float(), rows.float(), mix.float())
     torch.testing.assert_close(gain32.double()[off_diagonal], expected[off_diagonal], rtol=1e-4, atol=1e-2)
+
+
+def test_linear_mixture_log_prob_keeps_the_parents_by_default_and_takes_rows_per_component():
+    # (n, d) rows take the second-moment path, (C, n, d) rows (each component its own) the table
+    # path; both with the imperfect default, which differs from cutting the parents.
+    from pyro_causal.densities import ConditionalDensity, LinearGaussian
+
+    torch.manual_seed(2)
+    density = LinearGaussian(3, 2).double()
+    with torch.no_grad():
+        for p in density.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    f64 = {"dtype": torch.float64}
+    adjacency = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]], **f64)
+    embeddings, targets = torch.randn(2, 2, **f64), torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.7, 1.0]], **f64)
+    for x in (torch.randn(6, 3, **f64), torch.randn(2, 6, 3, **f64)):
+        imperfect = ConditionalDensity.component_log_prob(density, x, adjacency, embeddings, targets, False)
+        torch.testing.assert_close(density.component_log_prob(x, adjacency, embeddings, targets), imperfect)
+        perfect = ConditionalDensity.component_log_prob(density, x, adjacency, embeddings, targets, True)
+        torch.testing.assert_close(density.component_log_prob(x, adjacency, embeddings, targets, True), perfect)
+        assert not torch.allclose(perfect, imperfect)
