@@ -248,6 +248,10 @@ def test_linear_second_moments_are_recomputed_after_an_in_place_edit():
     second = density.component_log_prob(x, adjacency, embeddings, targets)
     torch.testing.assert_close(second, ConditionalDensity.component_log_prob(density, x, adjacency, embeddings, targets))
     assert not torch.allclose(first, second)
+    # the same data tensor reuses its moments; data that require a gradient are never cached
+    assert density._second_moments(x) is density._second_moments(x)
+    tracked = x.clone().requires_grad_()
+    assert density._second_moments(tracked) is not density._second_moments(tracked)
 
 
 def test_linear_edge_gain_from_weighted_moments_matches_toggling_each_edge():
