@@ -147,6 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--variants", default="latent", help="comma-separated: latent, unknown, known, observational")
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--seeds", help="comma-separated pair seeds (instead of --first-seed and --pairs)")
     parser.add_argument("--samples", type=int, default=999)
     parser.add_argument("--weight-range", nargs=2, type=float, default=(0.5, 2.0), metavar=("LOW", "HIGH"),
                         help="bounds of |w| of the simulated mechanisms")
@@ -169,7 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--record", metavar="PATH", help="also write the run's JSON record (docs/make_results.py)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = range(args.first_seed, args.first_seed + args.pairs)
+    seeds = ([int(v) for v in args.seeds.split(",")] if args.seeds
+             else list(range(args.first_seed, args.first_seed + args.pairs)))
+    span = ",".join(map(str, seeds)) if args.seeds else f"{seeds[0]}..{seeds[-1]}"
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
                   args.restarts, args.edge_search, args.graph_estimator,
                   {"moves": args.search_moves and tuple(args.search_moves.split(",")), "restarts": args.search_restarts},
@@ -177,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                    "intervention_mean": args.intervention_mean})
     moves = args.search_moves or "default moves"
     lines = [
-        f"### Cause-effect pairs (Figure 3): {args.pairs} pairs, seeds {seeds[0]}..{seeds[-1]}, n = {args.samples}, "
+        f"### Cause-effect pairs (Figure 3): {len(seeds)} pairs, seeds {span}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
         f"{args.restarts} restart(s)"
         f"{f', edge search {args.edge_search} round(s) of {moves}, {args.search_restarts} seeds per graph' if args.edge_search else ''}"
@@ -204,8 +207,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if tuple(np.atleast_1d(value)) != tuple(np.atleast_1d(parser.get_default(flag))):
                 options.append(f"--{flag.replace('_', '-')} " + " ".join(f"{v:g}" for v in np.atleast_1d(value)))
         options += [f"--edge-search {args.edge_search} (moves {args.search_moves or 'default'}, {args.search_restarts} seeds per graph)"] * bool(args.edge_search)
-        write_record(args.record, "figure3", f"{args.pairs} pairs, n = {args.samples}",
-                     command_line("cause_effect.py", argv).split("`")[1], f"pairs {seeds[0]}..{seeds[-1]}, fit seed = pair seed",
+        write_record(args.record, "figure3", f"{len(seeds)} pairs, n = {args.samples}",
+                     command_line("cause_effect.py", argv).split("`")[1], f"pairs {span}, fit seed = pair seed",
                      record_rows(records), jobs=args.jobs, options=", ".join(options) or "defaults")
 
 
