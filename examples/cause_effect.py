@@ -161,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--edge-search", type=int, help="fit's edge_search: rounds of held-graph local search (0 = off; default: fit's)")
-    parser.add_argument("--search-moves", help="fit's search_moves, comma-separated (default: fit's)")
+    parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--search-restarts", type=int, default=3, help="fit's search_restarts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     parser.add_argument("--figure", default="docs/cause_effect.png")
@@ -175,15 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     span = ",".join(map(str, seeds)) if args.seeds else f"{seeds[0]}..{seeds[-1]}"
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
                   args.restarts, args.edge_search, args.graph_estimator,
-                  {"moves": args.search_moves and tuple(args.search_moves.split(",")), "restarts": args.search_restarts},
+                  {"moves": tuple(args.search_moves.split(",")), "restarts": args.search_restarts},
                   {"weight_range": tuple(args.weight_range), "noise_std_range": tuple(args.noise_std),
                    "intervention_mean": args.intervention_mean})
-    moves = args.search_moves or "default moves"
     lines = [
         f"### Cause-effect pairs (Figure 3): {len(seeds)} pairs, seeds {span}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
         f"{args.restarts} restart(s)"
-        f"{f', edge search {args.edge_search} round(s) of {moves}, {args.search_restarts} seeds per graph' if args.edge_search else ''}"
+        f"{f', edge search {args.edge_search} round(s) of {args.search_moves}, {args.search_restarts} seeds per graph' if args.edge_search else ''}"
         f"{' (quick smoke run)' if args.quick else ''}",
         "",
         command_line("cause_effect.py", argv),
@@ -206,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             value = getattr(args, flag)
             if tuple(np.atleast_1d(value)) != tuple(np.atleast_1d(parser.get_default(flag))):
                 options.append(f"--{flag.replace('_', '-')} " + " ".join(f"{v:g}" for v in np.atleast_1d(value)))
-        options += [f"--edge-search {args.edge_search} (moves {args.search_moves or 'default'}, {args.search_restarts} seeds per graph)"] * bool(args.edge_search)
+        options += [f"--edge-search {args.edge_search} (moves {args.search_moves}, {args.search_restarts} seeds per graph)"] * bool(args.edge_search)
         write_record(args.record, "figure3", f"{len(seeds)} pairs, n = {args.samples}",
                      command_line("cause_effect.py", argv).split("`")[1], f"pairs {span}, fit seed = pair seed",
                      record_rows(records), jobs=args.jobs, options=", ".join(options) or "defaults")

@@ -79,7 +79,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
-    parser.add_argument("--search-moves", help="fit's search_moves, comma-separated (default: fit's)")
+    parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--score-graphs", action="store_true",
                         help="also score the graph found, the consensus and the empty graph by held fits (3 seeds each)")
     parser.add_argument("--dependence", action="store_true",
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace):
         training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(), graph_estimator=estimator),
         preprocessing=Preprocessing(log_transform=args.log_transform),
         after_training=AfterTraining(held_refit=args.held_refit, edge_search=EdgeSearch(
-            rounds=args.edge_search, moves=args.search_moves and tuple(args.search_moves.split(",")))))
+            rounds=args.edge_search, moves=tuple(args.search_moves.split(",")))))
     if args.select:
         selection = select_hyperparameters(data.x, **options)
         return data, selection.result, selection
@@ -264,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.restarts > 1:
         how += f", {args.restarts} restarts (highest ELBO: seed {result.records['chosen_seed']})"
     if args.edge_search:
-        how += (f", edge search {args.edge_search} round(s) of {args.search_moves or 'default moves'}: "
+        how += (f", edge search {args.edge_search} round(s) of {args.search_moves}: "
                 f"{len(result.records['edge_search']['moves'])} move(s)")
     label = f"**{DENSITY_LABELS.get(args.density, args.density)} (pyro_causal, {how})**"
     settings = result.settings

@@ -129,7 +129,7 @@ def run_one(task, args, schedule):
                            density_options={"activation": args.activation} if args.activation else None),
         after_training=AfterTraining(held_refit=args.held_refit and not args.true_graph, order_refit=args.order_refit,
                                      edge_search=EdgeSearch(rounds=args.edge_search,
-                                                            moves=args.search_moves and tuple(args.search_moves.split(",")))))
+                                                            moves=tuple(args.search_moves.split(",")))))
     start = time.perf_counter()
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
                  batch_size=args.batch_size, restarts=args.restarts, **options, config=config)
@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--search", choices=("order", "penalty"), help="fit's search: order or penalty (default: fit's)")
     parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
-    parser.add_argument("--search-moves", help="fit's search_moves, comma-separated (default: fit's)")
+    parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
     parser.add_argument("--true-graph", action="store_true", help="fix the graph at the truth (ELBO of a perfect search)")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")

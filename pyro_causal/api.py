@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .checks import as_array, check_device, check_options
-from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, default_moves, settings_of
+from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
 from .densities import ConditionalDensity, provides_edge_gain
 from .held_refit import order_config, random_order, refit_in_searched_order, refit_with_graph_held, train_in_order
 from .likelihood import INTERVENTIONS
@@ -96,8 +96,6 @@ def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: i
         after = replace(after, order_refit=DEFAULT_ORDER_ROUNDS if labelled or search == "order" else 0)
     if after.edge_search.rounds is None:
         after = replace(after, edge_search=replace(after.edge_search, rounds=PAIR_SEARCH_ROUNDS if d == 2 else 0))
-    if after.edge_search.moves is None:
-        after = replace(after, edge_search=replace(after.edge_search, moves=default_moves(d)))
     threads = config.num_threads
     if threads is None:
         threads = 1 if torch.device(device).type == "cuda" else choose_num_threads(min(batch_size or n, n), d, K)

@@ -25,14 +25,6 @@ DEFAULT_MOVES = ("reverse", "remove")
 mechanisms' weights are point estimates), less than the spread of held fits (:class:`EdgeSearch`)."""
 PAIR_SEARCH_ROUNDS = 1
 """Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
-PAIR_MOVES = MOVES
-"""Moves of the edge search on two-variable data unless told otherwise (``EdgeSearch(moves=None)``): with
-every move, one round from any DAG of a pair scores all three (no edge, ``A -> B``, ``B -> A``)."""
-
-
-def default_moves(num_variables: int) -> Tuple[str, ...]:
-    """The edge search's moves when none are given: :data:`PAIR_MOVES` for two variables, else :data:`DEFAULT_MOVES`."""
-    return PAIR_MOVES if num_variables == 2 else DEFAULT_MOVES
 
 
 def check_moves(moves: Sequence[str]) -> None:
@@ -126,21 +118,18 @@ class EdgeSearch:
             moves, so the search costs about one more fit), else 0 (a round costs
             ``2 x edges x restarts`` held fits).
         restarts: seeds per fit with the graph held (its best bound is the graph's score).
-        moves: changes proposed, from ``("reverse", "remove", "add")``; ``None``: all three
-            (:data:`PAIR_MOVES`) for two variables, where one round then scores every DAG, else
-            :data:`DEFAULT_MOVES` (no additions: a graph with one more edge is penalised only by
-            its prior, less than the spread of held fits).
+        moves: changes proposed, from ``("reverse", "remove", "add")``.  Additions are off by
+            default: a graph with one more edge is penalised only by its prior, less than the
+            spread of held fits.
     """
 
     rounds: Optional[int] = None
     restarts: int = 3
-    moves: Optional[Tuple[str, ...]] = None
+    moves: Tuple[str, ...] = DEFAULT_MOVES
 
     def __post_init__(self) -> None:
         _count("edge_search.rounds", self.rounds, 0, optional=True)
         _count("edge_search.restarts", self.restarts, 1)
-        if self.moves is None:
-            return
         if isinstance(self.moves, str):
             raise ValueError(f"edge_search.moves must be a sequence of moves, got the string {self.moves!r}")
         self.moves = tuple(self.moves)

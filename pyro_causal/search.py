@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from .acyclicity import is_dag
-from .config import DEFAULT_MOVES, MOVES, EdgeSearch, check_moves, default_moves
+from .config import DEFAULT_MOVES, MOVES, EdgeSearch, check_moves
 from .held_refit import _problem, fit_with_graph_held
 
 logger = logging.getLogger(__name__)
@@ -128,23 +128,22 @@ def hill_climb(start: np.ndarray, edge_logit: np.ndarray, num_rows: int, rounds:
     return best, record
 
 
-def search_edges(result, rounds: int = 1, *, restarts: int = 3, moves: Optional[Sequence[str]] = None):
+def search_edges(result, rounds: int = 1, *, restarts: int = 3, moves: Sequence[str] = DEFAULT_MOVES):
     """Hill-climb from ``result``'s DAG, each graph scored by :func:`fit_with_graph_held` plus ``log p(G)``.
 
     Args:
         result: a :class:`~pyro_causal.result.FitResult` of :func:`pyro_causal.fit`.
         rounds: at most this many single-edge changes kept.
         restarts: seeds per held fit (from the fit's ``seed``); the best bound is the score.
-        moves: which of :data:`MOVES` to propose; ``None``: :func:`~pyro_causal.config.default_moves`
-            (all three for two variables, else reversals and removals).
+        moves: which of :data:`MOVES` to propose.
 
     Returns:
         The held fit of the graph chosen (``edge_probs`` 0/1), with ``records["edge_search"]``
         (every score, the moves kept) and ``records["searched_from_elbo"]`` (``result.elbo``).
     """
+    options = EdgeSearch(rounds=rounds, restarts=restarts, moves=tuple(moves))
     problem = _problem(result)
     n, d = problem.shape
-    options = EdgeSearch(rounds=rounds, restarts=restarts, moves=tuple(default_moves(d) if moves is None else moves))
     fits = []
 
     def fit_held(graph: np.ndarray):

@@ -34,7 +34,7 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
     assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=3,
-                                                              edge_search=EdgeSearch(rounds=0, moves=("reverse", "remove")))))
+                                                              edge_search=EdgeSearch(rounds=0))))
     assert settings["search"] == "order" and len(result.records["random_order"]) == 3
     assert "checkpoint" not in settings and settings["num_threads"] == 1
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
@@ -45,17 +45,10 @@ def test_settings_are_the_config_objects_as_resolved(data):
 def test_the_edge_search_runs_by_default_on_two_variables_only(data):
     pair = simulate_cause_effect(300, seed=14)
     searched = fit(pair.x, config=QUICK)
-    assert searched.settings["after_training"]["edge_search"] == {"rounds": 1, "restarts": 3,
-                                                                  "moves": ["reverse", "remove", "add"]}
+    assert searched.settings["after_training"]["edge_search"] == {"rounds": 1, "restarts": 3, "moves": ["reverse", "remove"]}
     record = searched.records["edge_search"]
-    # one held fit of the graph found and one per move from it (3 seeds each): every DAG of a pair
-    start = {tuple(map(tuple, record["start_edges"]))}
-    moved = set()
-    for entry in record["scores"]:
-        kind, i, j = entry["move"]
-        moved.add(() if kind == "remove" else ((j, i),) if kind == "reverse" else ((i, j),))
-        assert kind in ("reverse", "remove") if record["start_edges"] else kind == "add"
-    assert len(record["scores"]) == 2 and start | moved == {(), ((0, 1),), ((1, 0),)}
+    # one held fit of the graph found and one per move from it (3 seeds each)
+    assert len(record["scores"]) == 2 * len(record["start_edges"])
     assert searched.records["searched_from_elbo"] != searched.elbo
     off = fit(pair.x, config=replace(QUICK, after_training=AfterTraining(held_refit=False, edge_search=EdgeSearch(rounds=0))))
     assert off.settings["after_training"]["edge_search"]["rounds"] == 0 and "edge_search" not in off.records

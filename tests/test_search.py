@@ -144,7 +144,7 @@ def test_search_edges_records_its_start_and_returns_the_held_fit_of_the_graph_ch
     events.clear()
     by_default = search_edges(held)
     assert by_default.settings["after_training"]["edge_search"] == {"rounds": 1, "restarts": 3,
-                                                                     "moves": ["reverse", "remove", "add"]}
+                                                                     "moves": ["reverse", "remove"]}
     assert {e.phase.split(": ")[1] for e in events} == {"restart 1/3", "restart 2/3", "restart 3/3"}
 
 
