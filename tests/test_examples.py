@@ -130,6 +130,15 @@ def test_cause_effect_example_runs(tmp_path, capsys):
     assert f"| latent | --model-intervention perfect, --quick | {counts} | {sum(h == 0 for h in hd) / 2:.0%} (" in render_page(record)
 
 
+def test_cause_effect_example_fits_the_pairs_given_by_seed(tmp_path, capsys):
+    record_path = tmp_path / "run.json"
+    load("cause_effect").main(["--quick", "--seeds", "3,1", "--edge-search", "0", "--no-write", "--record", str(record_path)])
+    printed = capsys.readouterr().out
+    assert re.findall(r"pair +(\d+) ", printed) == ["3", "1"] and "2 pairs, seeds 3,1," in printed
+    record = json.loads(record_path.read_text())
+    assert record["seeds"] == "pairs 3,1, fit seed = pair seed" and record["rows"][0]["pairs"] == 2
+
+
 def test_tutorial_runs(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("tutorial", EXAMPLES.parent / "docs" / "tutorial.py")
     module = importlib.util.module_from_spec(spec)
