@@ -9,6 +9,7 @@ by Hamming distance: 0 right, 1 an edge missing or extra, 2 reversed.
 
     python examples/cause_effect.py                                   # latent, 30 pairs
     python examples/cause_effect.py --variants latent,unknown,known,observational
+    python examples/cause_effect.py --seeds 11,19,21                  # the pairs given
 
 The histogram is saved to ``--figure`` (default ``docs/cause_effect.png``) and the table appended
 to ``--out`` (default ``docs/history/results.md``, the log) with the command; ``--record PATH`` also
@@ -73,6 +74,17 @@ def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int =
     return {"graph": true_graph(data.adjacency), "seconds": time.perf_counter() - start,
             "hd": hamming_distance(data.adjacency, result.adjacency),
             "hd_before_search": hamming_distance(data.adjacency, before), "stop": result.stop_reason}
+
+
+def seed_list(text: str) -> List[int]:
+    """``"3,1"`` -> ``[3, 1]``: the ``--seeds`` of the command line (non-negative integers)."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 0 for v in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
 
 
 def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool,
@@ -147,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--variants", default="latent", help="comma-separated: latent, unknown, known, observational")
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--seeds", help="comma-separated pair seeds (instead of --first-seed and --pairs)")
+    parser.add_argument("--seeds", type=seed_list, help="comma-separated pair seeds (instead of --first-seed and --pairs)")
     parser.add_argument("--samples", type=int, default=999)
     parser.add_argument("--weight-range", nargs=2, type=float, default=(0.5, 2.0), metavar=("LOW", "HIGH"),
                         help="bounds of |w| of the simulated mechanisms")
@@ -170,8 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--record", metavar="PATH", help="also write the run's JSON record (docs/make_results.py)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    seeds = ([int(v) for v in args.seeds.split(",")] if args.seeds
-             else list(range(args.first_seed, args.first_seed + args.pairs)))
+    seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.pairs))
     span = ",".join(map(str, seeds)) if args.seeds else f"{seeds[0]}..{seeds[-1]}"
     records = run(args.variants.split(","), seeds, args.samples, args.quick, args.model_intervention, args.jobs,
                   args.restarts, args.edge_search, args.graph_estimator,

@@ -137,6 +137,10 @@ def test_cause_effect_example_fits_the_pairs_given_by_seed(tmp_path, capsys):
     assert re.findall(r"pair +(\d+) ", printed) == ["3", "1"] and "2 pairs, seeds 3,1," in printed
     record = json.loads(record_path.read_text())
     assert record["seeds"] == "pairs 3,1, fit seed = pair seed" and record["rows"][0]["pairs"] == 2
+    for bad in ("3,x", "3,-1", ""):
+        with pytest.raises(SystemExit):
+            load("cause_effect").main(["--quick", "--seeds", bad, "--no-write"])
+        assert "--seeds" in capsys.readouterr().err
 
 
 def test_tutorial_runs(tmp_path, capsys):
