@@ -17,7 +17,7 @@ from .held_refit import order_config, random_order, refit_in_searched_order, ref
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
 from .problem import Problem, best_of_seeds, held_config, tagged
-from .resources import choose_batch_size, choose_num_threads, restores_threads
+from .resources import choose_batch_size, choose_num_threads, keeps_freed_memory, restores_threads
 from .preprocessing import prepare_data
 from .result import FitResult
 from .search import search_edges
@@ -103,6 +103,7 @@ def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: i
 
 
 @restores_threads
+@keeps_freed_memory
 def fit(
     x,
     *,

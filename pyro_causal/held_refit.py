@@ -30,7 +30,7 @@ from .acyclicity import dag_from_probabilities, is_dag
 from .elbo import mean_elbo
 from .order_search import propose_order
 from .problem import best_of_seeds, held_config, tagged
-from .resources import restores_threads
+from .resources import keeps_freed_memory, restores_threads
 from .trainer import Trainer, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def check_graph(graph, model) -> Tensor:
 
 
 @restores_threads
+@keeps_freed_memory
 def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: int = 1,
                         phase: str = "held fit", prefix: str = ""):
     """Fit ``result``'s model afresh with ``q(A)`` held at ``graph`` and score it by its bound.

@@ -29,6 +29,7 @@ from . import checkpoint as _checkpoint
 from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
 from .elbo import ASSIGNMENTS, GRAPH_ESTIMATORS, LatentInterventionELBO
 from .optim import ModuleAdam
+from .resources import freed_memory_kept
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +320,8 @@ class Trainer:
         release = getattr(self.model, "release_params", lambda: None)
         release()
         try:
-            return self._run(saving)
+            with freed_memory_kept():
+                return self._run(saving)
         finally:
             release()
 

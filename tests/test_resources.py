@@ -1,5 +1,6 @@
 """Threads, automatic mini-batches and progress of a fit (pyro_causal.resources, the CLI's bar and log)."""
 import json
+import resource
 
 import pytest
 import torch
@@ -7,8 +8,9 @@ import torch
 from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
 from pyro_causal.densities import MLPGaussian
 from pyro_causal.distributed import threads_per_process
+from pyro_causal import resources
 from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE, THREADS_PAY_ABOVE, available_cores,
-                                   choose_batch_size, choose_num_threads)
+                                   choose_batch_size, choose_num_threads, freed_memory_kept)
 
 TINY = PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1)
 CLI_TINY = ["--first-round-steps", "20", "--round-steps", "5", "--max-rounds", "1"]
@@ -130,3 +132,44 @@ def test_cli_threads_verbose_and_quiet(tiny, tmp_path, capsys):
     assert "pyro_causal.api: fit: 200 rows, 3 variables" in err and "held refit" in err
     assert main(["fit", csv, "--out", str(tmp_path / "plain"), *CLI_TINY]) == 0
     assert "pyro_causal.api" not in capsys.readouterr().err  # the log only with -v
+
+
+def fresh_buffer_faults(cycles: int = 5, mib: int = 16) -> int:
+    """Minor page faults of allocating, writing and freeing a ``mib`` MiB tensor ``cycles`` times."""
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(cycles):
+        torch.empty(mib << 18).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+
+needs_glibc = pytest.mark.skipif(resources._glibc() is None, reason="glibc's mallopt only")
+
+
+@needs_glibc
+def test_freed_memory_is_kept_inside_the_block_and_given_back_after():
+    with freed_memory_kept():
+        pass  # the thresholds every fit leaves behind
+    outside = fresh_buffer_faults()
+    if outside < 1000:
+        pytest.skip("this kernel maps large buffers without a fault per 4 KiB page (huge pages)")
+    with freed_memory_kept():
+        fresh_buffer_faults(1)  # the heap grows once
+        inside = fresh_buffer_faults()
+        with freed_memory_kept():
+            pass  # a nested block ends: the memory stays kept
+        after_nested = fresh_buffer_faults()
+    assert inside < outside / 10 and after_nested < outside / 10
+    assert fresh_buffer_faults() > outside / 2  # the outermost block ended: buffers are mapped afresh again
+
+
+@needs_glibc
+def test_fit_trains_with_freed_memory_kept(tiny):
+    with freed_memory_kept():
+        pass
+    outside = fresh_buffer_faults(2)
+    if outside < 1000:
+        pytest.skip("this kernel maps large buffers without a fault per 4 KiB page (huge pages)")
+    seen = []
+    fit(tiny.x, callbacks=[lambda event: seen.append(fresh_buffer_faults(2))],
+        config=FitConfig(training=TrainingConfig(schedule=TINY, log_every=5)))
+    assert len(seen) > 3 and max(seen[1:]) < outside / 10
