@@ -18,7 +18,7 @@
   :data:`KEEP_FREED_BELOW` bytes in the process's heap instead of returning them to the system:
   every step allocates and frees the same activation buffers, and a buffer mapped afresh costs a
   page fault per 4 KiB page on first write, on a virtual machine more than the arithmetic done
-  on it (MLP and flow steps about 1.4x faster, ``docs/benchmarks.md``).
+  on it (the measurements: ``docs/benchmarks.md``, "Freed memory kept in the heap during a fit").
 """
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ _heap_lock = threading.Lock()
 _heap_depth = 0
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc():
     """The C library when it has glibc's ``mallopt`` and ``malloc_trim``, else ``None`` (macOS, musl, Windows)."""
     try:
