@@ -20,16 +20,15 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-from pyro_causal import Trainer, TrainingConfig, fit, simulate
+from pyro_causal import Trainer, TrainingConfig, simulate
 from pyro_causal import resources, trainer as trainer_module
 from pyro_causal.api import prepare_data
-from pyro_causal.metrics import hamming_distance
 from pyro_causal.model import LatentInterventionModel
 from pyro_causal.resources import freed_memory_kept
+from bench_fit import load, one_fit
 from timing import median_step_seconds
 
 CASES = [("linear", None), ("mlp", 1000), ("flow", 1000)]
@@ -47,14 +46,11 @@ def worker(density: str, batch, kept: bool, repeats: int) -> float:
 
 
 def fit_worker(density: str, kept: bool) -> dict:
-    """One whole fit with nothing else set; without ``kept`` the block is a no-op."""
+    """One whole fit with nothing else set (``bench_fit.one_fit``); without ``kept`` the block is a no-op."""
     if not kept:
         resources.freed_memory_kept = trainer_module.freed_memory_kept = contextlib.nullcontext
-    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000,
-                    mechanism="linear" if density == "linear" else "mlp", seed=0)
-    start = time.perf_counter()
-    result = fit(data.x, density=density, seed=0)
-    return {"seconds": time.perf_counter() - start, "hamming": hamming_distance(data.adjacency, result.adjacency)}
+    mechanism = "linear" if density == "linear" else "mlp"
+    return one_fit(argparse.Namespace(density=density, mechanism=mechanism, seed=0, worker_threads="default", steps=0))
 
 
 def fits(args) -> list:
@@ -72,10 +68,6 @@ def fits(args) -> list:
             lines.append(f"| {args.fit} | {setting} | {report['seconds']:.1f} | {report['hamming']} | {before} | {load()} |")
             print(lines[-1], flush=True)
     return lines
-
-
-def load() -> str:
-    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main() -> None:
