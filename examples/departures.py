@@ -86,7 +86,7 @@ def fit_setting(task, args) -> dict:
         training = replace(training, schedule=PenaltySchedule(**change["schedule"]))
     if args.quick:  # a smoke test: the same tiny schedule for every setting
         training = replace(training, schedule=PenaltySchedule(first_round_steps=10, round_steps=5, max_rounds=2))
-    priors = Priors(**change.get("priors", {}))
+    priors = Priors(**change.get("priors", {})).resolved("penalty")
     config = FitConfig(search="penalty", training=None if training == TrainingConfig(graph_estimator=estimator) else training,
                        model=ModelOptions(**change.get("model", {})), after_training=AfterTraining(held_refit=False))
     model = None

@@ -199,6 +199,7 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
     labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
     config = _resolve_config(config, batch_size, estimator, density, n, d, supervision.truncation, labelled,
                              supervision.truncation == 1, device)
+    priors = priors.resolved(config.search)
     torch.set_num_threads(config.num_threads)  # the previous count comes back after (restores_threads)
     logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d,
                 config.training.batch_size or "all", config.num_threads)

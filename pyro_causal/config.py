@@ -23,6 +23,11 @@ MOVES = ("reverse", "remove", "add")
 DEFAULT_MOVES = ("reverse", "remove")
 """Additions are off by default: a graph with one more edge is penalised only by its prior (the
 mechanisms' weights are point estimates), less than the spread of held fits (:class:`EdgeSearch`)."""
+DEFAULT_EDGE_LOGITS = {"order": -6.0, "penalty": -2.0}
+"""``lambda`` of ``Priors(edge_logit=None)``, by ``FitConfig.search``: the order search opens every
+edge along its order and decides each by its likelihood gain at point-estimated mechanisms,
+which is positive for an absent edge too (the coefficients fit the noise), so it needs a
+stronger prior than the penalty loop (``docs/method.md``, departures)."""
 PAIR_SEARCH_ROUNDS = 1
 """Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
 
@@ -54,12 +59,13 @@ class Priors:
         alpha: Dirichlet-process concentration of the stick weights ``Beta(1, alpha)``.
         target_logit: ``gamma``, the prior logit of each intervention target.
         edge_logit: ``lambda``, the prior logit of each edge: a number or a ``(d, d)`` matrix
-            (``+inf`` requires an edge, ``-inf`` forbids it; see :mod:`pyro_causal.priors`).
+            (``+inf`` requires an edge, ``-inf`` forbids it; see :mod:`pyro_causal.priors`);
+            ``None``: :data:`DEFAULT_EDGE_LOGITS` of the search ``fit`` runs (:meth:`resolved`).
     """
 
     alpha: float = 1.0
     target_logit: float = -2.0
-    edge_logit: Union[float, np.ndarray, torch.Tensor] = -2.0
+    edge_logit: Union[None, float, np.ndarray, torch.Tensor] = None
 
     def __post_init__(self) -> None:
         if not (self.alpha > 0 and math.isfinite(self.alpha)):
@@ -67,8 +73,16 @@ class Priors:
         if not math.isfinite(self.target_logit):
             raise ValueError(f"target_logit must be finite, got {self.target_logit!r}")
 
+    def resolved(self, search: str) -> "Priors":
+        """These priors with ``edge_logit=None`` replaced by the default of ``search``
+        (``"order"`` or ``"penalty"``, :data:`DEFAULT_EDGE_LOGITS`)."""
+        _choice("search", search, SEARCHES)
+        return self if self.edge_logit is not None else replace(self, edge_logit=DEFAULT_EDGE_LOGITS[search])
+
     def logits(self, d: int) -> np.ndarray:
-        """``(d, d)`` prior edge logits."""
+        """``(d, d)`` prior edge logits (``ValueError`` while ``edge_logit`` is ``None``: see :meth:`resolved`)."""
+        if self.edge_logit is None:
+            raise ValueError("edge_logit is None (chosen by the search): use Priors.resolved(search) first")
         value = self.edge_logit.detach().cpu().numpy() if isinstance(self.edge_logit, torch.Tensor) else self.edge_logit
         return np.broadcast_to(np.asarray(value, dtype=float), (d, d)).copy()
 

@@ -28,7 +28,7 @@ def test_settings_are_the_config_objects_as_resolved(data):
     priors = Priors(alpha=2.0, target_logit=-3.0)
     result = fit(data.x, priors=priors, seed=4, config=QUICK)
     settings = result.settings
-    assert settings["priors"] == asdict(priors)
+    assert settings["priors"] == asdict(replace(priors, edge_logit=-6.0))  # the order search's default
     resolved = replace(QUICK.training, batch_size=None, graph_estimator="straight-through")
     assert settings["training"] == plain(asdict(resolved))
     assert settings["preprocessing"] == asdict(Preprocessing())
@@ -40,6 +40,23 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
     assert result.summary()["settings"] == settings and "elbo" not in settings
     assert np.isfinite(result.elbo) and result.records["held_refit"] is None
+
+
+def test_the_edge_prior_default_is_the_searchs_and_a_given_one_is_kept(data):
+    assert Priors().resolved("order").edge_logit == -6.0 and Priors().resolved("penalty").edge_logit == -2.0
+    assert Priors(edge_logit=-1.5).resolved("order").edge_logit == -1.5
+    with pytest.raises(ValueError, match="resolved"):
+        Priors().logits(3)
+    with pytest.raises(ValueError, match="search"):
+        Priors().resolved("greedy")
+    for search, expected in (("order", -6.0), ("penalty", -2.0)):
+        result = fit(data.x, config=replace(QUICK, search=search))
+        assert result.settings["priors"]["edge_logit"] == expected
+        prior = result.model.graph_prior()
+        off_diagonal = ~np.eye(3, dtype=bool)
+        assert np.allclose(prior.logits.detach().numpy()[off_diagonal], expected)
+    given = fit(data.x, priors=Priors(edge_logit=-1.0), config=QUICK)
+    assert given.settings["priors"]["edge_logit"] == -1.0
 
 
 def test_the_edge_search_runs_by_default_on_two_variables_only(data):
