@@ -29,8 +29,9 @@ from .result import FitResult
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GRID: Dict[str, Tuple[float, ...]] = {"edge_logit": (-4.0, -2.0, 0.0), "target_logit": (-4.0, -2.0)}
-"""``lambda`` (edge prior logit) x ``gamma`` (target prior logit): 6 fits, then one refit."""
+DEFAULT_GRID: Dict[str, Tuple[float, ...]] = {"edge_logit": (-6.0, -2.0, 0.0), "target_logit": (-4.0, -2.0)}
+"""``lambda`` (edge prior logit) x ``gamma`` (target prior logit): 6 fits, then one refit; the
+``lambda`` values hold both defaults (:data:`~pyro_causal.config.DEFAULT_EDGE_LOGITS`)."""
 
 CRITERIA = ("elbo", "log_likelihood")
 
