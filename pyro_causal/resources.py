@@ -93,6 +93,10 @@ def restores_threads(function: Callable) -> Callable:
 
 KEEP_FREED_BELOW = 32 << 20
 """Bytes: freed blocks up to this size stay in the heap during a fit (glibc's largest mmap threshold)."""
+KEEP_HEAP_TOP_BELOW = 1 << 30
+"""Bytes: during a fit glibc returns the free top of its heap to the system only above this size
+(its trim threshold; at 32 MiB a freed buffer next to other free memory could push the top past
+it, and glibc then returned everything but 128 KiB, to be mapped afresh at the next step)."""
 GLIBC_DEFAULT_THRESHOLD = 128 << 10
 """glibc's initial mmap and trim thresholds, set again when the outermost fit ends."""
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters of <malloc.h>
@@ -110,16 +114,17 @@ def _glibc():
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-def _set_thresholds(libc, value: int) -> None:
-    libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(value))
-    libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(value))
+def _set_thresholds(libc, mmap: int, trim: int) -> None:
+    libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap))
+    libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim))
 
 
 @contextmanager
 def freed_memory_kept() -> Iterator[None]:
     """Inside the block, glibc keeps freed blocks below :data:`KEEP_FREED_BELOW` bytes for reuse.
 
-    Sets glibc's mmap and trim thresholds to :data:`KEEP_FREED_BELOW`; when the outermost block
+    Sets glibc's mmap threshold to :data:`KEEP_FREED_BELOW` and its trim threshold to
+    :data:`KEEP_HEAP_TOP_BELOW`; when the outermost block
     ends (blocks nest, also across threads) it sets both back to glibc's initial
     :data:`GLIBC_DEFAULT_THRESHOLD` (glibc then no longer adjusts them itself, as after any
     ``mallopt`` call) and returns the kept memory to the system (``malloc_trim``).  A no-op
@@ -132,7 +137,7 @@ def freed_memory_kept() -> Iterator[None]:
         return
     with _heap_lock:
         if _heap_depth == 0:
-            _set_thresholds(libc, KEEP_FREED_BELOW)
+            _set_thresholds(libc, KEEP_FREED_BELOW, KEEP_HEAP_TOP_BELOW)
         _heap_depth += 1
     try:
         yield
@@ -140,7 +145,7 @@ def freed_memory_kept() -> Iterator[None]:
         with _heap_lock:
             _heap_depth -= 1
             if _heap_depth == 0:
-                _set_thresholds(libc, GLIBC_DEFAULT_THRESHOLD)
+                _set_thresholds(libc, GLIBC_DEFAULT_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
                 libc.malloc_trim(ctypes.c_size_t(0))
 
 
