@@ -96,9 +96,11 @@ class LinearGaussian(ConditionalDensity):
         intervened_mask = torch.zeros_like(adjacency) if perfect else adjacency
         intervened = self._augmented_residual_map(weights, bias, scale, intervened_mask.double())
         t = targets.double()
-        quadratic = torch.einsum("kj,ja,jb->kab", 1 - t, observational, observational) + torch.einsum(
-            "kj,kja,kjb->kab", t, intervened, intervened
-        )  # (C, d + 1, d + 1), symmetric
+        d1 = self.num_variables + 1
+        outer = (observational.unsqueeze(-1) * observational.unsqueeze(-2)).reshape(self.num_variables, d1 * d1)
+        quadratic = ((1 - t) @ outer).reshape(-1, d1, d1) + torch.bmm(
+            (t.unsqueeze(-1) * intervened).transpose(-1, -2), intervened
+        )  # (C, d + 1, d + 1), symmetric: sum_j (1 - t_kj) o_j o_j^T + t_kj i_kj i_kj^T
         log_scale = ((1 - t) * scale[:1].log() + t * scale.log()).sum(-1)  # (C,)
         constant = log_scale + self.num_variables * HALF_LOG_TWO_PI
         # y^T Q y over the upper triangle of Q, off-diagonal entries counted twice.
@@ -157,8 +159,9 @@ class LinearGaussian(ConditionalDensity):
         d = self.num_variables
         moments = self._weighted_moments(x, row_weights)[:, :d]  # (K, i, a)
         mix = component_weights.double()  # (C, K, j)
-        first = torch.einsum("ckj,cja,kia->cij", mix, rho, moments)
-        second = torch.einsum("ckj,ki->cij", mix, torch.diagonal(moments[..., :d], dim1=-2, dim2=-1))
+        projected = rho.unsqueeze(1) @ moments.transpose(-1, -2).unsqueeze(0)  # (C, K, j, i): rho_cj^T M_k[i]
+        first = (mix.unsqueeze(-1) * projected).sum(1).transpose(-1, -2)  # (C, i, j)
+        second = (mix.transpose(-1, -2) @ torch.diagonal(moments[..., :d], dim1=-2, dim2=-1)).transpose(-1, -2)
         delta = (weights / scale.unsqueeze(-1)).transpose(-1, -2)  # (C, i, j)
         gain = (delta * first).sum(0) + (parents_mask.double() - 0.5) * (delta * delta * second).sum(0)
         return gain.to(x.dtype)
