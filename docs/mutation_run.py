@@ -81,6 +81,8 @@ TESTS: Dict[str, List[str]] = {
     "likelihood": ["tests/test_elbo.py", "tests/test_values_elbo.py", "tests/test_densities.py", "tests/test_posterior.py",
                    *ELBO_SLOW],
     "densities.linear": ["tests/test_densities.py", "tests/test_elbo.py", "tests/test_values_elbo.py", *ELBO_SLOW],
+    "config": ["tests/test_values_config.py",
+               "tests/test_config.py::test_the_edge_prior_default_is_the_searchs_and_a_given_one_is_kept"],
     "order_search": ["tests/test_order_search.py", "tests/test_values_held.py",
                      "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
                      "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given"],

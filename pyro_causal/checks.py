@@ -6,13 +6,13 @@ whose message names the column or the option.
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Sequence, Union
 
 import numpy as np
 import torch
 
 from .io import DataError, DataWarning
+from .warn import warn_at_caller
 
 MAX_TRUNCATION = 100
 """Most components ``K`` a fit accepts: above 100 the prior spreads the weight so thin that every
@@ -45,8 +45,8 @@ def check_spread(x: np.ndarray, names: Sequence[str]) -> None:
     corr = np.abs(y.T @ y)
     for i, j in zip(*np.nonzero(np.triu(corr > 1 - 1e-10, 1))):
         kind = "identical" if np.array_equal(x[:, i], x[:, j]) else "exactly collinear"
-        warnings.warn(f"data: columns {names[i]!r} and {names[j]!r} are {kind}; "
-                      "the direction of an edge between them cannot be learned", DataWarning, stacklevel=3)
+        warn_at_caller(f"data: columns {names[i]!r} and {names[j]!r} are {kind}; "
+                       "the direction of an edge between them cannot be learned", DataWarning)
 
 
 REGIME_WORDS = ("regime", "condition", "intervention", "environment", "experiment")
@@ -60,9 +60,9 @@ def check_regime_like(x: np.ndarray, names: Sequence[str]) -> None:
     for j, name in enumerate(names):
         words = {word[:-1] if word.endswith("s") else word for word in re.split(r"[^a-z]+", name.lower())}
         if words & set(REGIME_WORDS) and np.array_equal(x[:, j], np.round(x[:, j])):
-            warnings.warn(f"data: column {name!r} looks like regime labels but is fitted as a variable; if it says "
-                          f"which regime each row comes from, pass it as the regimes instead "
-                          f"(--regime-column {name}, or fit(x, regimes=...))", DataWarning, stacklevel=3)
+            warn_at_caller(f"data: column {name!r} looks like regime labels but is fitted as a variable; if it says "
+                           f"which regime each row comes from, pass it as the regimes instead "
+                           f"(--regime-column {name}, or fit(x, regimes=...))", DataWarning)
 
 
 def check_options(truncation, supervision_weight, seed, n: int) -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -16,6 +15,7 @@ import torch
 
 from .checkpoint import Checkpointing
 from .trainer import TrainingConfig
+from .warn import warn_at_caller
 
 TWO_CYCLES = ("resolve", "allow")
 SEARCHES = ("order", "penalty")
@@ -268,8 +268,8 @@ def apply_former_keywords(options: Dict[str, Any], priors: Optional[Priors], con
     for name, value in options.items():
         path = FORMER_KEYWORDS.get(name, f"model.extra[{name!r}]")
         place = path if path.startswith("priors.") else f"config.{path}"
-        warnings.warn(f"fit({name}=...) is deprecated and will be removed in the next release; "
-                      f"pass {place} instead", FutureWarning, stacklevel=4)
+        warn_at_caller(f"fit({name}=...) is deprecated and will be removed in the next release; "
+                       f"pass {place} instead", FutureWarning)
         if name in MODEL_EXTRAS:
             config = with_field(config, ("model", "extra"), {**config.model.extra, name: value})
         elif path.startswith("priors."):
@@ -279,7 +279,6 @@ def apply_former_keywords(options: Dict[str, Any], priors: Optional[Priors], con
                 config = replace(config, training=TrainingConfig(graph_estimator=graph_estimator))
             if name == "graph_estimator" and value is None:
                 continue
-            value = tuple(value) if name == "search_moves" else value
             value = "optimal" if name == "assignment" and value == "exact" else value  # its former name
             config = with_field(config, path.split("."), value)
     return priors, config

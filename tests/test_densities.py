@@ -2,6 +2,7 @@
 import copy
 import io
 import math
+import pickle
 
 import pyro.distributions as dist
 import pytest
@@ -252,6 +253,11 @@ def test_linear_second_moments_are_recomputed_after_an_in_place_edit():
     assert density._second_moments(x) is density._second_moments(x)
     tracked = x.clone().requires_grad_()
     assert density._second_moments(tracked) is not density._second_moments(tracked)
+    # pickling (a FitResult, a checkpointed model) leaves the cache and its weak reference out
+    assert density._moments_cache is not None
+    restored = pickle.loads(pickle.dumps(density))
+    assert restored._moments_cache is None and "_MOMENTS_CACHE" not in vars(restored)
+    torch.testing.assert_close(restored.component_log_prob(x, adjacency, embeddings, targets), second)
 
 
 def test_linear_edge_gain_from_weighted_moments_matches_toggling_each_edge():

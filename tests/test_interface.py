@@ -208,8 +208,9 @@ def test_a_data_frame_s_column_names_are_the_variable_names():
 def test_an_integer_column_named_like_regimes_is_fitted_with_a_warning_naming_it(name):
     data = simulate(num_variables=2, edges_per_node=0.5, num_samples=200, seed=0)
     x = np.column_stack([data.x, data.regimes])
-    with pytest.warns(DataWarning, match=rf"column '{name}' looks like regime labels .*--regime-column {name}"):
+    with pytest.warns(DataWarning, match=rf"column '{name}' looks like regime labels .*--regime-column {name}") as caught:
         prepare_data(x, ["a", "b", name])
+    assert [w.filename for w in caught] == [__file__]
 
 
 @pytest.mark.parametrize("name, values", [("X2", "labels"), ("condition", "continuous"), ("preconditioned", "labels")])

@@ -154,8 +154,9 @@ def test_subnormal_and_nearly_constant_columns_are_refused(data):
 
 def test_duplicate_and_collinear_columns_are_reported(data, tmp_path, capsys):
     x = np.column_stack([data.x, data.x[:, 0]])
-    with pytest.warns(DataWarning, match="columns 'X0' and 'X3' are identical"):
+    with pytest.warns(DataWarning, match="columns 'X0' and 'X3' are identical") as caught:
         prepare_data(x)
+    assert [w.filename for w in caught] == [__file__]  # the user's line, not the package's
     with pytest.warns(DataWarning, match="columns 'X1' and 'X3' are exactly collinear"):
         prepare_data(np.column_stack([data.x, 3.0 - 2.0 * data.x[:, 1]]))
     path = tmp_path / "dup.csv"
