@@ -1,15 +1,16 @@
 """Threads, automatic mini-batches and progress of a fit (pyro_causal.resources, the CLI's bar and log)."""
 import json
 import resource
+import statistics
 
 import pytest
 import torch
 
 from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
-from pyro_causal.densities import MLPGaussian
+from pyro_causal.densities import DeepSigmoidalFlow, MLPGaussian
 from pyro_causal.distributed import threads_per_process
 from pyro_causal import resources
-from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE, THREADS_PAY_ABOVE, available_cores,
+from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZES, THREADS_PAY_ABOVE, available_cores,
                                    choose_batch_size, choose_num_threads, freed_memory_kept)
 
 TINY = PenaltySchedule(first_round_steps=20, round_steps=5, max_rounds=1)
@@ -69,9 +70,11 @@ def test_the_thread_rule():
 def test_the_batch_size_rule():
     large, small = AUTO_BATCH_ABOVE + 1, AUTO_BATCH_ABOVE
     assert choose_batch_size("linear", 10_000) is None and choose_batch_size("linear", small) is None
-    assert choose_batch_size("mlp", large) == choose_batch_size("flow", large) == AUTO_BATCH_SIZE == 1000
+    assert (choose_batch_size("mlp", large), choose_batch_size("flow", large)) == (500, 1000)
+    assert AUTO_BATCH_SIZES == {"mlp": 500, "flow": 1000} and AUTO_BATCH_ABOVE == 2000
     assert choose_batch_size("mlp", small) is None and choose_batch_size("flow", small) is None
-    assert choose_batch_size(MLPGaussian(3, 4), large) == AUTO_BATCH_SIZE
+    assert choose_batch_size(MLPGaussian(3, 4), large) == 500
+    assert choose_batch_size(DeepSigmoidalFlow(3, 4), large) == 1000
 
 
 def test_the_batch_size_used_is_recorded():
@@ -79,7 +82,7 @@ def test_the_batch_size_used_is_recorded():
     short = PenaltySchedule(first_round_steps=5, round_steps=5, max_rounds=1)
     mlp = fit(data.x, density="mlp",
               config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
-    assert mlp.settings["training"]["batch_size"] == AUTO_BATCH_SIZE
+    assert mlp.settings["training"]["batch_size"] == AUTO_BATCH_SIZES["mlp"]
     linear = fit(data.x,
                  config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
     assert linear.settings["training"]["batch_size"] is None  # full batch
@@ -154,14 +157,15 @@ def test_freed_memory_is_kept_inside_the_block_and_given_back_after():
         pytest.skip("this kernel maps large buffers without a fault per 4 KiB page (huge pages)")
     with freed_memory_kept():
         fresh_buffer_faults(1)  # the heap grows once
-        inside = fresh_buffer_faults()
+        inside = [fresh_buffer_faults(1) for _ in range(7)]
         with freed_memory_kept():
             pass  # a nested block ends: the memory stays kept
-        after_nested = fresh_buffer_faults()
-    # Outside, each of the five buffers is mapped afresh; inside, at most one is (glibc may place
-    # one buffer of a fragmented heap anew), the others reuse the freed memory.
+        after_nested = [fresh_buffer_faults(1) for _ in range(7)]
+    # Outside, each buffer is mapped afresh; inside, the typical buffer reuses the freed memory
+    # (glibc may still place a buffer anew now and then, where small allocations split a freed
+    # chunk of a fragmented heap: the median, not every buffer).
     one_buffer = outside / 5
-    assert inside < 1.5 * one_buffer and after_nested < 1.5 * one_buffer
+    assert statistics.median(inside) < one_buffer / 10 and statistics.median(after_nested) < one_buffer / 10
     # The outermost block ended: the kept memory went back to the system, so the next buffer
     # faults its pages in again (whether glibc maps it or places it in a trimmed hole of the heap).
     assert fresh_buffer_faults(1) > one_buffer / 2
