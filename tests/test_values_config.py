@@ -1,6 +1,6 @@
 """Exact values of the option objects in ``pyro_causal.config``: defaults, validation, the edge
-prior's resolution, former keywords and the settings dictionary (no fits: the mutation run's
-fast selection for ``config.py``)."""
+prior's resolution, former keywords and the settings dictionary (one tiny fit, for where a
+warning points): the mutation run's fast selection for ``config.py``."""
 import math
 from dataclasses import asdict
 from pathlib import Path
