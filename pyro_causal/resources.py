@@ -33,9 +33,9 @@ import torch
 
 from .densities import DeepSigmoidalFlow, MLPGaussian
 
-AUTO_BATCH_SIZES = {"mlp": 500, "flow": 1000}
+AUTO_BATCH_SIZES = {"mlp": 500, "flow": 500}
 """Rows per step chosen for the non-linear densities (measured: ``docs/results.md``, Table 1's MLP
-row, run at both 500 and 1000 rows; the flow's 1000 is the setting of its rows there)."""
+and flow rows, each run at both 500 and 1000 rows)."""
 AUTO_BATCH_ABOVE = 2000
 """Data with more rows than this are mini-batched (non-linear densities only)."""
 THREADS_PAY_ABOVE = 50_000_000

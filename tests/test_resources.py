@@ -70,11 +70,11 @@ def test_the_thread_rule():
 def test_the_batch_size_rule():
     large, small = AUTO_BATCH_ABOVE + 1, AUTO_BATCH_ABOVE
     assert choose_batch_size("linear", 10_000) is None and choose_batch_size("linear", small) is None
-    assert (choose_batch_size("mlp", large), choose_batch_size("flow", large)) == (500, 1000)
-    assert AUTO_BATCH_SIZES == {"mlp": 500, "flow": 1000} and AUTO_BATCH_ABOVE == 2000
+    assert (choose_batch_size("mlp", large), choose_batch_size("flow", large)) == (500, 500)
+    assert AUTO_BATCH_SIZES == {"mlp": 500, "flow": 500} and AUTO_BATCH_ABOVE == 2000
     assert choose_batch_size("mlp", small) is None and choose_batch_size("flow", small) is None
     assert choose_batch_size(MLPGaussian(3, 4), large) == 500
-    assert choose_batch_size(DeepSigmoidalFlow(3, 4), large) == 1000
+    assert choose_batch_size(DeepSigmoidalFlow(3, 4), large) == 500
 
 
 def test_the_batch_size_used_is_recorded():
