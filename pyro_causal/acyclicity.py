@@ -7,6 +7,7 @@ in buffers so that they are checkpointed with the rest of the state.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import networkx as nx
@@ -24,6 +25,15 @@ def acyclicity(weights: Tensor) -> Tensor:
     """``h(W) = tr(exp(W)) - d`` for a batch of non-negative ``(..., d, d)`` matrices -> ``(...)``."""
     d = weights.shape[-1]
     return torch.linalg.matrix_exp(weights).diagonal(dim1=-2, dim2=-1).sum(-1) - d
+
+
+def support_is_acyclic(support: Tensor) -> bool:
+    """Whether the ``(d, d)`` bool mask ``support`` has no directed cycle, so that ``h`` vanishes on every
+    weighted graph inside it, with its gradient in every entry of the mask."""
+    reach = support.to(torch.float32)
+    for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # paths of length < 2^k
+        reach = ((reach + reach @ reach) > 0).to(torch.float32)
+    return not bool(reach.diagonal(dim1=-2, dim2=-1).any())
 
 
 def is_dag(adjacency) -> bool:

@@ -26,7 +26,7 @@ from pyro.infer import SVI
 from torch import Tensor
 
 from . import checkpoint as _checkpoint
-from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity
+from .acyclicity import AugmentedLagrangian, PenaltySchedule, acyclicity, support_is_acyclic
 from .elbo import ASSIGNMENTS, GRAPH_ESTIMATORS, LatentInterventionELBO
 from .optim import ModuleAdam
 from .resources import freed_memory_kept
@@ -180,8 +180,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
     def constraint(self) -> Tensor:
-        """``h(sigmoid(Lambda))`` of eq. 13."""
-        return acyclicity(self.model.guide.edge_probs())
+        """``h(sigmoid(Lambda))`` of eq. 13; a constant zero when the edges of non-zero probability
+        form a DAG (an order or a graph held), where ``h`` and its gradient in those edges vanish."""
+        probs = self.model.guide.edge_probs()
+        if support_is_acyclic(probs.detach() != 0):
+            return probs.new_zeros(())
+        return acyclicity(probs)
 
     def batch_rows(self) -> Optional[Tensor]:
         """The rows of this step: ``None`` (all of them) or a fresh random subset of ``batch_size``."""

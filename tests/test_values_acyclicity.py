@@ -12,6 +12,7 @@ from pyro_causal.acyclicity import (
     dag_from_probabilities,
     is_dag,
     off_diagonal_mask,
+    support_is_acyclic,
 )
 
 
@@ -41,6 +42,42 @@ def test_h_of_weighted_two_cycles_in_a_batch():
 def test_is_dag():
     assert is_dag([[0, 1], [0, 0]])
     assert not is_dag([[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 9, 17])
+def test_support_is_acyclic_agrees_with_networkx(d):
+    generator = torch.Generator().manual_seed(d)
+    for density in (0.1, 0.3, 0.6):
+        for _ in range(40):
+            mask = torch.rand(d, d, generator=generator) < density
+            assert support_is_acyclic(mask) == is_dag(mask.int().numpy()), mask
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 8, 9, 16, 17, 33])
+def test_support_is_acyclic_sees_the_longest_cycle(d):
+    ring = torch.zeros(d, d, dtype=torch.bool)
+    ring[torch.arange(d), (torch.arange(d) + 1) % d] = True  # one cycle through all d variables
+    assert not support_is_acyclic(ring)
+    ring[d - 1, 0] = False  # the path that is left is a DAG
+    assert support_is_acyclic(ring)
+    assert not support_is_acyclic(torch.eye(d, dtype=torch.bool))  # self loops are cycles
+
+
+def test_h_and_its_gradient_vanish_inside_an_acyclic_support():
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(6, generator=generator)
+    position = torch.empty(6, dtype=torch.long)
+    position[order] = torch.arange(6)
+    along = position.unsqueeze(1) < position.unsqueeze(0)  # every edge along one order
+    assert support_is_acyclic(along)
+    logits = torch.randn(6, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.where(along, torch.sigmoid(logits), torch.zeros((), dtype=torch.float64))
+    h = acyclicity(weights)
+    (gradient,) = torch.autograd.grad(h, logits)
+    assert abs(float(h.detach())) < 1e-12 and float(gradient.abs().max()) == 0.0
+    cyclic = along.clone()
+    cyclic[order[-1], order[0]] = True  # one edge against the order closes cycles
+    assert not support_is_acyclic(cyclic)
 
 
 def test_dag_from_probabilities_threshold_is_strict_and_adjustable():

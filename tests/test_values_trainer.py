@@ -368,3 +368,23 @@ def test_a_divergence_in_the_first_round_restores_the_initial_state():
     assert trainer.run() == "diverged" and trainer.step_count == 0 and trainer.elbo_trace == []
     for name, value in trainer.model.state_dict().items():
         torch.testing.assert_close(value, initial[name])
+
+
+def test_the_constraint_is_h_unless_the_edges_that_can_be_drawn_form_a_dag():
+    from pyro_causal.acyclicity import acyclicity
+    from pyro_causal.held_refit import graph_held, order_held
+
+    trainer = small_trainer()
+    guide = trainer.model.guide
+    h = trainer.constraint()
+    assert h.requires_grad and float(h.detach()) > 0.1
+    torch.testing.assert_close(h, acyclicity(guide.edge_probs()))
+    with order_held(trainer.model, [2, 0, 1]):
+        held = trainer.constraint()
+        assert float(held) == 0.0 and not held.requires_grad  # h and its gradient vanish inside an order
+        assert abs(float(acyclicity(guide.edge_probs()).detach())) < 1e-6
+    with graph_held(trainer.model, torch.tensor([[0, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=torch.bool)):
+        assert float(trainer.constraint()) == 0.0
+    with graph_held(trainer.model, torch.zeros(3, 3, dtype=torch.bool)):
+        assert float(trainer.constraint()) == 0.0
+    torch.testing.assert_close(trainer.constraint(), h)  # the masks restored: h again
