@@ -31,7 +31,7 @@ def support_is_acyclic(support: Tensor) -> bool:
     """Whether the ``(d, d)`` bool mask ``support`` has no directed cycle, so that ``h`` vanishes on every
     weighted graph inside it, with its gradient in every entry of the mask."""
     reach = support.to(torch.float32)
-    for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # paths of length < 2^k
+    for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # after k rounds: paths of length <= 2^k
         reach = ((reach + reach @ reach) > 0).to(torch.float32)
     return not bool(reach.diagonal(dim1=-2, dim2=-1).any())
 
