@@ -16,19 +16,6 @@ from pyro.optim import PyroOptim
 from torch import nn
 
 
-def _one_update_adam(parameters: list, lr: float, options: dict) -> torch.optim.Adam:
-    """``torch.optim.Adam`` updating all (small) tensors in one kernel: ``fused`` where torch has it
-    for the parameters' device (CPU since torch 2.4), else ``foreach``; options given win."""
-    if "fused" not in options and "foreach" not in options:
-        try:
-            return torch.optim.Adam(parameters, lr=lr, fused=True, **options)
-        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or torch
-            pass
-    if "fused" not in options:
-        options = {"foreach": True, **options}
-    return torch.optim.Adam(parameters, lr=lr, **options)
-
-
 class ModuleAdam(PyroOptim):
     """Adam over ``module.parameters()`` (plus any other parameter SVI captures).
 
@@ -43,7 +30,8 @@ class ModuleAdam(PyroOptim):
     def __init__(self, module: nn.Module, lr: float = 1e-3, **adam_options) -> None:
         super().__init__(torch.optim.Adam, dict(lr=lr, **adam_options))
         self.module = module
-        self.optimizer = _one_update_adam(list(module.parameters()), lr, adam_options)
+        adam_options.setdefault("foreach", True)  # one fused update of all the (small) tensors
+        self.optimizer = torch.optim.Adam(module.parameters(), lr=lr, **adam_options)
         self._own = {id(p) for p in module.parameters()}
 
     def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:

@@ -159,17 +159,12 @@ def test_two_models_in_one_process_train_independently_under_stock_svi():
     first.release_params(), second.release_params()
 
 
-FUSED_ON_CPU = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
-
-
 def test_module_adam_takes_one_update_for_all_tensors_and_the_same_steps_as_adam():
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     twin = copy.deepcopy(module)
     adam, plain = ModuleAdam(module, lr=0.1), ModuleAdam(twin, lr=0.1, foreach=False)
-    assert adam.optimizer.defaults["fused"] is (True if FUSED_ON_CPU else None)
-    assert adam.optimizer.defaults["foreach"] is (None if FUSED_ON_CPU else True)
-    assert not plain.optimizer.defaults["fused"] and plain.optimizer.defaults["foreach"] is False
+    assert adam.optimizer.defaults["foreach"] is True and plain.optimizer.defaults["foreach"] is False
     for _ in range(5):
         for m, optim in ((module, adam), (twin, plain)):
             optim.zero_grad()
