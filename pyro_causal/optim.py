@@ -2,7 +2,7 @@
 
 Pyro's optimisers create one torch optimiser per parameter and name their state by Pyro's global
 parameter store.  :class:`ModuleAdam` steps one ``torch.optim.Adam`` over the parameters of a
-module (one fused update for all of them) and keeps its state by position in that module, so a
+module (one multi-tensor `foreach` update for all of them) and keeps its state by position in that module, so a
 checkpoint of the model and the optimiser round-trips without the global store.  Parameters
 that the programs use outside the module (``pyro.param`` sites a user adds) get an Adam of their
 own, as with ``pyro.optim.Adam``.
@@ -30,7 +30,7 @@ class ModuleAdam(PyroOptim):
     def __init__(self, module: nn.Module, lr: float = 1e-3, **adam_options) -> None:
         super().__init__(torch.optim.Adam, dict(lr=lr, **adam_options))
         self.module = module
-        adam_options.setdefault("foreach", True)  # one fused update of all the (small) tensors
+        adam_options.setdefault("foreach", True)  # one multi-tensor update of all the (small) tensors
         self.optimizer = torch.optim.Adam(module.parameters(), lr=lr, **adam_options)
         self._own = {id(p) for p in module.parameters()}
 
