@@ -29,7 +29,9 @@ def acyclicity(weights: Tensor) -> Tensor:
 
 def support_is_acyclic(support: Tensor) -> bool:
     """Whether the ``(d, d)`` bool mask ``support`` has no directed cycle, so that ``h`` vanishes on every
-    weighted graph inside it, with its gradient in every entry of the mask."""
+    weighted graph inside it, with its gradient in every entry of the mask.  A few products of the
+    mask with itself on its own device, cheap enough for every SVI step (:func:`is_dag` builds a
+    networkx graph, a cost that grows with the edges)."""
     reach = support.to(torch.float32)
     for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # after k rounds: paths of length <= 2^k
         reach = ((reach + reach @ reach) > 0).to(torch.float32)
