@@ -266,7 +266,8 @@ def _fit_one(problem: Problem, base: FitResult, seed: int, restarts: int, densit
     else:
         trainer, order = start(model, problem.training), None
         stop_reason = trainer.run()
-    records = {"random_order": order, "held_refit": None, "order_refit": [], "skipped_steps": trainer.skipped_steps}
+    records = {"random_order": order, "held_refit": None, "order_refit": [], "skipped_steps": trainer.skipped_steps,
+               "rollbacks": trainer.rollbacks}
     if stop_reason == StopReason.DIVERGED:
         records["diverged"] = trainer.divergence
     result = base.with_model(model, elbo=problem.score(model, seed, stop_reason), seed=seed, stop_reason=stop_reason,

@@ -140,7 +140,7 @@ def fit_with_graph_held(result, graph, *, seed: Optional[int] = None, restarts: 
         return score, (score, restart_seed, model, trainer, stop_reason)
 
     (score, chosen, model, trainer, stop_reason), records = best_of_seeds(range(seed, seed + restarts), fit_seed)
-    records = {"skipped_steps": trainer.skipped_steps, **records}
+    records = {"skipped_steps": trainer.skipped_steps, "rollbacks": trainer.rollbacks, **records}
     return result.with_model(model, elbo=score, seed=chosen, stop_reason=stop_reason, records=records,
                              elbo_trace=np.asarray(trainer.elbo_trace), h_trace=np.asarray(trainer.h_trace),
                              wall_time=time.perf_counter() - start)

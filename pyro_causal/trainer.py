@@ -49,6 +49,10 @@ OUTLIER_MAX_CONSECUTIVE = 10
 """After this many outliers in a row the level has really moved: the window restarts."""
 OUTLIER_MIN_SPREAD = 0.1
 """Floor of the robust spread (nats per row), so a very steady trace does not flag small dips."""
+COLLAPSE_WINDOW = 50
+"""Steps per window of the collapse guard (:meth:`Trainer.guard_collapse`)."""
+COLLAPSE_MIN_STEPS = 10
+"""A window cut short by the end of a round is judged only with at least this many steps."""
 
 
 @dataclass
@@ -66,8 +70,9 @@ class TrainingConfig:
         graph_estimator: ``"local"`` or ``"straight-through"`` edge gradients (same).
         outlier_tolerance: a step whose one-sample ELBO per row lies more than this many robust
             standard deviations (1.4826 x median absolute deviation) below the median of the
-            last accepted steps updates only the edge logits (:meth:`Trainer.is_outlier`);
-            ``None`` applies every step in full.
+            last accepted steps updates only the edge logits (:meth:`Trainer.is_outlier`), and a
+            window of steps whose median loss lies as far above the round's best window rolls
+            the parameters back (:meth:`Trainer.guard_collapse`); ``None`` turns both off.
     """
 
     learning_rate: float = 3e-2
@@ -176,6 +181,10 @@ class Trainer:
         self.skipped_steps = 0
         self._recent: deque = deque(maxlen=OUTLIER_WINDOW)
         self._consecutive_outliers = 0
+        self.rollbacks = 0
+        self._window: List[float] = []
+        self._window_start: Optional[dict] = None
+        self._round_best: Optional[dict] = None
         self._last_good = self._snapshot()
 
     # ----------------------------------------------------------------- one step
@@ -265,6 +274,8 @@ class Trainer:
         edge logits.
         """
         self.optimizer.zero_grad()
+        if not self._window and self.config.outlier_tolerance is not None:
+            self._window_start = self._parameters()  # where guard_collapse would return to
         if not self._checked_finite and not self._finite():
             raise FloatingPointError(f"non-finite parameters at step {self.step_count}")
         try:
@@ -282,9 +293,47 @@ class Trainer:
         self.steps_this_round += 1
         self.elbo_trace.append(value)
         self.h_trace.append(h)
+        self.guard_collapse(float(loss))
         if self.step_count % self.config.log_every == 0:
             self._emit("step")
         return float(loss)
+
+    def guard_collapse(self, loss: float) -> bool:
+        """Roll the parameters back when training has collapsed; returns whether it did.
+
+        Steps are judged in windows of :data:`COLLAPSE_WINDOW` (and the rest of a round).  A
+        window whose median loss per row lies more than ``outlier_tolerance`` robust standard
+        deviations (at least :data:`OUTLIER_MIN_SPREAD`) above the best window of the round
+        means that training has left the basin it was in: e.g. a run of rare draws let an
+        untrained edge in, Adam's steps on their gradients moved the mechanisms, and the scales
+        then grew without bound (seen on cause-effect pairs: the bound per row fell from -2.5 to
+        -11 in 150 steps, and the round ended there).  The parameters, Adam's state and the
+        outlier window are then restored to the start of the round's best window; the step
+        count, the traces and the random stream go on, so a round still ends after its steps.
+        """
+        if self.config.outlier_tolerance is None:
+            return False
+        self._window.append(loss)
+        round_over = self.steps_this_round == self.lagrangian.steps_in_round()
+        if len(self._window) < COLLAPSE_WINDOW and not round_over:
+            return False
+        window, self._window = self._window, []
+        start = self._window_start
+        if len(window) < COLLAPSE_MIN_STEPS:
+            return False
+        median = statistics.median(window)
+        best = self._round_best
+        if best is None or median < best["median"]:
+            spread = 1.4826 * statistics.median(abs(v - median) for v in window)
+            self._round_best = {"median": median, "spread": spread, "state": start}
+            return False
+        if median <= best["median"] + self.config.outlier_tolerance * max(best["spread"], OUTLIER_MIN_SPREAD):
+            return False
+        logger.warning("training collapsed at step %d (median loss per row %.3g against %.3g): "
+                       "restoring the start of the round's best window", self.step_count, median, best["median"])
+        self._load_parameters(best["state"])
+        self.rollbacks += 1
+        return True
 
     def _finite(self) -> bool:
         """Whether every parameter is finite (one device synchronisation)."""
@@ -298,6 +347,7 @@ class Trainer:
             h = float(self.constraint())
         self.lagrangian.update(h)
         self.steps_this_round = 0
+        self._round_best = None  # the penalty changed: the next round's losses are not comparable
         self._last_good = self._snapshot()
         self._emit("round")
         logger.info(
@@ -386,6 +436,8 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "recent_elbos": list(self._recent),
             "consecutive_outliers": self._consecutive_outliers,
+            "collapse_guard": {"rollbacks": self.rollbacks, "window": list(self._window),
+                               "window_start": self._window_start, "round_best": self._round_best},
             "rng": _checkpoint.rng_state(cuda=self.x.device.type == "cuda"),
         }
 
@@ -400,6 +452,10 @@ class Trainer:
         self.elbo_trace = list(state["elbo_trace"])
         self.h_trace = list(state["h_trace"])
         self._restore_outlier_state(state)
+        guard = state.get("collapse_guard")
+        if guard is not None:
+            self.rollbacks, self._window = guard["rollbacks"], list(guard["window"])
+            self._window_start, self._round_best = guard["window_start"], guard["round_best"]
         rng = state["rng"]
         (_checkpoint.set_rng_state if "python" in rng else pyro.util.set_rng_state)(rng)
 
@@ -435,7 +491,19 @@ class Trainer:
             self._last_good = state["last_good"]
 
     def _snapshot(self) -> dict:
-        return copy.deepcopy({k: v for k, v in self.state_dict().items() if k != "rng"})
+        return copy.deepcopy({k: v for k, v in self.state_dict().items() if k not in ("rng", "collapse_guard")})
+
+    def _parameters(self) -> dict:
+        """A copy of what :meth:`guard_collapse` restores: parameters, Adam's state, the outlier window."""
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.get_state(),
+                              "recent_elbos": list(self._recent), "consecutive_outliers": self._consecutive_outliers})
+
+    def _load_parameters(self, state: dict) -> None:
+        self._checked_finite = False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.set_state(copy.deepcopy(state["optimizer"]))
+        self._recent = deque(state["recent_elbos"], maxlen=OUTLIER_WINDOW)
+        self._consecutive_outliers = state["consecutive_outliers"]
 
     def _restore(self, snapshot: dict) -> None:
         self._checked_finite = False
