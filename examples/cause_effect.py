@@ -49,11 +49,11 @@ def true_graph(adjacency: np.ndarray) -> str:
 
 def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int = 1,
              graph_estimator: Optional[str] = None, edge_search: Optional[int] = None, search: Optional[dict] = None,
-             generator: Optional[dict] = None) -> dict:
+             generator: Optional[dict] = None, order_refit: Optional[int] = None) -> dict:
     """Fit one ``(pair seed, variant)``: a record (graph, hd, seconds, stop reason).
 
     ``generator``: keyword arguments of :func:`simulate_cause_effect` (weight and noise ranges...);
-    ``edge_search``: ``None`` keeps ``fit``'s default."""
+    ``edge_search``, ``order_refit``: ``None`` keeps ``fit``'s default."""
     torch.set_num_threads(1)
     seed, variant = task
     data = simulate_cause_effect(samples, seed, **(generator or {}))
@@ -61,7 +61,7 @@ def fit_pair(task, samples: int, quick: bool, intervention: str, restarts: int =
     options = variant_options(variant, data, seed, labelled=0.1)
     estimator = graph_estimator or default_graph_estimator("linear", options.get("regimes"), False)
     training = TrainingConfig(schedule=QUICK if quick else PenaltySchedule(), graph_estimator=estimator)
-    after = AfterTraining(edge_search=EdgeSearch(**({} if edge_search is None else {"rounds": edge_search}),
+    after = AfterTraining(order_refit=order_refit, edge_search=EdgeSearch(**({} if edge_search is None else {"rounds": edge_search}),
                                                  **(search or {})))
     result = fit(data.x, names=data.names, seed=seed, intervention=intervention, restarts=restarts, **options,
                  config=FitConfig(training=training, after_training=after))
@@ -90,12 +90,13 @@ def seed_list(text: str) -> List[int]:
 def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool,
         intervention: str = "imperfect", jobs: int = 1, restarts: int = 1, edge_search: Optional[int] = None,
         graph_estimator: Optional[str] = None, search: Optional[dict] = None,
-        generator: Optional[dict] = None) -> Dict[str, List[dict]]:
+        generator: Optional[dict] = None, order_refit: Optional[int] = None) -> Dict[str, List[dict]]:
     """Fit every pair in every variant (``jobs`` fits at a time, one thread each)."""
     records: Dict[str, List[dict]] = {v: [] for v in variants}
     tasks = [(seed, variant) for seed in seeds for variant in variants]
     one = partial(fit_pair, samples=samples, quick=quick, intervention=intervention, restarts=restarts,
-                  graph_estimator=graph_estimator, edge_search=edge_search, search=search, generator=generator)
+                  graph_estimator=graph_estimator, edge_search=edge_search, search=search, generator=generator,
+                  order_refit=order_refit)
     for (seed, variant), record in zip(tasks, map_in_processes(one, tasks, jobs)):
         records[variant].append(record)
         print(f"pair {seed:2d} ({record['graph']:>7}) {variant:>13}: HD {record['hd']} "
@@ -173,6 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--edge-search", type=int, help="fit's edge_search: rounds of held-graph local search (0 = off; default: fit's)")
+    parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--search-restarts", type=int, default=3, help="fit's search_restarts")
     parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
@@ -188,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   args.restarts, args.edge_search, args.graph_estimator,
                   {"moves": tuple(args.search_moves.split(",")), "restarts": args.search_restarts},
                   {"weight_range": tuple(args.weight_range), "noise_std_range": tuple(args.noise_std),
-                   "intervention_mean": args.intervention_mean})
+                   "intervention_mean": args.intervention_mean}, args.order_refit)
     lines = [
         f"### Cause-effect pairs (Figure 3): {len(seeds)} pairs, seeds {span}, n = {args.samples}, "
         f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
@@ -211,6 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         options = [f"--model-intervention {args.model_intervention}"] * (args.model_intervention != "imperfect")
         options += [f"--restarts {args.restarts}"] * (args.restarts > 1)
         options += [f"--graph-estimator {args.graph_estimator}"] * bool(args.graph_estimator)
+        options += [f"--order-refit {args.order_refit}"] * (args.order_refit is not None)
         options += ["--quick"] * args.quick
         for flag in ("weight_range", "noise_std", "intervention_mean"):  # the generator's options given
             value = getattr(args, flag)

@@ -184,7 +184,7 @@ class Trainer:
         self.rollbacks = 0
         self._window: List[float] = []
         self._window_start: Optional[dict] = None
-        self._round_best: Optional[dict] = None
+        self._best_window: Optional[dict] = None
         self._last_good = self._snapshot()
 
     # ----------------------------------------------------------------- one step
@@ -293,47 +293,59 @@ class Trainer:
         self.steps_this_round += 1
         self.elbo_trace.append(value)
         self.h_trace.append(h)
-        self.guard_collapse(float(loss))
+        self.guard_collapse(float(loss), h)
         if self.step_count % self.config.log_every == 0:
             self._emit("step")
         return float(loss)
 
-    def guard_collapse(self, loss: float) -> bool:
+    def guard_collapse(self, loss: float, h: float = 0.0) -> bool:
         """Roll the parameters back when training has collapsed; returns whether it did.
 
-        Steps are judged in windows of :data:`COLLAPSE_WINDOW` (and the rest of a round).  A
-        window whose median loss per row lies more than ``outlier_tolerance`` robust standard
-        deviations (at least :data:`OUTLIER_MIN_SPREAD`) above the best window of the round
-        means that training has left the basin it was in: e.g. a run of rare draws let an
-        untrained edge in, Adam's steps on their gradients moved the mechanisms, and the scales
-        then grew without bound (seen on cause-effect pairs: the bound per row fell from -2.5 to
-        -11 in 150 steps, and the round ended there).  The parameters, Adam's state and the
-        outlier window are then restored to the start of the round's best window; the step
-        count, the traces and the random stream go on, so a round still ends after its steps.
+        ``loss``: the step's loss per row; ``h``: its constraint.  Steps are judged in windows
+        of :data:`COLLAPSE_WINDOW` (and the rest of a round).  Each step's loss is kept as its
+        part without the penalty and its ``h``, so that every window, also one of an earlier
+        round, is scored with the current multiplier and penalty (``phi h + mu / 2 h^2``).  A
+        window whose median loss lies more than ``outlier_tolerance`` robust standard deviations
+        (at least :data:`OUTLIER_MIN_SPREAD`) above the best window's, both so scored, means
+        that training has left the basin it was in: e.g. a run of rare draws let an untrained
+        edge in, Adam's steps on their gradients moved the mechanisms, and the scales then grew
+        without bound (seen on cause-effect pairs: the bound per row fell from -2.5 to -11 in
+        150 steps, also across the end of a round).  The parameters, Adam's state and the
+        outlier window are then restored to the start of the best window; the step count, the
+        traces and the random stream go on, so a round still ends after its steps.
         """
         if self.config.outlier_tolerance is None:
             return False
-        self._window.append(loss)
+        self._window.append((loss - self._penalty(h), h))
         round_over = self.steps_this_round == self.lagrangian.steps_in_round()
         if len(self._window) < COLLAPSE_WINDOW and not round_over:
             return False
         window, self._window = self._window, []
-        start = self._window_start
         if len(window) < COLLAPSE_MIN_STEPS:
             return False
-        median = statistics.median(window)
-        best = self._round_best
-        if best is None or median < best["median"]:
-            spread = 1.4826 * statistics.median(abs(v - median) for v in window)
-            self._round_best = {"median": median, "spread": spread, "state": start}
+        median, _ = self._scored(window)
+        best = self._best_window
+        if best is None or median < self._scored(best["steps"])[0]:
+            self._best_window = {"steps": window, "state": self._window_start}
             return False
-        if median <= best["median"] + self.config.outlier_tolerance * max(best["spread"], OUTLIER_MIN_SPREAD):
+        best_median, spread = self._scored(best["steps"])
+        if median <= best_median + self.config.outlier_tolerance * max(spread, OUTLIER_MIN_SPREAD):
             return False
         logger.warning("training collapsed at step %d (median loss per row %.3g against %.3g): "
-                       "restoring the start of the round's best window", self.step_count, median, best["median"])
+                       "restoring the start of the best window", self.step_count, median, best_median)
         self._load_parameters(best["state"])
         self.rollbacks += 1
         return True
+
+    def _penalty(self, h: float) -> float:
+        return float(self.lagrangian.multiplier) * h + 0.5 * float(self.lagrangian.penalty) * h * h
+
+    def _scored(self, steps) -> tuple[float, float]:
+        """``(median, 1.4826 x MAD)`` of the losses of ``steps`` (``(loss without penalty, h)``
+        pairs) with the current penalty."""
+        losses = [base + self._penalty(h) for base, h in steps]
+        median = statistics.median(losses)
+        return median, 1.4826 * statistics.median(abs(v - median) for v in losses)
 
     def _finite(self) -> bool:
         """Whether every parameter is finite (one device synchronisation)."""
@@ -347,7 +359,6 @@ class Trainer:
             h = float(self.constraint())
         self.lagrangian.update(h)
         self.steps_this_round = 0
-        self._round_best = None  # the penalty changed: the next round's losses are not comparable
         self._last_good = self._snapshot()
         self._emit("round")
         logger.info(
@@ -436,8 +447,8 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "recent_elbos": list(self._recent),
             "consecutive_outliers": self._consecutive_outliers,
-            "collapse_guard": {"rollbacks": self.rollbacks, "window": list(self._window),
-                               "window_start": self._window_start, "round_best": self._round_best},
+            "collapse_guard": {"rollbacks": self.rollbacks, "window": [list(step) for step in self._window],
+                               "window_start": self._window_start, "best_window": self._best_window},
             "rng": _checkpoint.rng_state(cuda=self.x.device.type == "cuda"),
         }
 
@@ -454,8 +465,8 @@ class Trainer:
         self._restore_outlier_state(state)
         guard = state.get("collapse_guard")
         if guard is not None:
-            self.rollbacks, self._window = guard["rollbacks"], list(guard["window"])
-            self._window_start, self._round_best = guard["window_start"], guard["round_best"]
+            self.rollbacks, self._window = guard["rollbacks"], [tuple(step) for step in guard["window"]]
+            self._window_start, self._best_window = guard["window_start"], guard["best_window"]
         rng = state["rng"]
         (_checkpoint.set_rng_state if "python" in rng else pyro.util.set_rng_state)(rng)
 

@@ -396,14 +396,15 @@ def _edge_logits(trainer):
     return trainer.model.guide.edge_logits.detach().clone()
 
 
-def _feed(trainer, values):
-    """Feed losses to the guard as steps would (``steps_this_round`` counted); the results."""
+def _feed(trainer, values, h=0.0):
+    """Feed losses (with constraint ``h``) to the guard as steps would (``steps_this_round``
+    counted); the results."""
     results = []
     for value in values:
         if not trainer._window:
             trainer._window_start = trainer._parameters()
         trainer.steps_this_round += 1
-        results.append(trainer.guard_collapse(value))
+        results.append(trainer.guard_collapse(value, h))
     return results
 
 
@@ -424,24 +425,24 @@ def test_a_window_far_above_the_round_s_best_restores_the_start_of_the_best_wind
     assert trainer.rollbacks == 0
     # a window as good as the best does not replace it (the earlier start is kept)
     assert _feed(trainer, [1.0] * 50) == [False] * 50
-    torch.testing.assert_close(trainer._round_best["state"]["model"]["guide.edge_logits"], best_start)
+    torch.testing.assert_close(trainer._best_window["state"]["model"]["guide.edge_logits"], best_start)
     with torch.no_grad():
         trainer.model.guide.edge_logits.add_(3.0)
     results = _feed(trainer, [2.0 + 1e-6] * 50)
     assert results == [False] * 49 + [True] and trainer.rollbacks == 1
     torch.testing.assert_close(_edge_logits(trainer), best_start)
     assert list(trainer._recent) == [] and trainer._window == []  # the outlier window of that start
-    assert ("training collapsed at step 0 (median loss per row 2 against 1): restoring the start of the round's "
-            "best window") in caplog.text
+    assert "training collapsed at step 0 (median loss per row 2 against 1): restoring the start of the best window" \
+        in caplog.text
     # Adam's state is restored too: a fresh copy, not the snapshot itself
-    assert trainer.optimizer.get_state() is not trainer._round_best["state"]["optimizer"]
+    assert trainer.optimizer.get_state() is not trainer._best_window["state"]["optimizer"]
 
 
 def test_the_guard_s_threshold_is_tolerance_robust_deviations_of_the_best_window():
     trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=1000), outlier_tolerance=2.0)
     _feed(trainer, [0.5, 1.5] * 25)  # median 1.0, every deviation 0.5
     spread = 1.4826 * 0.5
-    assert trainer._round_best["median"] == 1.0 and trainer._round_best["spread"] == pytest.approx(spread)
+    assert trainer._scored(trainer._best_window["steps"]) == (1.0, pytest.approx(spread))
     assert _feed(trainer, [1.0 + 2.0 * spread - 1e-6] * 50)[-1] is False
     assert _feed(trainer, [1.0 + 2.0 * spread + 1e-6] * 50)[-1] is True
     # a better window becomes the best, with its own start
@@ -449,11 +450,11 @@ def test_the_guard_s_threshold_is_tolerance_robust_deviations_of_the_best_window
         trainer.model.guide.edge_logits.add_(1.0)
     start = _edge_logits(trainer)
     assert _feed(trainer, [0.2] * 50)[-1] is False
-    assert trainer._round_best["median"] == 0.2 and trainer._round_best["spread"] == 0.0
-    torch.testing.assert_close(trainer._round_best["state"]["model"]["guide.edge_logits"], start)
+    assert trainer._scored(trainer._best_window["steps"]) == (0.2, 0.0)
+    torch.testing.assert_close(trainer._best_window["state"]["model"]["guide.edge_logits"], start)
 
 
-def test_the_guard_judges_the_end_of_a_round_and_forgets_its_best_at_the_next():
+def test_the_guard_judges_the_end_of_a_round_and_keeps_its_best_across_rounds():
     trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=120, round_steps=59, max_rounds=3))
     _feed(trainer, [1.0] * 50)
     assert _feed(trainer, [9.0] * 50)[-1] is True and trainer.rollbacks == 1
@@ -461,21 +462,37 @@ def test_the_guard_judges_the_end_of_a_round_and_forgets_its_best_at_the_next():
     assert _feed(trainer, [9.0] * 20) == [False] * 19 + [True] and trainer.rollbacks == 2
     trainer.elbo_trace.append(-1.0)  # end_round logs the last step's bound
     trainer.end_round()
-    assert trainer._round_best is None
-    assert _feed(trainer, [9.0] * 50) == [False] * 50  # the new round's first window: its best
-    assert trainer._round_best["median"] == 9.0
+    # a collapse across the end of a round is still caught
+    assert _feed(trainer, [9.0] * 50) == [False] * 49 + [True] and trainer.rollbacks == 3
     # a window cut short with fewer than COLLAPSE_MIN_STEPS steps (here 9) is not judged, but closed
-    assert _feed(trainer, [99.0] * 9) == [False] * 9 and trainer.rollbacks == 2 and trainer._window == []
+    assert _feed(trainer, [99.0] * 9) == [False] * 9 and trainer.rollbacks == 3 and trainer._window == []
     # COLLAPSE_MIN_STEPS steps are judged: a round's 10 last steps roll back
     other = small_trainer(schedule=PenaltySchedule(first_round_steps=60))
     _feed(other, [9.0] * 50)
     assert _feed(other, [99.0] * 10) == [False] * 9 + [True] and other.rollbacks == 1
 
 
+def test_windows_are_scored_with_the_current_multiplier_and_penalty():
+    trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=1000))
+    trainer.lagrangian.multiplier.fill_(0.0)
+    trainer.lagrangian.penalty.fill_(0.0)
+    _feed(trainer, [1.0] * 50, h=0.5)  # the loss without the penalty: 1.0
+    trainer.lagrangian.multiplier.fill_(2.0)
+    trainer.lagrangian.penalty.fill_(4.0)
+    assert trainer._scored(trainer._best_window["steps"]) == (1.0 + 2.0 * 0.5 + 2.0 * 0.25, 0.0)  # 2.5
+    assert _feed(trainer, [3.5] * 50) == [False] * 50  # at most 2.5 + 10 x 0.1
+    assert _feed(trainer, [3.5 + 1e-6] * 50)[-1] is True and trainer.rollbacks == 1
+    # a window fed under this penalty keeps its part without it: 2.4 - (2 x 1 + 2 x 1) = -1.6
+    assert _feed(trainer, [2.4] * 50, h=1.0)[-1] is False
+    assert trainer._best_window["steps"][0] == (pytest.approx(-1.6), 1.0)
+    trainer.lagrangian.multiplier.fill_(0.0)
+    assert trainer._scored(trainer._best_window["steps"])[0] == pytest.approx(0.4)
+
+
 def test_without_a_tolerance_the_guard_is_off():
     trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=1000), outlier_tolerance=None)
     assert _feed(trainer, [1.0] * 50 + [1e6] * 50) == [False] * 100
-    assert trainer._window == [] and trainer._round_best is None and trainer.rollbacks == 0
+    assert trainer._window == [] and trainer._best_window is None and trainer.rollbacks == 0
 
 
 def test_training_rolls_back_a_collapse_and_the_state_round_trips():
@@ -499,5 +516,5 @@ def test_training_rolls_back_a_collapse_and_the_state_round_trips():
     other = Trainer(LatentInterventionModel(3, truncation=2, embedding_dim=2, encoder_hidden=4), x,
                     config=trainer.config)
     other.load_state_dict(state)
-    assert other.rollbacks == 1 and other._round_best["median"] == trainer._round_best["median"]
+    assert other.rollbacks == 1 and other._best_window["steps"] == trainer._best_window["steps"]
     assert other._window == trainer._window
