@@ -416,6 +416,7 @@ def test_the_collapse_guard_constants():
 def test_a_window_far_above_the_round_s_best_restores_the_start_of_the_best_window(caplog):
     trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=1000))
     best_start = _edge_logits(trainer)
+    trainer._recent.extend([0.5, 0.7])
     assert _feed(trainer, [1.0] * 50) == [False] * 50  # the round's first window: its best
     with torch.no_grad():
         trainer.model.guide.edge_logits.add_(3.0)
@@ -431,7 +432,8 @@ def test_a_window_far_above_the_round_s_best_restores_the_start_of_the_best_wind
     results = _feed(trainer, [2.0 + 1e-6] * 50)
     assert results == [False] * 49 + [True] and trainer.rollbacks == 1
     torch.testing.assert_close(_edge_logits(trainer), best_start)
-    assert list(trainer._recent) == [] and trainer._window == []  # the outlier window of that start
+    assert list(trainer._recent) == [0.5, 0.7] and trainer._recent.maxlen == OUTLIER_WINDOW  # that start's
+    assert trainer._window == []
     assert "training collapsed at step 0 (median loss per row 2 against 1): restoring the start of the best window" \
         in caplog.text
     # Adam's state is restored too: a fresh copy, not the snapshot itself
@@ -487,6 +489,12 @@ def test_windows_are_scored_with_the_current_multiplier_and_penalty():
     assert trainer._best_window["steps"][0] == (pytest.approx(-1.6), 1.0)
     trainer.lagrangian.multiplier.fill_(0.0)
     assert trainer._scored(trainer._best_window["steps"])[0] == pytest.approx(0.4)
+
+
+def test_a_loss_given_without_h_is_kept_with_h_zero():
+    trainer = small_trainer(schedule=PenaltySchedule(first_round_steps=1000))
+    trainer.lagrangian.multiplier.fill_(3.0)
+    assert trainer.guard_collapse(1.5) is False and trainer._window == [(1.5, 0.0)]
 
 
 def test_without_a_tolerance_the_guard_is_off():
