@@ -517,8 +517,13 @@ def test_training_rolls_back_a_collapse_and_the_state_round_trips():
     for _ in range(50):
         trainer.step()
     assert trainer.rollbacks == 1 and statistics.median(trainer.elbo_trace[-50:]) < good - 5
+    snapshot = trainer._best_window["state"]["optimizer"]["module"]["state"]
+    kept = {key: {name: value.clone() for name, value in moments.items()} for key, moments in snapshot.items()}
     for _ in range(50):
         trainer.step()
+    # Adam's moments were restored as copies: the steps after the rollback left the snapshot alone
+    assert kept and all(torch.equal(snapshot[key][name], value) for key, moments in kept.items()
+                        for name, value in moments.items())
     assert statistics.median(trainer.elbo_trace[-50:]) > good - 0.5
     state = trainer.state_dict()
     other = Trainer(LatentInterventionModel(3, truncation=2, embedding_dim=2, encoder_hidden=4), x,
