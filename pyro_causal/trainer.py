@@ -71,7 +71,7 @@ class TrainingConfig:
         outlier_tolerance: a step whose one-sample ELBO per row lies more than this many robust
             standard deviations (1.4826 x median absolute deviation) below the median of the
             last accepted steps updates only the edge logits (:meth:`Trainer.is_outlier`), and a
-            window of steps whose median loss lies as far above the round's best window rolls
+            window of steps whose median loss lies as far above the best window so far rolls
             the parameters back (:meth:`Trainer.guard_collapse`); ``None`` turns both off.
     """
 
@@ -182,7 +182,7 @@ class Trainer:
         self._recent: deque = deque(maxlen=OUTLIER_WINDOW)
         self._consecutive_outliers = 0
         self.rollbacks = 0
-        self._window: List[float] = []
+        self._window: List[tuple] = []  # (loss without the penalty, h) of this window's steps
         self._window_start: Optional[dict] = None
         self._best_window: Optional[dict] = None
         self._last_good = self._snapshot()
