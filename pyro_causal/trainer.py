@@ -325,10 +325,10 @@ class Trainer:
             return False
         median, _ = self._scored(window)
         best = self._best_window
-        if best is None or median < self._scored(best["steps"])[0]:
+        best_median, spread = self._scored(best["steps"]) if best is not None else (math.inf, 0.0)
+        if median < best_median:
             self._best_window = {"steps": window, "state": self._window_start}
             return False
-        best_median, spread = self._scored(best["steps"])
         if median <= best_median + self.config.outlier_tolerance * max(spread, OUTLIER_MIN_SPREAD):
             return False
         logger.warning("training collapsed at step %d (median loss per row %.3g against %.3g): "
@@ -513,18 +513,16 @@ class Trainer:
         self._checked_finite = False
         self.model.load_state_dict(state["model"])
         self.optimizer.set_state(copy.deepcopy(state["optimizer"]))
-        self._recent = deque(state["recent_elbos"], maxlen=OUTLIER_WINDOW)
-        self._consecutive_outliers = state["consecutive_outliers"]
+        self._recent = deque(state.get("recent_elbos", ()), maxlen=OUTLIER_WINDOW)  # absent in older checkpoints
+        self._consecutive_outliers = state.get("consecutive_outliers", 0)
 
     def _restore(self, snapshot: dict) -> None:
-        self._checked_finite = False
-        self.model.load_state_dict(snapshot["model"])
-        self.optimizer.set_state(snapshot["optimizer"])
+        self._load_parameters(snapshot)
+        self.skipped_steps = snapshot.get("skipped_steps", 0)
         self.lagrangian.load_state_dict(snapshot["lagrangian"])
         self.step_count, self.steps_this_round = snapshot["step_count"], snapshot["steps_this_round"]
         self.lagrangian_stop = None if snapshot["lagrangian_stop"] is None else StopReason(snapshot["lagrangian_stop"])
         self.elbo_trace, self.h_trace = list(snapshot["elbo_trace"]), list(snapshot["h_trace"])
-        self._restore_outlier_state(snapshot)
 
 
 _TRAINER_CLASS: ContextVar = ContextVar("trainer_class", default=None)

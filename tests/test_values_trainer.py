@@ -127,6 +127,17 @@ def test_the_state_round_trips_and_restores_the_outlier_window():
     assert other.lagrangian_stop is StopReason.CONVERGED
     other._restore({**other._snapshot(), "lagrangian_stop": None})
     assert other.lagrangian_stop is None
+    # a snapshot brings back its skipped steps and outlier window too
+    snapshot = other._snapshot()
+    other.skipped_steps, other._consecutive_outliers = 9, 7
+    other._recent.append(5.0)
+    other._restore(snapshot)
+    assert (other.skipped_steps, other._consecutive_outliers) == (4, 3) and list(other._recent) == list(trainer._recent)
+    assert other._recent.maxlen == OUTLIER_WINDOW
+    # an older checkpoint's last good state, without the outlier fields, starts them empty
+    older = {k: v for k, v in snapshot.items() if k not in ("recent_elbos", "consecutive_outliers", "skipped_steps")}
+    other._restore(older)
+    assert (other.skipped_steps, other._consecutive_outliers, len(other._recent)) == (0, 0, 0)
     # a state without the outlier fields (an older checkpoint) starts them empty
     other._restore_outlier_state({})
     assert (other.skipped_steps, len(other._recent), other._consecutive_outliers) == (0, 0, 0)
