@@ -1,12 +1,13 @@
 """Local search over causal orders, scored by the linear-Gaussian profile of the bound.
 
 Given the mixture the penalty loop found (``q(z)`` of every row and the target probabilities
-``pi``), the expected log-likelihood of eq. 8 for a *complete* DAG consistent with an order,
-with every mechanism at its maximum-likelihood value, has a closed form: for each variable
-``j`` the observational mechanism is a weighted least-squares regression of ``x_j`` on its
-predecessors with row weights ``sum_k q(z_i = k) (1 - pi_kj)``, and component ``k``'s intervened
-mechanism one with weights ``q(z_i = k) pi_kj`` (on the same predecessors for imperfect
-interventions, on none for perfect ones).  Complete DAGs of different orders are Markov
+``pi``), the expected log-likelihood of eq. 8 for a DAG with every mechanism at its
+maximum-likelihood value has a closed form (:func:`graph_scores`): for each variable ``j`` the
+observational mechanism is a weighted least-squares regression of ``x_j`` on its parents with
+row weights ``sum_k q(z_i = k) (1 - pi_kj)``, and component ``k``'s intervened
+mechanism one with weights ``q(z_i = k) pi_kj`` (on the same parents for imperfect
+interventions, on none for perfect ones).  An order is scored by its complete DAG, every
+predecessor a parent (:func:`order_scores`).  Complete DAGs of different orders are Markov
 equivalent, so without interventions every order scores the same; the interventions found by
 the mixture are what separate them.  The scores need only the components' weighted second
 moments ``M_k = sum_i q(z_i = k) [x_i, 1] [x_i, 1]^T``, so a hill climb over insertion moves
@@ -63,30 +64,45 @@ def _regression_log_likelihood(gram: Tensor, target: Tensor, inputs: Tensor) -> 
     return torch.where(total > 1e-9, value, torch.zeros_like(value))
 
 
-def order_scores(moments: Tensor, target_probs: Tensor, orders: Tensor, perfect: bool = False) -> Tensor:
-    """Profile log-likelihood of complete DAGs consistent with each order: ``(M, d) -> (M,)``.
+def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
+    """Profile log-likelihood of DAGs given the mixture: ``(M, d, d) -> (M,)``.
+
+    Every mechanism at its maximum-likelihood value (the weighted regressions of the module
+    docstring, each variable on its parents in the graph); no priors.
 
     Args:
         moments: ``(K, d + 1, d + 1)`` from :func:`component_moments`.
         target_probs: ``(K, d)`` ``pi`` with row 0 (observational) zero.
-        orders: ``(M, d)`` long permutations (causes first).
+        adjacency: ``(M, d, d)`` bool or 0/1, ``adjacency[m, i, j]`` for the edge ``i -> j``.
         perfect: intervened mechanisms have no parents.
     """
     K, d = target_probs.shape
     pi = target_probs.double().to(moments.device)
-    position = torch.empty_like(orders)
-    position.scatter_(1, orders, torch.arange(d, device=orders.device).expand_as(orders))
-    before = position.unsqueeze(1) < position.unsqueeze(2)  # (M, j, l): l precedes j
-    variables = torch.arange(d, device=orders.device)
+    parents = adjacency.to(moments.device).bool().transpose(-1, -2)  # (M, j, l): l is a parent of j
+    variables = torch.arange(d, device=moments.device).expand(parents.shape[0], d)
     observational = torch.einsum("kj,kab->jab", 1.0 - pi, moments)  # (d, d+1, d+1)
-    score = _regression_log_likelihood(observational.unsqueeze(0), variables.expand(orders.shape[0], d), before).sum(-1)
+    score = _regression_log_likelihood(observational.unsqueeze(0), variables, parents).sum(-1)
     if K > 1:
-        inputs = torch.zeros_like(before) if perfect else before
+        inputs = torch.zeros_like(parents) if perfect else parents
         per_component = _regression_log_likelihood(
-            moments[1:, None, None], variables.expand(K - 1, orders.shape[0], d), inputs.expand(K - 1, *before.shape)
+            moments[1:, None, None], variables.expand(K - 1, *variables.shape), inputs.expand(K - 1, *parents.shape)
         )  # (K - 1, M, d)
         score = score + (pi[1:, None, :] * per_component).sum((0, 2))
     return score
+
+
+def order_scores(moments: Tensor, target_probs: Tensor, orders: Tensor, perfect: bool = False) -> Tensor:
+    """:func:`graph_scores` of the complete DAG consistent with each order: ``(M, d) -> (M,)``.
+
+    Args:
+        moments, target_probs, perfect: as in :func:`graph_scores`.
+        orders: ``(M, d)`` long permutations (causes first).
+    """
+    d = orders.shape[1]
+    position = torch.empty_like(orders)
+    position.scatter_(1, orders, torch.arange(d, device=orders.device).expand_as(orders))
+    complete = position.unsqueeze(2) < position.unsqueeze(1)  # (M, i, j): i precedes j
+    return graph_scores(moments, target_probs, complete, perfect)
 
 
 def insertion_moves(order: Sequence[int]) -> Tensor:

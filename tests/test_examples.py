@@ -1,5 +1,6 @@
 """Every example script runs end to end with a tiny budget (as Pyro's own CI does)."""
 import importlib.util
+import itertools
 import json
 import re
 import sys
@@ -12,7 +13,7 @@ import torch
 from matplotlib.image import imread
 from pyro import poutine
 
-from pyro_causal import LatentInterventionModel, dag_from_probabilities, is_dag, simulate
+from pyro_causal import LatentInterventionModel, dag_from_probabilities, is_dag, simulate, simulate_cause_effect
 from pyro_causal.metrics import hamming_distance
 
 
@@ -121,13 +122,64 @@ def test_cause_effect_example_runs(tmp_path, capsys):
     assert len(hd) == 2 and len(before) == 2
     counts = " | ".join(str(hd.count(k)) for k in range(3))
     assert f"| latent | {counts} | {sum(h == 0 for h in hd) / 2:.0%} |" in text
-    # the pairs right before fit's default edge search, then the seconds per fit
-    assert re.search(rf"\| {before.count(0)}/2 \| [0-9.]+ \|\n", text)
+    # the pairs right before fit's default edge search, right at the true regimes, then the seconds per fit
+    match = re.search(rf"\| {before.count(0)}/2 \| (\d)/2 \| [0-9.]+ \|\n", text)
+    assert match
     record = json.loads(record_path.read_text())
     assert record["rows"][0]["hd"] == [hd.count(k) for k in range(3)] and record["rows"][0]["pairs"] == 2
     assert record["rows"][0]["right_before_search"] == before.count(0)
+    ranked = re.findall(r"the model at the true regimes ranks (.+?) first by [0-9.]+ nats", printed)
+    graphs = re.findall(r"pair +\d+ \( *(.+?)\)", printed)
+    right = sum(a == b for a, b in zip(ranked, graphs))
+    assert len(ranked) == 2 and record["rows"][0]["right_at_true_regimes"] == right == int(match.group(1))
     assert record["options"] == "--model-intervention perfect, --quick"
     assert f"| latent | --model-intervention perfect, --quick | {counts} | {sum(h == 0 for h in hd) / 2:.0%} (" in render_page(record)
+
+
+def gaussian_regression_fit(x, target, inputs):
+    """Brute force: least squares with an intercept, the maximum Gaussian log-likelihood."""
+    design = np.column_stack([x[:, inputs], np.ones(len(x))])
+    residual = x[:, target] - design @ np.linalg.lstsq(design, x[:, target], rcond=None)[0]
+    return -0.5 * len(x) * (np.log(2 * np.pi * np.mean(residual**2)) + 1.0)
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_cause_effect_profile_ranking_takes_the_best_targets_of_each_graph(perfect):
+    ce = load("cause_effect")
+    data = simulate_cause_effect(600, seed=14)  # A -> B
+    x = (data.x - data.x.mean(0)) / data.x.std(0, ddof=1)
+    on, off = np.log(1 / (1 + np.exp(2.0))), np.log(1 / (1 + np.exp(-2.0)))  # gamma = lambda = -2
+    ranking = ce.profile_ranking(data, perfect)
+    for name, parents in (("A -> B", ([], [0])), ("B -> A", ([1], [])), ("no edge", ([], []))):
+        best = -np.inf
+        for targets in itertools.product((0, 1), repeat=4):  # (regime 1, A), (regime 1, B), (regime 2, A), (regime 2, B)
+            t = np.array(targets).reshape(2, 2)
+            value = (t * on + (1 - t) * off).sum()
+            for j in range(2):
+                observational = (data.regimes == 0) | np.isin(data.regimes, 1 + np.nonzero(t[:, j] == 0)[0])
+                value += gaussian_regression_fit(x[observational], j, parents[j])
+                for k in np.nonzero(t[:, j])[0]:
+                    value += gaussian_regression_fit(x[data.regimes == k + 1], j, [] if perfect else parents[j])
+            best = max(best, value)
+        edges = len(parents[0]) + len(parents[1])
+        assert ranking[name] == pytest.approx(best + edges * on + (2 - edges) * off, rel=1e-8)
+    if perfect:  # the intervention on A leaves B's mechanism alone only in the true direction
+        assert ranking["A -> B"] > ranking["B -> A"] + 10 and ranking["A -> B"] > ranking["no edge"] + 10
+
+
+def test_cause_effect_ranking_only_counts_the_pairs_it_prints(tmp_path, capsys):
+    record_path = tmp_path / "ranking.json"
+    load("cause_effect").main(["--ranking-only", "--seeds", "14,0,6", "--model-intervention", "perfect",
+                               "--record", str(record_path)])
+    printed = capsys.readouterr().out
+    margins = [float(m) for m in re.findall(r"truth first by ([-+][0-9.]+)", printed)]
+    assert len(margins) == 3 and re.findall(r"pair +(\d+) ", printed) == ["14", "0", "6"]
+    right = sum(m > 0 for m in margins)
+    assert f"perfect model, right at the true regimes: {right}/3 (" in printed
+    record = json.loads(record_path.read_text())
+    assert record["experiment"] == "figure3_ranking" and record["rows"][0]["right"] == right
+    assert record["rows"][0]["right_by_graph"] == {"A -> B": [1, 1], "B -> A": [1, 1], "no edge": [int(margins[1] > 0), 1]}
+    assert f"| perfect | {right / 3:.0%} ({right}/3) | 1/1 | 1/1 |" in render_page(record)
 
 
 def test_cause_effect_example_fits_the_pairs_given_by_seed(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 from pyro_causal import AfterTraining, FitConfig, TrainingConfig, simulate
 from pyro_causal.held_refit import order_held
 from pyro_causal.model import LatentInterventionModel
-from pyro_causal.order_search import component_moments, insertion_moves, order_scores, search_order
+from pyro_causal.order_search import component_moments, graph_scores, insertion_moves, order_scores, search_order
 
 
 def weighted_gaussian_fit(x, weights, target, inputs):
@@ -49,6 +49,29 @@ def test_order_scores_equal_weighted_least_squares(mixture, perfect):
             for k in range(1, len(pi)):
                 expected += pi[k, j] * weighted_gaussian_fit(x, q[:, k] * 1.0, j, [] if perfect else before)
         assert float(score) == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_graph_scores_regress_each_variable_on_its_parents(mixture, perfect):
+    data, x, q, pi = mixture
+    graphs = [data.adjacency, data.adjacency.T, np.zeros_like(data.adjacency), np.triu(np.ones((5, 5), int), 1)]
+    scores = graph_scores(component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi),
+                          torch.tensor(np.stack(graphs)), perfect)
+    for graph, score in zip(graphs, scores):
+        expected = 0.0
+        for j in range(5):
+            parents = list(np.nonzero(graph[:, j])[0])
+            expected += weighted_gaussian_fit(x, q @ (1 - pi[:, j]), j, parents)
+            for k in range(1, len(pi)):
+                expected += pi[k, j] * weighted_gaussian_fit(x, q[:, k] * 1.0, j, [] if perfect else parents)
+        assert float(score) == pytest.approx(expected, rel=1e-7)
+    if not perfect:  # imperfect interventions unless asked
+        assert torch.equal(graph_scores(component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi),
+                                        torch.tensor(np.stack(graphs))), scores)
+    # a complete DAG scores as its order does
+    order = torch.tensor([[0, 1, 2, 3, 4]])
+    assert float(scores[3]) == pytest.approx(float(order_scores(component_moments(torch.tensor(x), torch.tensor(q)),
+                                                                torch.tensor(pi), order, perfect)[0]), rel=1e-12)
 
 
 def test_orders_tie_without_interventions(mixture):
