@@ -167,11 +167,12 @@ def figure3(records: List[dict]) -> List[str]:
     ranked = [r for r in records if r["experiment"] == "figure3_ranking"]
     if ranked:
         lines += ["", "Right at the true regimes, for each intervention model (no fit):", "",
-                  "| model | right at the true regimes | " + " | ".join(f"right when {g}" for g in graphs) + " | run |",
-                  "|---" * 6 + "|"]
-        for record in sorted(ranked, key=lambda r: r["rows"][0]["model"]):
+                  "| model | simulated interventions | right at the true regimes | "
+                  + " | ".join(f"right when {g}" for g in graphs) + " | run |", "|---" * 7 + "|"]
+        for record in sorted(ranked, key=lambda r: (r["rows"][0]["model"], r["rows"][0].get("data", "stochastic") != "stochastic")):
             row = record["rows"][0]
-            lines.append(f"| {row['model']} | {row['right'] / row['pairs']:.0%} ({row['right']}/{row['pairs']}) | "
+            lines.append(f"| {row['model']} | {row.get('data', 'stochastic')} | "
+                         f"{row['right'] / row['pairs']:.0%} ({row['right']}/{row['pairs']}) | "
                          + " | ".join("{}/{}".format(*row["right_by_graph"][g]) for g in graphs)
                          + f" | {runs.ref(record)} |")
     return lines + runs.lines()

@@ -122,9 +122,10 @@ def print_rankings(seeds: Sequence[int], samples: int, perfect: bool, generator:
               + f" nats against the truth; truth first by {ranking[truth] - rival:+.1f}", flush=True)
     total = sum(r[0] for r in right.values())
     model = "perfect" if perfect else "imperfect"
-    print(f"{model} model, right at the true regimes: {total}/{len(seeds)} ("
+    print(f"{model} model, {generator.get('intervention', 'stochastic')} interventions, right at the true regimes: {total}/{len(seeds)} ("
           + ", ".join(f"{g} {r[0]}/{r[1]}" for g, r in right.items()) + ")")
-    return {"model": model, "right": total, "pairs": len(seeds), "right_by_graph": right}
+    return {"model": model, "data": generator.get("intervention", "stochastic"), "right": total, "pairs": len(seeds),
+            "right_by_graph": right}
 
 
 def seed_list(text: str) -> List[int]:
@@ -222,8 +223,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="bounds of each variable's noise standard deviation")
     parser.add_argument("--intervention-mean", type=float, default=2.0,
                         help="mean of the N(mean, 1) that replaces an intervened variable")
+    parser.add_argument("--intervention", default="stochastic", choices=("stochastic", "imperfect"),
+                        help="the simulated interventions: a new distribution (parents cut) or a changed mechanism")
     parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"),
-                        help="fit's intervention model (the pairs' interventions are perfect)")
+                        help="fit's intervention model")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
@@ -243,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.pairs))
     span = ",".join(map(str, seeds)) if args.seeds else f"{seeds[0]}..{seeds[-1]}"
     generator = {"weight_range": tuple(args.weight_range), "noise_std_range": tuple(args.noise_std),
-                 "intervention_mean": args.intervention_mean}
+                 "intervention_mean": args.intervention_mean, "intervention": args.intervention}
     if args.ranking_only:
         row = print_rankings(seeds, args.samples, args.model_intervention == "perfect", generator)
         if args.record:
@@ -256,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   generator, args.order_refit)
     lines = [
         f"### Cause-effect pairs (Figure 3): {len(seeds)} pairs, seeds {span}, n = {args.samples}, "
-        f"fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
+        f"{args.intervention} interventions, fit defaults, {args.model_intervention} intervention model, {args.graph_estimator or 'default'} edge gradients, "
         f"{args.restarts} restart(s)"
         f"{f', edge search {args.edge_search} round(s) of {args.search_moves}, {args.search_restarts} seeds per graph' if args.edge_search else ''}"
         f"{' (quick smoke run)' if args.quick else ''}",
@@ -278,6 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         options += [f"--graph-estimator {args.graph_estimator}"] * bool(args.graph_estimator)
         options += [f"--order-refit {args.order_refit}"] * (args.order_refit is not None)
         options += ["--quick"] * args.quick
+        options += [f"--intervention {args.intervention}"] * (args.intervention != "stochastic")
         for flag in ("weight_range", "noise_std", "intervention_mean"):  # the generator's options given
             value = getattr(args, flag)
             if tuple(np.atleast_1d(value)) != tuple(np.atleast_1d(parser.get_default(flag))):

@@ -175,11 +175,18 @@ def test_cause_effect_ranking_only_counts_the_pairs_it_prints(tmp_path, capsys):
     margins = [float(m) for m in re.findall(r"truth first by ([-+][0-9.]+)", printed)]
     assert len(margins) == 3 and re.findall(r"pair +(\d+) ", printed) == ["14", "0", "6"]
     right = sum(m > 0 for m in margins)
-    assert f"perfect model, right at the true regimes: {right}/3 (" in printed
+    assert f"perfect model, stochastic interventions, right at the true regimes: {right}/3 (" in printed
     record = json.loads(record_path.read_text())
     assert record["experiment"] == "figure3_ranking" and record["rows"][0]["right"] == right
     assert record["rows"][0]["right_by_graph"] == {"A -> B": [1, 1], "B -> A": [1, 1], "no edge": [int(margins[1] > 0), 1]}
-    assert f"| perfect | {right / 3:.0%} ({right}/3) | 1/1 | 1/1 |" in render_page(record)
+    assert f"| perfect | stochastic | {right / 3:.0%} ({right}/3) | 1/1 | 1/1 |" in render_page(record)
+    # --intervention imperfect simulates changed mechanisms instead: other data, other margins
+    load("cause_effect").main(["--ranking-only", "--seeds", "14,0,6", "--model-intervention", "perfect",
+                               "--intervention", "imperfect", "--record", str(record_path)])
+    printed = capsys.readouterr().out
+    assert "perfect model, imperfect interventions, right at the true regimes" in printed
+    assert [float(m) for m in re.findall(r"truth first by ([-+][0-9.]+)", printed)][0] != margins[0]
+    assert json.loads(record_path.read_text())["rows"][0]["data"] == "imperfect"
 
 
 def test_cause_effect_example_fits_the_pairs_given_by_seed(tmp_path, capsys):
