@@ -5,11 +5,14 @@ Each pair is a two-variable linear Gaussian SCM whose graph is ``A -> B``, ``B -
 them apart), sampled as 333 observational rows, 333 with ``A`` intervened on and 333 with ``B``
 (:func:`pyro_causal.simulate_cause_effect`, pair ``i`` from seed ``i``).  Every pair is fitted
 with ``fit``'s defaults in each variant of section 3.9 (``latent`` hides the regimes) and scored
-by Hamming distance: 0 right, 1 an edge missing or extra, 2 reversed.
+by Hamming distance: 0 right, 1 an edge missing or extra, 2 reversed.  Beside each pair it
+prints which graph the model itself ranks first with every row in its true regime
+(:func:`profile_ranking`); ``--ranking-only`` prints just that, without fitting.
 
     python examples/cause_effect.py                                   # latent, 30 pairs
     python examples/cause_effect.py --variants latent,unknown,known,observational
     python examples/cause_effect.py --seeds 11,19,21                  # the pairs given
+    python examples/cause_effect.py --ranking-only --model-intervention perfect
 
 The histogram is saved to ``--figure`` (default ``docs/cause_effect.png``) and the table appended
 to ``--out`` (default ``docs/history/results.md``, the log) with the command; ``--record PATH`` also
