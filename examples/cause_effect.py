@@ -143,7 +143,7 @@ def seed_list(text: str) -> List[int]:
 
 
 def run(variants: Sequence[str], seeds: Sequence[int], samples: int, quick: bool,
-        intervention: str = "imperfect", jobs: int = 1, restarts: int = 1, edge_search: Optional[int] = None,
+        intervention: str = "perfect", jobs: int = 1, restarts: int = 1, edge_search: Optional[int] = None,
         graph_estimator: Optional[str] = None, search: Optional[dict] = None,
         generator: Optional[dict] = None, order_refit: Optional[int] = None) -> Dict[str, List[dict]]:
     """Fit every pair in every variant (``jobs`` fits at a time, one thread each)."""
@@ -228,7 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="mean of the N(mean, 1) that replaces an intervened variable")
     parser.add_argument("--intervention", default="stochastic", choices=("stochastic", "imperfect"),
                         help="the simulated interventions: a new distribution (parents cut) or a changed mechanism")
-    parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"),
+    parser.add_argument("--model-intervention", default="perfect", choices=("perfect", "imperfect"),
                         help="fit's intervention model")
     parser.add_argument("--jobs", type=int, default=1, help="fits run in parallel, one thread each")
     parser.add_argument("--restarts", type=int, default=1, help="fits per pair, the highest ELBO kept")
@@ -279,7 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         histogram(records, args.figure)
         append_section(args.out, text)
     if args.record:
-        options = [f"--model-intervention {args.model_intervention}"] * (args.model_intervention != "imperfect")
+        options = [f"--model-intervention {args.model_intervention}"] * (args.model_intervention != "perfect")
         options += [f"--restarts {args.restarts}"] * (args.restarts > 1)
         options += [f"--graph-estimator {args.graph_estimator}"] * bool(args.graph_estimator)
         options += [f"--order-refit {args.order_refit}"] * (args.order_refit is not None)

@@ -65,8 +65,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--density", default="linear", choices=available_densities())
     parser.add_argument("--log-transform", action=argparse.BooleanOptionalAction, default=True,
                         help="fit log(x) (default on)")
-    parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"),
-                        help="fit's intervention model (the paper: imperfect)")
+    parser.add_argument("--model-intervention", default="perfect", choices=("perfect", "imperfect"),
+                        help="fit's intervention model (default perfect, fit's; the paper: imperfect)")
     parser.add_argument("--variant", default="latent", choices=VARIANT_WORDS,
                         help="latent: conditions hidden (Table 2's setting); unknown: conditions given; "
                              "known: conditions and the nominal reagent targets (datasets.SACHS_NOMINAL_TARGETS) given")
@@ -255,6 +255,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     seconds = time.perf_counter() - start
     m = evaluate(data.adjacency, result.adjacency, data.regimes, exact_assignment_probs(result).argmax(1))
     how = "lambda, gamma by held-out ELBO" if selection else "fit defaults"
+    if args.model_intervention != "perfect":
+        how += f", --model-intervention {args.model_intervention}"
     if args.graph_estimator:
         how += f", --graph-estimator {args.graph_estimator}"
     if args.batch_size:

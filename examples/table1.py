@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--labelled", type=float, default=0.1, help="fraction of labelled rows (semi)")
-    parser.add_argument("--model-intervention", default="imperfect", choices=("imperfect", "perfect"))
+    parser.add_argument("--model-intervention", default="perfect", choices=("perfect", "imperfect"))
     parser.add_argument("--max-rounds", type=int, help="cap the penalty rounds (smoke tests); default: fit's")
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
@@ -277,7 +277,7 @@ def options_text(args) -> str:
     """``fit``'s options of a run that differ from its defaults ("defaults" when none do)."""
     chosen = [f"density {args.density}"] if args.density != "linear" else []
     chosen += [f"--{name.replace('_', '-')} {value}" for name, value in (
-        ("model_intervention", args.model_intervention if args.model_intervention != "imperfect" else None),
+        ("model_intervention", args.model_intervention if args.model_intervention != "perfect" else None),
         ("search", args.search), ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator),
         ("order_refit", args.order_refit),
         ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),

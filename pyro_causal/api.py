@@ -109,7 +109,7 @@ def fit(
     *,
     names: Optional[Sequence[str]] = None,
     density: Union[str, ConditionalDensity] = "linear",
-    intervention: str = "imperfect",
+    intervention: str = "perfect",
     truncation: Optional[int] = None,
     priors: Optional[Priors] = None,
     regimes=None,
@@ -130,7 +130,8 @@ def fit(
         x: ``(n, d)`` data (array-like, ``DataFrame`` or tensor), one column per variable.
         names: ``d`` variable names (default: a ``DataFrame``'s columns, else ``X0..X{d-1}``).
         density: ``"linear"``, ``"mlp"``, ``"flow"`` or a :class:`ConditionalDensity`.
-        intervention: ``"imperfect"`` (parents kept) or ``"perfect"`` (parents cut).
+        intervention: ``"perfect"`` (default: the parents of targets cut) or ``"imperfect"`` (kept,
+            the paper's model; see ``docs/method.md``, "Intervention model").
         truncation: components ``K`` of the truncated Dirichlet process (default ``min(d + 2, 32)``).
         priors: :class:`~pyro_causal.config.Priors` (``alpha``, ``target_logit``, ``edge_logit``).
         regimes: ``(n,)`` regime of each row, ``-1`` where unknown (unknown / semi-supervised variants).
@@ -212,7 +213,8 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
         training=config.training, seed=seed, num_threads=config.num_threads, callbacks=list(callbacks),
         given_model=given_model)
     keywords = {"density": density if isinstance(density, str) else type(density).__name__,
-                "intervention": intervention, "truncation": given_model.truncation if given_model else supervision.truncation,
+                "intervention": given_model.intervention if given_model else intervention,
+                "truncation": given_model.truncation if given_model else supervision.truncation,
                 "restarts": restarts, "seed": seed, "device": str(device)}
     base = FitResult(model=None, names=names, edge_probs=None, adjacency=None, variant=supervision.variant,
                      stop_reason=None, elbo_trace=None, h_trace=None, settings=settings_of(keywords, priors, config),

@@ -110,7 +110,7 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     m = f.add_argument_group("model")
     _option(m, "--density", "fit.density", default="linear", choices=available_densities(), help="conditional density family")
     m.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of --density mlp (default leaky_relu; tanh is bounded, for heavy tails)")
-    _option(m, "--intervention", "fit.intervention", default="imperfect", choices=INTERVENTIONS, help="keep or cut the parents of targets")
+    _option(m, "--intervention", "fit.intervention", default="perfect", choices=INTERVENTIONS, help="cut (perfect) or keep (imperfect) the parents of targets")
     _option(m, "--truncation", "fit.truncation", type=_positive_int, help="components K (default min(d + 2, 32))")
     _option(m, "--embedding-dim", "config.model.embedding_dim", type=_positive_int, default=16, help="intervention embedding size h (default 16)")
     _option(m, "--alpha", "priors.alpha", type=_positive_float, default=1.0, help="Dirichlet-process concentration (default 1)")

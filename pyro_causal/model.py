@@ -66,7 +66,8 @@ class LatentInterventionModel(PyroModule):
         target_logit: ``gamma``, prior logit of each target.
         edge_logit: ``lambda``, a scalar or a ``(d, d)`` matrix of prior edge logits;
             ``-inf`` forbids and ``+inf`` requires an edge.
-        intervention: ``"imperfect"`` keeps the parents of targeted variables, ``"perfect"`` cuts them.
+        intervention: ``"perfect"`` (default) cuts the parents of targeted variables, ``"imperfect"``
+            keeps them (the paper's model).
         two_cycles: ``"resolve"`` (default): sampled graphs never hold both ``i -> j`` and
             ``j -> i`` (a fair coin keeps one, :class:`~pyro_causal.distributions.TwoCycleFreeBernoulli`);
             ``"allow"``: the paper's independent edges.
@@ -89,7 +90,7 @@ class LatentInterventionModel(PyroModule):
         alpha: float = 1.0,
         target_logit: float = -2.0,
         edge_logit: Union[float, Tensor] = -2.0,
-        intervention: str = "imperfect",
+        intervention: str = "perfect",
         stick_prior: Optional[Distribution] = None,
         target_prior: Optional[Distribution] = None,
         density_options: Optional[dict] = None,

@@ -45,7 +45,7 @@ def test_help_prints_the_values_the_parser_uses(capsys):
     assert f"steps before the first penalty update (default {schedule.first_round_steps})" in text
     assert f"budget of penalty updates (default {schedule.max_rounds})" in text
     assert "conditional density family (default linear)" in text
-    assert "keep or cut the parents of targets (default imperfect)" in text
+    assert "cut (perfect) or keep (imperfect) the parents of targets (default perfect)" in text
     assert "also write PNG figures into --out (default off)" in text
     defaults = subparsers()["fit"].parse_args(["data.csv", "--out", "o"])
     flags = vars(defaults)  # each flag's dest is the fit keyword or config field it sets
