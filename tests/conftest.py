@@ -32,11 +32,13 @@ def clean_pyro_state():
 def two_variable_problem():
     """``make(two_cycles) -> (model, x, at_graph)``: a two-variable model whose only noise is
     the graph (embeddings deterministic, coefficients far from zero), 60 correlated rows, and
-    ``at_graph(A)``, the part of the local-estimator ELBO that depends on the sampled graph."""
+    ``at_graph(A)``, the part of the local-estimator ELBO that depends on the sampled graph.
+    The model is the imperfect one, under which both edges' gradients are far from zero here."""
 
     def make(two_cycles):
         torch.manual_seed(1)
-        model = LatentInterventionModel(2, truncation=2, embedding_dim=2, two_cycles=two_cycles)
+        model = LatentInterventionModel(2, truncation=2, embedding_dim=2, two_cycles=two_cycles,
+                                        intervention="imperfect")
         with torch.no_grad():
             model.guide.embedding_log_scale.fill_(-30.0)
             model.guide.edge_logits.copy_(torch.tensor([[0.0, 0.3], [-0.4, 0.0]]))

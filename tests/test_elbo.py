@@ -106,7 +106,7 @@ def test_enumerated_elbo_equals_brute_force_sum_over_assignments():
     log_q = torch.log_softmax(model.guide.assignment_logits(x, fixed["u"]), -1)
     for i in range(x.shape[0]):
         for k in range(model.truncation):
-            ll = component_log_likelihood(model.density, x[i : i + 1], fixed["graph"], fixed["u"], full)[k, 0]
+            ll = component_log_likelihood(model.density, x[i : i + 1], fixed["graph"], fixed["u"], full, model.perfect)[k, 0]
             expected += log_q[i, k].exp() * (log_w[k] + ll - log_q[i, k])
     mask = model.off_diagonal.bool()
     expected += model.graph_prior().log_prob(fixed["graph"])[mask].sum()

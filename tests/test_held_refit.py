@@ -15,13 +15,14 @@ def mixture():
     return simulate(num_variables=4, edges_per_node=1.0, num_samples=2000, seed=3)
 
 
-#: The scenario of these tests (a loop whose mixture the refit improves) at the edge prior it was built with.
-PRIORS = Priors(edge_logit=-2.0)
+#: The scenario of these tests (a loop whose mixture the refit improves) at the edge prior and
+#: with the intervention model it was built with.
+PRIORS, INTERVENTION = Priors(edge_logit=-2.0), "imperfect"
 
 
 @pytest.fixture(scope="module")
 def unrefitted(mixture):
-    return fit(mixture.x,
+    return fit(mixture.x, intervention=INTERVENTION,
                seed=1, priors=PRIORS,
                config=FitConfig(after_training=AfterTraining(held_refit=False), training=TrainingConfig(schedule=MEDIUM)))
 
@@ -64,7 +65,7 @@ def test_the_held_refit_is_the_held_fit_given_the_loops_edge_posterior(unrefitte
 
 @pytest.mark.slow
 def test_fit_keeps_the_refit_when_its_bound_is_higher(mixture, unrefitted):
-    refitted = fit(mixture.x, seed=1, priors=PRIORS, config=FitConfig(training=TrainingConfig(schedule=MEDIUM)))
+    refitted = fit(mixture.x, intervention=INTERVENTION, seed=1, priors=PRIORS, config=FitConfig(training=TrainingConfig(schedule=MEDIUM)))
     np.testing.assert_array_equal(refitted.edge_probs, unrefitted.edge_probs)
     np.testing.assert_array_equal(refitted.adjacency, unrefitted.adjacency)
     np.testing.assert_array_equal(refitted.elbo_trace, unrefitted.elbo_trace)
