@@ -1,4 +1,5 @@
 """The closed-form pieces of the bound against Monte Carlo, brute force and TraceEnum_ELBO."""
+import inspect
 import itertools
 
 import numpy as np
@@ -9,6 +10,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Bernoulli, Beta, Normal, kl_divergence
 
+from pyro_causal import fit
 from pyro_causal.distributions import StraightThroughBernoulli, expected_log_stick_weights, stick_breaking_log_weights
 from pyro_causal.elbo import LatentInterventionELBO, elbo_terms
 from pyro_causal.likelihood import component_log_likelihood
@@ -257,3 +259,26 @@ def test_unknown_graph_estimator_is_refused_everywhere():
         TrainingConfig(graph_estimator="gumbel")
     with pytest.raises(ValueError, match="unknown assignment 'exct'"):
         TrainingConfig(assignment="exct")
+
+
+@pytest.mark.parametrize("density", ["linear", "mlp", "flow"])
+def test_the_default_model_cuts_the_parents_of_targets_and_the_imperfect_one_keeps_them(density):
+    # x and x2 differ only in the parent X0 of X1; component 1 targets X1.  Under the perfect
+    # model (the default) X1's term there ignores X0, so the change in component 1's
+    # log-likelihood is the same with the edge X0 -> X1 as without it.
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 0] += 1.5
+    edge, empty = torch.tensor([[0.0, 1.0], [0.0, 0.0]], dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    targets = torch.tensor([[0.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    for intervention in ("default", "imperfect"):
+        options = {} if intervention == "default" else {"intervention": intervention}
+        m = LatentInterventionModel(2, truncation=2, embedding_dim=2, density=density, **options).double()
+        u = torch.randn(2, 2, dtype=torch.float64)
+        change = {name: m.log_likelihood(x, a, u, targets) - m.log_likelihood(x2, a, u, targets)
+                  for name, a in (("edge", edge), ("empty", empty))}
+        assert not torch.allclose(change["edge"][0], change["empty"][0])  # component 0 keeps the edge
+        cut = torch.allclose(change["edge"][1], change["empty"][1])
+        assert cut == (intervention == "default"), intervention
+    assert LatentInterventionModel(2).intervention == inspect.signature(fit).parameters["intervention"].default == "perfect"
