@@ -12,7 +12,7 @@ prints which graph the model itself ranks first with every row in its true regim
     python examples/cause_effect.py                                   # latent, 30 pairs
     python examples/cause_effect.py --variants latent,unknown,known,observational
     python examples/cause_effect.py --seeds 11,19,21                  # the pairs given
-    python examples/cause_effect.py --ranking-only --model-intervention perfect
+    python examples/cause_effect.py --ranking-only --model-intervention imperfect
 
 The histogram is saved to ``--figure`` (default ``docs/cause_effect.png``) and the table appended
 to ``--out`` (default ``docs/history/results.md``, the log) with the command; ``--record PATH`` also
