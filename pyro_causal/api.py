@@ -205,6 +205,7 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
     logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d,
                 config.training.batch_size or "all", config.num_threads)
     as_tensor = lambda a, dtype: None if a is None else torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    intervention = given_model.intervention if given_model else intervention
     problem = Problem(
         x=torch.as_tensor(data, dtype=torch.get_default_dtype(), device=device),
         regimes=as_tensor(supervision.regimes, torch.long), targets=as_tensor(supervision.targets, torch.get_default_dtype()),
@@ -213,7 +214,7 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
         training=config.training, seed=seed, num_threads=config.num_threads, callbacks=list(callbacks),
         given_model=given_model)
     keywords = {"density": density if isinstance(density, str) else type(density).__name__,
-                "intervention": given_model.intervention if given_model else intervention,
+                "intervention": intervention,
                 "truncation": given_model.truncation if given_model else supervision.truncation,
                 "restarts": restarts, "seed": seed, "device": str(device)}
     base = FitResult(model=None, names=names, edge_probs=None, adjacency=None, variant=supervision.variant,

@@ -262,3 +262,7 @@ def test_fit_trains_a_given_program_and_conditioning_z_equals_the_regimes_keywor
         fit(data.x, model=m, truncation=4)
     with pytest.raises(ValueError, match="model has 3 variables, the data 2"):
         fit(data.x[:, :2], model=m)
+    # the settings report the given model's intervention model, not fit's default keyword
+    assert keyword.settings["intervention"] == "perfect"
+    imperfect = fit(data.x, model=LatentInterventionModel(3, truncation=4, intervention="imperfect"), **short)
+    assert imperfect.settings["intervention"] == "imperfect"
