@@ -5,11 +5,11 @@
 ``settings["num_threads"]`` record what was used.  The measurements behind both rules are in
 ``docs/benchmarks.md`` ("Threads and automatic mini-batches").
 
-* **Rows per step.** The non-linear densities (``mlp``, ``flow``) train on random mini-batches
-  (:data:`AUTO_BATCH_SIZES` rows) once the data have more than :data:`AUTO_BATCH_ABOVE` rows: a
-  full-batch step of the MLP at n = 10,000 costs about 25x a linear one, and a fit of a few
-  thousand such steps takes hours.  The linear density stays full-batch: its step is one small
-  matrix product over the rows' second moments.  Pass ``batch_size=n`` for full batch.
+* **Rows per step.** Every built-in density trains on random mini-batches (:data:`AUTO_BATCH_SIZES`
+  rows) once the data have more than :data:`AUTO_BATCH_ABOVE` rows: a full-batch step of the MLP
+  at n = 10,000 costs about 25x a linear one, and a fit of a few thousand such steps takes hours;
+  the linear density's step at n = 10,000 is dominated by ``(K, n)`` products over the rows'
+  second moments, which batches shrink tenfold.  Pass ``batch_size=n`` for full batch.
 * **Threads.** One thread unless a step's work (rows per step x variables x components) reaches
   :data:`THREADS_PAY_ABOVE`; above it, one thread per core.  PyTorch's threads spin while they
   wait, so on small tensors a second thread wins little on an idle machine and loses many times
@@ -31,13 +31,13 @@ from typing import Callable, Iterator, Optional, Union
 
 import torch
 
-from .densities import DeepSigmoidalFlow, MLPGaussian
+from .densities import DeepSigmoidalFlow, LinearGaussian, MLPGaussian
 
-AUTO_BATCH_SIZES = {"mlp": 500, "flow": 500}
-"""Rows per step chosen for the non-linear densities (measured: ``docs/results.md``, Table 1's MLP
-and flow rows, each run at both 500 and 1000 rows)."""
+AUTO_BATCH_SIZES = {"linear": 1000, "mlp": 500, "flow": 500}
+"""Rows per step chosen for each density (measured against full batch for the linear density and
+against 1000 rows for the others: ``docs/method.md``, departures, "Rows per step")."""
 AUTO_BATCH_ABOVE = 2000
-"""Data with more rows than this are mini-batched (non-linear densities only)."""
+"""Data with more rows than this are mini-batched."""
 THREADS_PAY_ABOVE = 50_000_000
 """Work per step (rows x variables x components) above which more than one thread is used."""
 
@@ -45,7 +45,7 @@ THREADS_PAY_ABOVE = 50_000_000
 def _family(density) -> str:
     if isinstance(density, str):
         return density
-    for name, kind in (("mlp", MLPGaussian), ("flow", DeepSigmoidalFlow)):
+    for name, kind in (("linear", LinearGaussian), ("mlp", MLPGaussian), ("flow", DeepSigmoidalFlow)):
         if isinstance(density, kind):
             return name
     return type(density).__name__

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_causal import AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, TrainingConfig, fit, simulate
-from pyro_causal.densities import DeepSigmoidalFlow, MLPGaussian
+from pyro_causal.densities import DeepSigmoidalFlow, LinearGaussian, MLPGaussian
 from pyro_causal.distributed import threads_per_process
 from pyro_causal import resources
 from pyro_causal.resources import (AUTO_BATCH_ABOVE, AUTO_BATCH_SIZES, THREADS_PAY_ABOVE, available_cores,
@@ -69,10 +69,12 @@ def test_the_thread_rule():
 
 def test_the_batch_size_rule():
     large, small = AUTO_BATCH_ABOVE + 1, AUTO_BATCH_ABOVE
-    assert choose_batch_size("linear", 10_000) is None and choose_batch_size("linear", small) is None
+    assert choose_batch_size("linear", 10_000) == 1000 and choose_batch_size("linear", small) is None
     assert (choose_batch_size("mlp", large), choose_batch_size("flow", large)) == (500, 500)
-    assert AUTO_BATCH_SIZES == {"mlp": 500, "flow": 500} and AUTO_BATCH_ABOVE == 2000
+    assert AUTO_BATCH_SIZES == {"linear": 1000, "mlp": 500, "flow": 500} and AUTO_BATCH_ABOVE == 2000
     assert choose_batch_size("mlp", small) is None and choose_batch_size("flow", small) is None
+    assert choose_batch_size(LinearGaussian(3, 4), large) == 1000
+    assert choose_batch_size("a density of the user's", large) is None  # unknown families: full batch
     assert choose_batch_size(MLPGaussian(3, 4), large) == 500
     assert choose_batch_size(DeepSigmoidalFlow(3, 4), large) == 500
 
@@ -85,7 +87,10 @@ def test_the_batch_size_used_is_recorded():
     assert mlp.settings["training"]["batch_size"] == AUTO_BATCH_SIZES["mlp"]
     linear = fit(data.x,
                  config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
-    assert linear.settings["training"]["batch_size"] is None  # full batch
+    assert linear.settings["training"]["batch_size"] == AUTO_BATCH_SIZES["linear"]
+    small = fit(data.x[:AUTO_BATCH_ABOVE],
+                config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
+    assert small.settings["training"]["batch_size"] is None  # full batch
     full = fit(data.x,
                density="mlp",
                batch_size=len(data.x),
