@@ -13,7 +13,8 @@ instead of whole fits.  ``--no-options`` times one fit with no options on data s
 ``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
 ``--baseline DIR`` times, in one run, the SVI step of the default latent fit with this checkout's
 package and with the one in ``DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``),
-in alternating processes, and then one whole default fit (one thread) with each.
+in alternating processes, and then one whole default fit (one thread) with each; the steps are
+full-batch, and with ``--step-batch B`` the order search's step on ``B`` random rows is timed too.
 Every table records the load average before and after.
 """
 from __future__ import annotations
@@ -87,8 +88,9 @@ def step_worker(args) -> dict:
     if args.search == "penalty":
         trainer = Trainer(model, x, config=TrainingConfig())
         return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
+    rows = args.step_batch if args.search == "order-batch" else None
     with order_held(model, random_order(x.shape[1], args.seed)):
-        trainer = Trainer(model, x, config=order_config(model, TrainingConfig()))
+        trainer = Trainer(model, x, config=order_config(model, TrainingConfig(batch_size=rows)))
         return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
 
 
@@ -96,13 +98,14 @@ def baseline(args) -> list:
     """Step time of this checkout against ``--baseline``'s, alternating processes, then one fit."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this checkout": here, "baseline": os.path.abspath(args.baseline)}
-    times = {(name, search): [] for name in trees for search in SEARCHES}
+    searches = SEARCHES + (("order-batch",) if args.step_batch else ())
+    times = {(name, search): [] for name in trees for search in searches}
     before = load()
     for _ in range(args.rounds):
         for (name, search) in times:  # this script, each tree's package (the baseline must take the same calls)
             env = dict(os.environ, PYTHONPATH=trees[name], OMP_NUM_THREADS="1")
             command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--search", search,
-                       "--seed", str(args.seed), "--repeats", str(args.repeats)]
+                       "--seed", str(args.seed), "--repeats", str(args.repeats), "--step-batch", str(args.step_batch)]
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=trees[name], check=True).stdout
             times[name, search].append(json.loads(out.strip().splitlines()[-1])["seconds"])
     middle = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
@@ -113,19 +116,23 @@ def baseline(args) -> list:
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
+    batched = f" --step-batch {args.step_batch}" if args.step_batch else ""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
-        f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps: each process the "
+        f"--seed {args.seed}{batched}` (default latent linear fit, d = 10, n = 10,000, one thread; steps: each process the "
         f"median of {args.repeats} steps, {args.rounds} alternating processes per tree and step; then one whole "
         f"default fit per tree, back to back).",
         "",
-        "| | s per step, order search | s per step, penalty loop | whole default fit (s) | steps | Hamming |",
-        "|---|---|---|---|---|---|",
+        "| | s per step, order search | s per step, penalty loop |"
+        + (f" s per step, order search, {args.step_batch} rows |" if args.step_batch else "")
+        + " whole default fit (s) | steps | batch size | Hamming |",
+        "|---|---|---|---|---|---|---|" + ("---|" if args.step_batch else ""),
     ]
     for name, report in fits.items():
-        lines.append(f"| {name} | {middle[name, 'order']:.4f} | {middle[name, 'penalty']:.4f} | {report['seconds']:.1f} "
-                     f"| {report['steps']} | {report['hamming']} |")
+        batch_step = f" {middle[name, 'order-batch']:.4f} |" if args.step_batch else ""
+        lines.append(f"| {name} | {middle[name, 'order']:.4f} | {middle[name, 'penalty']:.4f} |{batch_step} {report['seconds']:.1f} "
+                     f"| {report['steps']} | {report['batch_size'] or 'all'} | {report['hamming']} |")
     lines += ["", f"Ratios, this checkout / baseline: order-search step {middle['this checkout', 'order'] / middle['baseline', 'order']:.2f}x, "
               f"penalty-loop step {middle['this checkout', 'penalty'] / middle['baseline', 'penalty']:.2f}x, whole fit "
               f"{here_fit['seconds'] / base_fit['seconds']:.2f}x. Load average before {before}, after {load()}."]
@@ -198,7 +205,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating processes per tree with --baseline")
     parser.add_argument("--repeats", type=int, default=100, help="steps timed per process with --baseline")
     parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--search", default="order", choices=SEARCHES, help=argparse.SUPPRESS)
+    parser.add_argument("--search", default="order", choices=SEARCHES + ("order-batch",), help=argparse.SUPPRESS)
+    parser.add_argument("--step-batch", type=int, default=0, help="with --baseline: also time order-search steps on this many rows")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="docs/history/benchmarks_fit.md")
