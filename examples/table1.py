@@ -187,7 +187,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-intervention", default="perfect", choices=("perfect", "imperfect"))
     parser.add_argument("--max-rounds", type=int, help="cap the penalty rounds (smoke tests); default: fit's")
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
-    parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: all)")
+    parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: fit's choice, resources.choose_batch_size)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
     parser.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"))
