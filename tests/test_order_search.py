@@ -294,6 +294,22 @@ def test_the_order_search_trains_inside_the_random_order_of_its_seed(short_fit):
     assert float(np.max(result.h_trace)) < 1e-6 and result.stop_reason == "converged"
 
 
+def test_the_random_order_is_not_the_simulators_causal_order_of_the_same_seed():
+    """``simulate(seed=s)`` draws its causal order first from ``default_rng(s)``; the fit's random
+    order of seed ``s`` must not be that draw, or every benchmark fit whose seed equals its data's
+    seed starts inside the true order."""
+    from pyro_causal.held_refit import random_order
+
+    same = [random_order(10, s) == np.random.default_rng(s).permutation(10).tolist() for s in range(20)]
+    assert not any(same)
+    against = []  # true edges against the fit's first order, on the simulator's graph of the same seed
+    for s in range(5):
+        adjacency = np.asarray(simulate(num_variables=10, edges_per_node=2.0, num_samples=50, seed=s).adjacency)
+        position = np.argsort(random_order(10, s))
+        against.append(int(sum(adjacency[i, j] for i in range(10) for j in range(10) if position[i] > position[j])))
+    assert sum(against) > 0
+
+
 @pytest.mark.slow
 def test_the_order_search_recovers_a_complete_dag_that_the_penalty_loop_prunes():
     """Five variables, every pair joined (10 edges), latent interventions: the order search
