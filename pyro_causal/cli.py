@@ -132,7 +132,7 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     t = f.add_argument_group("training")
     _option(t, "--learning-rate", "config.training.learning_rate", type=_positive_float, default=3e-2, help="Adam step size (default 0.03)")
     _option(t, "--batch-size", "fit.batch_size", type=_positive_int, help="rows per step (default above 2000 rows: 1000 for linear, 500 for mlp and flow; else all rows)")
-    _option(t, "--search", "config.search", choices=SEARCHES, help="how the DAG is searched: order (train inside a random order, then search orders from the mixture found) or penalty (the paper's augmented-Lagrangian loop); default: order for --density linear with interventions on 3 or more variables, else penalty")
+    _option(t, "--search", "config.search", choices=SEARCHES, help="how the DAG is searched: order (train inside a random order, then search orders from the mixture found) or penalty (the paper's augmented-Lagrangian loop); default: penalty")
     defaults = PenaltySchedule()
     _option(t, "--first-round-steps", "config.training.schedule.first_round_steps", type=_positive_int, default=defaults.first_round_steps, help="steps before the first penalty update")
     _option(t, "--round-steps", "config.training.schedule.round_steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")

@@ -180,9 +180,7 @@ class FitConfig:
             variables (every graph drawn is a DAG, no penalty), then searches orders from the
             mixture found and refits inside each (``after_training.order_refit`` rounds);
             ``"penalty"`` is the paper's augmented-Lagrangian loop on ``h``, then the order refit
-            where configured; ``None``: ``"order"`` for the linear density (whose bound the
-            order search profiles exactly) with interventions and at least three variables,
-            ``"penalty"`` otherwise (:func:`pyro_causal.api.choose_search`).
+            where configured; ``None``: ``"penalty"`` (:func:`pyro_causal.api.choose_search`).
         training: the :class:`~pyro_causal.trainer.TrainingConfig` (learning rate, penalty
             schedule, ``q(z)`` family...); ``None``: its defaults with the edge gradient chosen
             from the problem (``"local"`` when some rows' regimes are given and the density

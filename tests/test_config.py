@@ -28,14 +28,14 @@ def test_settings_are_the_config_objects_as_resolved(data):
     priors = Priors(alpha=2.0, target_logit=-3.0)
     result = fit(data.x, priors=priors, seed=4, config=QUICK)
     settings = result.settings
-    assert settings["priors"] == asdict(replace(priors, edge_logit=-6.0))  # the order search's default
+    assert settings["priors"] == asdict(replace(priors, edge_logit=-2.0))  # the penalty loop's default
     resolved = replace(QUICK.training, batch_size=None, graph_estimator="straight-through")
     assert settings["training"] == plain(asdict(resolved))
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
-    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=3,
+    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0,
                                                               edge_search=EdgeSearch(rounds=0))))
-    assert settings["search"] == "order" and len(result.records["random_order"]) == 3
+    assert settings["search"] == "penalty" and result.records["random_order"] is None
     assert "checkpoint" not in settings and settings["num_threads"] == 1
     assert (settings["seed"], settings["restarts"], settings["density"], settings["truncation"]) == (4, 1, "linear", 5)
     assert result.summary()["settings"] == settings and "elbo" not in settings

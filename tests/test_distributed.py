@@ -34,7 +34,7 @@ STEP_CASES = [
 ]
 FIT_CASES = [
     dict(batch_size=100, search="penalty"),
-    dict(assignment="optimal", semi_supervised=True, search="order"),  # its refits run in the group too
+    dict(assignment="optimal", semi_supervised=True, search="penalty"),  # regimes given: its order refits run in the group too
 ]
 
 

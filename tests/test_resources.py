@@ -103,7 +103,7 @@ def test_callbacks_hear_every_phase(tiny):
     fit(tiny.x,
         restarts=2,
         callbacks=[events.append],
-        config=FitConfig(training=TrainingConfig(schedule=TINY), after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, restarts=1))))
+        config=FitConfig(search="order", training=TrainingConfig(schedule=TINY), after_training=AfterTraining(edge_search=EdgeSearch(rounds=1, restarts=1))))
     phases = {event.phase for event in events}
     assert {"restart 1/2: random order", "restart 2/2: random order", "restart 1/2: order refit 1/3",
             "restart 1/2: held refit"} <= phases
