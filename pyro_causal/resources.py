@@ -8,8 +8,7 @@
 * **Rows per step.** Every built-in density trains on random mini-batches (:data:`AUTO_BATCH_SIZES`
   rows) once the data have more than :data:`AUTO_BATCH_ABOVE` rows: a full-batch step of the MLP
   at n = 10,000 costs about 25x a linear one, and a fit of a few thousand such steps takes hours;
-  the linear density's batches were chosen for the graphs its fits find (``docs/method.md``,
-  departures, "Rows per step"), its step costing little less than a full-batch one.  Pass
+  for the linear density see ``docs/method.md``, departures, "Rows per step".  Pass
   ``batch_size=n`` for full batch.
 * **Threads.** One thread unless a step's work (rows per step x variables x components) reaches
   :data:`THREADS_PAY_ABOVE`; above it, one thread per core.  PyTorch's threads spin while they
