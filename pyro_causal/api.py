@@ -26,8 +26,8 @@ from .variants import resolve_supervision
 
 logger = logging.getLogger(__name__)
 
-#: Rounds of order search and refit when the search is by orders or some rows' regimes are given
-#: (``AfterTraining(order_refit=None)``).
+#: Rounds of order search and refit that ``AfterTraining(order_refit=None)`` resolves to where
+#: they run by default (:func:`default_order_rounds`).
 DEFAULT_ORDER_ROUNDS = 3
 
 
@@ -40,6 +40,21 @@ def choose_search(density, observational: bool, num_variables: int) -> str:
     option.  ``density``, ``observational`` and ``num_variables`` are kept for callers.
     """
     return "penalty"
+
+
+def default_order_rounds(density, search: str, labelled: bool, observational: bool, num_variables: int) -> int:
+    """``AfterTraining.order_refit`` when not given: :data:`DEFAULT_ORDER_ROUNDS` after the order
+    search, when some rows' regimes are given, or for a density with exact edge gains (the
+    linear one) on more than two variables with interventions to find; else 0.
+
+    The order profile (:mod:`~pyro_causal.order_search`) is linear-Gaussian and separates orders
+    only through the interventions; the rounds were measured on Table 1 with the linear density
+    (``docs/method.md``, "Order search and refit after the penalty loop"), not with the
+    nonlinear ones, and on cause-effect pairs they did not help.
+    """
+    if search == "order" or labelled:
+        return DEFAULT_ORDER_ROUNDS
+    return DEFAULT_ORDER_ROUNDS if not observational and num_variables > 2 and provides_edge_gain(density) else 0
 
 
 def default_graph_estimator(density, regimes, observational: bool) -> str:
@@ -91,7 +106,7 @@ def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: i
     search = config.search or choose_search(density, observational, d)
     after = config.after_training
     if after.order_refit is None:
-        after = replace(after, order_refit=DEFAULT_ORDER_ROUNDS if labelled or search == "order" else 0)
+        after = replace(after, order_refit=default_order_rounds(density, search, labelled, observational, d))
     if after.edge_search.rounds is None:
         after = replace(after, edge_search=replace(after.edge_search, rounds=PAIR_SEARCH_ROUNDS if d == 2 else 0))
     threads = config.num_threads
@@ -196,7 +211,8 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
                                       None if regimes is None else as_array(regimes),
                                       None if targets is None else as_array(targets), observational)
     labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
-    config = _resolve_config(config, batch_size, estimator, density, n, d, supervision.truncation, labelled,
+    config = _resolve_config(config, batch_size, estimator, given_model.density if given_model else density, n, d,
+                             supervision.truncation, labelled,
                              supervision.truncation == 1, device)
     priors = priors.resolved(config.search)
     torch.set_num_threads(config.num_threads)  # the previous count comes back after (restores_threads)

@@ -21,14 +21,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator, Optional
 
-import networkx as nx
 import numpy as np
 import torch
 from torch import Tensor
 
 from .acyclicity import dag_from_probabilities, is_dag
 from .elbo import mean_elbo
-from .order_search import propose_order
+from .order_search import order_respecting, propose_order
 from .problem import best_of_seeds, held_config, tagged
 from .resources import keeps_freed_memory, restores_threads
 from .trainer import Trainer, TrainingConfig
@@ -192,12 +191,7 @@ def random_order(num_variables: int, seed: int, required: Optional[Tensor] = Non
     The permutation comes from the stream of ``(seed, ORDER_STREAM)``, not of ``seed`` alone: a
     generator seeded with the bare integer (``simulate`` draws its causal order first from
     ``default_rng(seed)``) would hand the fit the true order whenever the two seeds agree."""
-    order = np.random.default_rng([seed, ORDER_STREAM]).permutation(num_variables)
-    if required is None or not bool(required.any()):
-        return order.tolist()
-    position = np.argsort(order)
-    graph = nx.from_numpy_array(required.cpu().numpy().astype(int), create_using=nx.DiGraph)
-    return [int(v) for v in nx.lexicographical_topological_sort(graph, key=lambda v: position[v])]
+    return order_respecting(np.random.default_rng([seed, ORDER_STREAM]).permutation(num_variables), required)
 
 
 def train_in_order(model, order, make_trainer: Callable[[object], Trainer]) -> Trainer:
@@ -244,7 +238,7 @@ def refit_in_searched_order(model, score: float, make_trainer, config: TrainingC
         ``(model kept, its bound per row, record)``; the record holds both bounds, both orders
         and whether the refit was kept.
     """
-    proposal = propose_order(model, x, regimes, targets)
+    proposal = propose_order(model, x, regimes, targets, seed=seed)
     refit = copy.deepcopy(model)
     refit.train()
     held = order_config(refit, config)
@@ -252,6 +246,7 @@ def refit_in_searched_order(model, score: float, make_trainer, config: TrainingC
     refit.eval()
     after = mean_elbo(refit, x, regimes, targets, seed=seed, batch_size=batch_size)[0]
     record = {"start_order": proposal["start"], "order": proposal["order"], "moves": proposal["moves"],
+              "restart": proposal["restart"],
               "profile_gain": round(proposal["score"] - proposal["start_score"], 3),
               "elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
     return (refit, after, record) if after > score else (model, score, record)

@@ -12,8 +12,10 @@ equivalent, so without interventions every order scores the same; the interventi
 the mixture are what separate them.  The scores need only the components' weighted second
 moments ``M_k = sum_i q(z_i = k) [x_i, 1] [x_i, 1]^T``, so a hill climb over insertion moves
 (one variable moved to another position) costs a few batched ``(d + 1) x (d + 1)`` solves per
-candidate.  The order it returns is a proposal: :func:`pyro_causal.fit` refits the model with
-that order held and keeps the refit only when its bound is higher.
+candidate.  The hill climb stops at a local optimum, so :func:`propose_order` climbs from the
+fitted DAG's order and from random orders and keeps the best.  The order it returns is a
+proposal: :func:`pyro_causal.fit` refits the model with that order held and keeps the refit only
+when its bound is higher.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +32,11 @@ from .posterior import exact_assignment_probs
 
 #: Candidate orders scored per batched solve (bounds memory at large ``d`` and ``K``).
 CHUNK = 32
+PROPOSAL_RESTARTS = 20
+"""Random orders :func:`propose_order` climbs from besides the fitted DAG's order."""
+PROPOSAL_STREAM = 0x70726F706F7365
+"""Second entropy word of the random starts' generator (``b"propose"``): apart from every other
+stream seeded with the fit's seed (``simulate``'s among them)."""
 
 
 def component_moments(x: Tensor, assignment_probs: Tensor) -> Tensor:
@@ -155,15 +163,29 @@ def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *,
     return order, best, max_moves
 
 
+def order_respecting(permutation: Sequence[int], required: Optional[Tensor] = None) -> List[int]:
+    """``permutation`` itself, or with every edge of the ``(d, d)`` bool mask ``required`` along it:
+    the topological order of those edges that breaks ties by ``permutation``."""
+    if required is None or not bool(required.any()):
+        return [int(v) for v in permutation]
+    position = np.argsort(np.asarray(permutation))
+    graph = nx.from_numpy_array(required.cpu().numpy().astype(int), create_using=nx.DiGraph)
+    return [int(v) for v in nx.lexicographical_topological_sort(graph, key=lambda v: position[v])]
+
+
 @torch.no_grad()
-def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: Optional[Tensor] = None) -> dict:
-    """The order :func:`search_order` reaches from a topological order of ``model``'s DAG.
+def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: Optional[Tensor] = None, *,
+                  restarts: int = PROPOSAL_RESTARTS, seed: int = 0) -> dict:
+    """The best order :func:`search_order` reaches from a topological order of ``model``'s DAG
+    and from ``restarts`` random orders (drawn from ``(seed, PROPOSAL_STREAM)``).
 
     The mixture is ``model``'s: ``q(z)`` at its optimum given the other factors (one-hot where
     ``regimes`` are given) and ``pi`` (or the given ``targets``).
 
     Returns:
-        ``{"order", "start", "start_score", "score", "moves"}`` (scores in nats, whole data set).
+        ``{"order", "start", "start_score", "score", "moves", "restart"}`` (scores in nats, whole
+        data set; ``start`` is the DAG's order, ``restart`` the index of the climb that won, 0 for
+        the one from ``start``).
     """
     probs = torch.as_tensor(exact_assignment_probs(model, x), dtype=torch.float64, device=x.device)
     if regimes is not None:
@@ -175,5 +197,10 @@ def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: O
     moments = component_moments(x, probs)
     pi = pi.to(moments)
     start_score = float(order_scores(moments, pi, torch.tensor([start], device=x.device), model.perfect)[0])
-    order, score, moves = search_order(moments, pi, start, perfect=model.perfect, required=model.guide.required)
-    return {"order": order, "start": start, "start_score": start_score, "score": score, "moves": moves}
+    rng = np.random.default_rng([seed, PROPOSAL_STREAM])
+    starts = [start] + [order_respecting(rng.permutation(len(start)), model.guide.required) for _ in range(restarts)]
+    climbs = [search_order(moments, pi, s, perfect=model.perfect, required=model.guide.required) for s in starts]
+    best = max(range(len(climbs)), key=lambda i: climbs[i][1])  # the first of equal scores
+    order, score, moves = climbs[best]
+    return {"order": order, "start": start, "start_score": start_score, "score": score, "moves": moves,
+            "restart": best}

@@ -33,7 +33,7 @@ def test_settings_are_the_config_objects_as_resolved(data):
     assert settings["training"] == plain(asdict(resolved))
     assert settings["preprocessing"] == asdict(Preprocessing())
     assert settings["model"] == plain(asdict(ModelOptions()))
-    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=0,
+    assert settings["after_training"] == plain(asdict(replace(QUICK.after_training, order_refit=3,
                                                               edge_search=EdgeSearch(rounds=0))))
     assert settings["search"] == "penalty" and result.records["random_order"] is None
     assert "checkpoint" not in settings and settings["num_threads"] == 1

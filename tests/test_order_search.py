@@ -242,7 +242,7 @@ def test_fit_records_each_order_round_and_stops_at_the_first_not_kept(short_fit)
         assert current["elbo_before"] == previous["elbo_after"]
 
 
-def test_order_refit_rounds_default_to_3_for_the_order_search_or_given_regimes(short_fit):
+def test_order_refit_rounds_default_to_3_with_interventions_to_find_for_the_linear_density(short_fit):
     from pyro_causal import fit
 
     data, _, schedule = short_fit
@@ -250,10 +250,11 @@ def test_order_refit_rounds_default_to_3_for_the_order_search_or_given_regimes(s
     latent = fit(data.x, seed=0, config=replace(config, search="order"))
     assert latent.settings["search"] == "order" and latent.settings["after_training"]["order_refit"] == 3
     assert 1 <= len(latent.records["order_refit"]) <= 3
-    penalty = fit(data.x, seed=0, config=config)  # fit's default search
-    assert penalty.settings["search"] == "penalty"
-    assert penalty.settings["after_training"]["order_refit"] == 0 and penalty.records["order_refit"] == []
-    assert penalty.records["random_order"] is None
+    penalty = fit(data.x, seed=0, config=config)  # fit's default search, then the order refit
+    assert penalty.settings["search"] == "penalty" and penalty.records["random_order"] is None
+    assert penalty.settings["after_training"]["order_refit"] == 3 and 1 <= len(penalty.records["order_refit"]) <= 3
+    observational = fit(data.x, seed=0, observational=True, config=config)  # one component: every order ties
+    assert observational.settings["after_training"]["order_refit"] == 0 and observational.records["order_refit"] == []
     regimes = data.regimes.copy()
     regimes[::2] = -1  # semi-supervised: half the rows labelled
     semi = fit(data.x,
@@ -264,6 +265,21 @@ def test_order_refit_rounds_default_to_3_for_the_order_search_or_given_regimes(s
     assert semi.settings["after_training"]["order_refit"] == 3 and 1 <= len(semi.records["order_refit"]) <= 3
     with pytest.raises(ValueError, match="order_refit must be an int >= 0"):
         fit(data.x, config=FitConfig(after_training=AfterTraining(order_refit=-1)))
+
+
+def test_the_order_rounds_default_to_0_where_they_were_not_measured_to_help():
+    from pyro_causal.api import DEFAULT_ORDER_ROUNDS, default_order_rounds
+    from pyro_causal.densities import make_density
+
+    assert DEFAULT_ORDER_ROUNDS == 3
+    assert default_order_rounds("linear", "penalty", labelled=False, observational=False, num_variables=3) == 3
+    assert default_order_rounds(make_density("linear", 3, 2), "penalty", False, False, 3) == 3
+    assert default_order_rounds("linear", "penalty", False, observational=True, num_variables=3) == 0
+    assert default_order_rounds("linear", "penalty", False, False, num_variables=2) == 0  # cause-effect pairs
+    assert default_order_rounds("mlp", "penalty", False, False, 10) == 0
+    assert default_order_rounds("flow", "penalty", False, False, 10) == 0
+    assert default_order_rounds("mlp", "penalty", labelled=True, observational=False, num_variables=2) == 3
+    assert default_order_rounds("flow", "order", False, False, 2) == 3
 
 
 def test_the_search_is_chosen_from_the_density_and_the_interventions():
@@ -312,22 +328,26 @@ def test_the_random_order_is_not_the_simulators_causal_order_of_the_same_seed():
 
 
 @pytest.mark.slow
-def test_the_order_search_recovers_a_complete_dag_that_the_penalty_loop_prunes():
-    """Five variables, every pair joined (10 edges), latent interventions: the order search keeps
-    a complete DAG, nearer the truth and with a higher bound than the penalty loop's sparser graph."""
+def test_the_order_search_and_the_order_refit_recover_a_complete_dag_that_the_penalty_loop_prunes():
+    """Five variables, every pair joined (10 edges), latent interventions: the order search, and
+    the penalty loop followed by its default order refit, keep a complete DAG, nearer the truth and
+    with a higher bound than the penalty loop's sparser graph alone."""
     from pyro_causal import PenaltySchedule, fit
     from pyro_causal.metrics import hamming_distance
 
     data = simulate(5, 2.0, 2000, seed=2)
     assert data.adjacency.sum() == 10
     schedule = PenaltySchedule(first_round_steps=300, round_steps=75)
-    results = {search: fit(data.x, seed=0, config=FitConfig(search=search, training=TrainingConfig(schedule=schedule),
-                                                            after_training=AfterTraining(held_refit=False)))
-               for search in ("order", "penalty")}
-    distance = {search: hamming_distance(data.adjacency, result.adjacency) for search, result in results.items()}
-    assert results["order"].adjacency.sum() == 10 and results["penalty"].adjacency.sum() < 10
-    assert distance["order"] < distance["penalty"]
-    assert results["order"].elbo > results["penalty"].elbo
+    settings = {"order": ("order", None), "penalty, order refit": ("penalty", None), "penalty": ("penalty", 0)}
+    results = {name: fit(data.x, seed=0, config=FitConfig(search=search, training=TrainingConfig(schedule=schedule),
+                                                          after_training=AfterTraining(held_refit=False, order_refit=rounds)))
+               for name, (search, rounds) in settings.items()}
+    distance = {name: hamming_distance(data.adjacency, result.adjacency) for name, result in results.items()}
+    assert results["penalty"].adjacency.sum() < 10 and results["penalty"].records["order_refit"] == []
+    for name in ("order", "penalty, order refit"):
+        assert results[name].adjacency.sum() == 10
+        assert distance[name] < distance["penalty"]
+        assert results[name].elbo > results["penalty"].elbo
 
 
 def test_orders_keep_the_edges_the_prior_requires(mixture):
@@ -360,3 +380,34 @@ def test_a_required_edge_against_the_random_order_is_kept_and_the_graph_stays_a_
                  config=FitConfig(training=TrainingConfig(schedule=schedule), after_training=AfterTraining(held_refit=False)))
     assert result.records["random_order"] != first
     assert result.adjacency[first[-1], first[0]] and is_dag(result.adjacency)
+
+
+@pytest.fixture(scope="module")
+def fitted_mixture():
+    """Data with their regimes and an untrained model: the proposal's ``q(z)`` is one-hot at the regimes."""
+    data = simulate(6, 2.0, 3000, seed=5)
+    x = torch.tensor((data.x - data.x.mean(0)) / data.x.std(0), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = LatentInterventionModel(6, truncation=7, embedding_dim=2)
+    return data, x, model
+
+
+def test_propose_order_keeps_the_best_climb_over_the_dags_order_and_its_random_starts(fitted_mixture):
+    from pyro_causal.order_search import PROPOSAL_STREAM, order_respecting, propose_order
+
+    data, x, model = fitted_mixture
+    regimes = torch.as_tensor(data.regimes)
+    alone = propose_order(model, x, regimes, restarts=0, seed=2)
+    many = propose_order(model, x, regimes, restarts=6, seed=2)
+    # the climbs, recomputed: from the DAG's order, then from the seed's stream of random orders
+    moments = component_moments(x, torch.nn.functional.one_hot(regimes, 7).double())
+    pi = model.full_targets(model.guide.target_probs()).detach().double()
+    rng = np.random.default_rng([2, PROPOSAL_STREAM])
+    starts = [alone["start"]] + [order_respecting(rng.permutation(6)) for _ in range(6)]
+    climbs = [search_order(moments, pi, s, perfect=True) for s in starts]
+    assert (alone["order"], alone["score"], alone["restart"]) == (climbs[0][0], pytest.approx(climbs[0][1]), 0)
+    best = int(np.argmax([c[1] for c in climbs]))
+    assert (many["order"], many["restart"]) == (climbs[best][0], best)
+    assert many["score"] == pytest.approx(max(c[1] for c in climbs)) and many["score"] >= alone["score"]
+    assert many["start"] == alone["start"] and many["start_score"] == alone["start_score"]
+    assert propose_order(model, x, regimes, restarts=6, seed=2) == many  # the same seed, the same proposal

@@ -176,12 +176,13 @@ def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_bot
     x, regimes = torch.randn(30, 3), torch.tensor([0, 1, -1] * 10)
     targets = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     config = TrainingConfig(schedule=PenaltySchedule(first_round_steps=7, round_steps=3, max_rounds=5))
-    proposal = {"order": [2, 0, 1], "start": [0, 2, 1], "start_score": -100.0, "score": -98.76543, "moves": 1}
+    proposal = {"order": [2, 0, 1], "start": [0, 2, 1], "start_score": -100.0, "score": -98.76543, "moves": 1,
+                "restart": 3}
     for after, kept in ((-1.2345678912, True), (-2.5, False)):
         calls, trained = {}, {}
 
-        def fake_propose(*args):
-            calls["propose"] = args
+        def fake_propose(*args, **kwargs):
+            calls["propose"], calls["propose_options"] = args, kwargs
             return proposal
 
         def fake_mean_elbo(*args, **kwargs):
@@ -203,6 +204,7 @@ def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_bot
                                                             seed=4, batch_size=16)
         assert calls["propose"][0] is model and calls["propose"][1] is x
         assert calls["propose"][2] is regimes and calls["propose"][3] is targets
+        assert calls["propose_options"] == {"seed": 4}
         (scored, *rest), options = calls["score"]
         assert scored is not model and rest[0] is x and rest[1] is regimes and rest[2] is targets
         assert options == {"seed": 4, "batch_size": 16}
@@ -212,7 +214,7 @@ def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_bot
         assert trained["config"].schedule.max_rounds == 1 and trained["config"].graph_estimator == "local"
         assert trained["config"].schedule.first_round_steps == 7
         assert bool(trained["forbidden"][0, 2]) and not bool(trained["forbidden"][2, 0])  # 0 after 2 in the order
-        assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "profile_gain": 1.235,
+        assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "restart": 3, "profile_gain": 1.235,
                           "elbo_before": -2.0, "elbo_after": round(after, 6), "kept": kept}
         assert score == (after if kept else -2.0) and (chosen is model) is not kept
 
