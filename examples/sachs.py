@@ -78,6 +78,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="fit's batch_size: rows per step (default: fit's choice, resources.choose_batch_size)")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
+    parser.add_argument("--order-refit", type=int,
+                        help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--score-graphs", action="store_true",
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace):
     options["config"] = FitConfig(
         training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(), graph_estimator=estimator),
         preprocessing=Preprocessing(log_transform=args.log_transform),
-        after_training=AfterTraining(held_refit=args.held_refit, edge_search=EdgeSearch(
+        after_training=AfterTraining(held_refit=args.held_refit, order_refit=args.order_refit, edge_search=EdgeSearch(
             rounds=args.edge_search, moves=tuple(args.search_moves.split(",")))))
     if args.select:
         selection = select_hyperparameters(data.x, **options)
@@ -263,6 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         how += f", batches of {args.batch_size} rows"
     if not args.held_refit:
         how += ", no held refit"
+    if args.order_refit is not None:
+        how += f", --order-refit {args.order_refit}"
     if args.restarts > 1:
         how += f", {args.restarts} restarts (highest ELBO: seed {result.records['chosen_seed']})"
     if args.edge_search:
