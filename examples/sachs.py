@@ -78,6 +78,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="fit's batch_size: rows per step (default: fit's choice, resources.choose_batch_size)")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
+    parser.add_argument("--search", choices=("order", "penalty"), help="fit's search (default: fit's)")
     parser.add_argument("--order-refit", type=int,
                         help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace):
                    **variant_options(data, args.variant))
     estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
     options["config"] = FitConfig(
+        search=args.search,
         training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(), graph_estimator=estimator),
         preprocessing=Preprocessing(log_transform=args.log_transform),
         after_training=AfterTraining(held_refit=args.held_refit, order_refit=args.order_refit, edge_search=EdgeSearch(
@@ -265,6 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         how += f", batches of {args.batch_size} rows"
     if not args.held_refit:
         how += ", no held refit"
+    if args.search:
+        how += f", --search {args.search}"
     if args.order_refit is not None:
         how += f", --order-refit {args.order_refit}"
     if args.restarts > 1:
