@@ -393,7 +393,7 @@ def fitted_mixture():
 
 
 def test_propose_order_keeps_the_best_climb_over_the_dags_order_and_its_random_starts(fitted_mixture):
-    from pyro_causal.order_search import PROPOSAL_STREAM, order_respecting, propose_order
+    from pyro_causal.order_search import PROPOSAL_RESTARTS, PROPOSAL_STREAM, order_respecting, propose_order
 
     data, x, model = fitted_mixture
     regimes = torch.as_tensor(data.regimes)
@@ -411,3 +411,5 @@ def test_propose_order_keeps_the_best_climb_over_the_dags_order_and_its_random_s
     assert many["score"] == pytest.approx(max(c[1] for c in climbs)) and many["score"] >= alone["score"]
     assert many["start"] == alone["start"] and many["start_score"] == alone["start_score"]
     assert propose_order(model, x, regimes, restarts=6, seed=2) == many  # the same seed, the same proposal
+    assert PROPOSAL_RESTARTS == 20  # the documented default, with seed 0
+    assert propose_order(model, x, regimes) == propose_order(model, x, regimes, restarts=20, seed=0)
