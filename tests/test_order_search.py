@@ -383,7 +383,7 @@ def test_a_required_edge_against_the_random_order_is_kept_and_the_graph_stays_a_
 
 
 @pytest.fixture(scope="module")
-def fitted_mixture():
+def labelled_problem():
     """Data with their regimes and an untrained model: the proposal's ``q(z)`` is one-hot at the regimes."""
     data = simulate(6, 2.0, 3000, seed=5)
     x = torch.tensor((data.x - data.x.mean(0)) / data.x.std(0), dtype=torch.float32)
@@ -392,10 +392,10 @@ def fitted_mixture():
     return data, x, model
 
 
-def test_propose_order_keeps_the_best_climb_over_the_dags_order_and_its_random_starts(fitted_mixture):
+def test_propose_order_keeps_the_best_climb_over_the_dags_order_and_its_random_starts(labelled_problem):
     from pyro_causal.order_search import PROPOSAL_RESTARTS, PROPOSAL_STREAM, order_respecting, propose_order
 
-    data, x, model = fitted_mixture
+    data, x, model = labelled_problem
     regimes = torch.as_tensor(data.regimes)
     alone = propose_order(model, x, regimes, restarts=0, seed=2)
     many = propose_order(model, x, regimes, restarts=6, seed=2)
