@@ -11,11 +11,12 @@ processes started together, nothing set in their environment, as a user would ru
 default on a 2-core machine); ``--steps S`` times S steps per fit (one round, no held refit)
 instead of whole fits.  ``--no-options`` times one fit with no options on data simulated with
 ``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
-``--baseline DIR`` times, in one run, the SVI step of the default latent fit with this checkout's
+``--baseline DIR`` times, in one run, the SVI steps of the default latent fit with this checkout's
 package and with the one in ``DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``),
-in alternating processes, and then one whole default fit (one thread) with each; the steps are
-full-batch, and with ``--step-batch B`` the order search's step on ``B`` random rows is timed too.
-Every table records the load average before and after.
+in alternating processes, and then one whole default fit (one thread) with each, with the wall
+time of each of its phases; the steps are those of the default fit, on its default rows per step
+(``resources.choose_batch_size``): the penalty loop's and the order refit's (one order held, the
+exact local edge gradient).  Every table records the load average before and after.
 """
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ from pyro_causal.densities import ConditionalDensity
 from pyro_causal.held_refit import order_config, order_held, random_order
 from pyro_causal.metrics import hamming_distance
 from pyro_causal.model import LatentInterventionModel
+from pyro_causal.resources import choose_batch_size
 from timing import median_step_seconds
 
-SEARCHES = ("order", "penalty")
+STEPS = ("penalty", "order")
 
 
 def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30, table: bool = False) -> float:
@@ -63,51 +65,53 @@ def one_fit(args) -> dict:
     if args.steps:
         config = FitConfig(num_threads=threads, after_training=AfterTraining(held_refit=False),
                            training=TrainingConfig(schedule=PenaltySchedule(first_round_steps=args.steps, max_rounds=1)))
-    steps = {}  # the last step count each phase (one trainer each) reported
+    steps, spans = {}, {}  # per phase (one trainer each): the last step count, first and last event time
 
     def count(event) -> None:
         steps[event.phase] = max(steps.get(event.phase, 0), event.step)
+        now = time.perf_counter() - start
+        spans[event.phase] = (spans.get(event.phase, (now,))[0], now)
 
     start = time.perf_counter()
     result = fit(data.x, density=args.density, seed=args.seed, config=config, callbacks=[count])
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "steps": sum(steps.values()), "threads": result.settings["num_threads"],
             "batch_size": result.settings["training"]["batch_size"], "stop": result.stop_reason,
-            "hamming": hamming_distance(data.adjacency, result.adjacency)}
+            "hamming": hamming_distance(data.adjacency, result.adjacency),
+            "phases": {phase: [round(a, 1), round(b, 1), steps[phase]] for phase, (a, b) in spans.items()}}
 
 
 def step_worker(args) -> dict:
-    """Median seconds of one step of the default latent fit (``--step-worker``), one thread: of the
-    training inside a random order (``--search order``, the linear density's default) or of the
-    penalty loop (``--search penalty``)."""
+    """Median seconds of one step of the default latent fit (``--step-worker``), one thread, on the
+    default rows per step: of the penalty loop (``--step penalty``) or of an order-refit round
+    (``--step order``: a random order held, the exact local edge gradient)."""
     torch.set_num_threads(1)
     data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
     x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
     torch.manual_seed(args.seed)
     model = LatentInterventionModel(x.shape[1])
-    if args.search == "penalty":
-        trainer = Trainer(model, x, config=TrainingConfig())
+    config = TrainingConfig(batch_size=choose_batch_size("linear", x.shape[0]))
+    if args.step == "penalty":
+        trainer = Trainer(model, x, config=config)
         return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
-    rows = args.step_batch if args.search == "order-batch" else None
     with order_held(model, random_order(x.shape[1], args.seed)):
-        trainer = Trainer(model, x, config=order_config(model, TrainingConfig(batch_size=rows)))
+        trainer = Trainer(model, x, config=order_config(model, config))
         return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
 
 
 def baseline(args) -> list:
-    """Step time of this checkout against ``--baseline``'s, alternating processes, then one fit."""
+    """Step times of this checkout against ``--baseline``'s, alternating processes, then one fit each."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = {"this checkout": here, "baseline": os.path.abspath(args.baseline)}
-    searches = SEARCHES + (("order-batch",) if args.step_batch else ())
-    times = {(name, search): [] for name in trees for search in searches}
+    times = {(name, step): [] for name in trees for step in STEPS}
     before = load()
     for _ in range(args.rounds):
-        for (name, search) in times:  # this script, each tree's package (the baseline must take the same calls)
+        for (name, step) in times:  # this script, each tree's package (the baseline must take the same calls)
             env = dict(os.environ, PYTHONPATH=trees[name], OMP_NUM_THREADS="1")
-            command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--search", search,
-                       "--seed", str(args.seed), "--repeats", str(args.repeats), "--step-batch", str(args.step_batch)]
+            command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--step", step,
+                       "--seed", str(args.seed), "--repeats", str(args.repeats)]
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=trees[name], check=True).stdout
-            times[name, search].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+            times[name, step].append(json.loads(out.strip().splitlines()[-1])["seconds"])
     middle = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
     fits = {}
     for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
@@ -116,25 +120,27 @@ def baseline(args) -> list:
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
-    batched = f" --step-batch {args.step_batch}" if args.step_batch else ""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
-        f"--seed {args.seed}{batched}` (default latent linear fit, d = 10, n = 10,000, one thread; steps: each process the "
-        f"median of {args.repeats} steps, {args.rounds} alternating processes per tree and step; then one whole "
-        f"default fit per tree, back to back).",
+        f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps on the default rows "
+        f"per step, each process the median of {args.repeats} steps, {args.rounds} alternating processes per tree "
+        f"and step; then one whole default fit per tree, back to back).",
         "",
-        "| | s per step, order search | s per step, penalty loop |"
-        + (f" s per step, order search, {args.step_batch} rows |" if args.step_batch else "")
-        + " whole default fit (s) | steps | batch size | Hamming |",
-        "|---|---|---|---|---|---|---|" + ("---|" if args.step_batch else ""),
+        "| | s per step, penalty loop | s per step, order refit | whole default fit (s) | steps | batch size | Hamming |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, report in fits.items():
-        batch_step = f" {middle[name, 'order-batch']:.4f} |" if args.step_batch else ""
-        lines.append(f"| {name} | {middle[name, 'order']:.4f} | {middle[name, 'penalty']:.4f} |{batch_step} {report['seconds']:.1f} "
+        lines.append(f"| {name} | {middle[name, 'penalty']:.4f} | {middle[name, 'order']:.4f} | {report['seconds']:.1f} "
                      f"| {report['steps']} | {report['batch_size'] or 'all'} | {report['hamming']} |")
-    lines += ["", f"Ratios, this checkout / baseline: order-search step {middle['this checkout', 'order'] / middle['baseline', 'order']:.2f}x, "
-              f"penalty-loop step {middle['this checkout', 'penalty'] / middle['baseline', 'penalty']:.2f}x, whole fit "
+    lines += ["", "Phases of the whole fits (s from the fit's start to the phase's first and last progress event, steps):", "",
+              "| phase | " + " | ".join(fits) + " |", "|---|" + "---|" * len(fits)]
+    phases = list(dict.fromkeys(phase for report in fits.values() for phase in report["phases"]))
+    for phase in phases:
+        cells = [("%.1f-%.1f, %d" % tuple(report["phases"][phase])) if phase in report["phases"] else "-" for report in fits.values()]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines += ["", f"Ratios, this checkout / baseline: penalty-loop step {middle['this checkout', 'penalty'] / middle['baseline', 'penalty']:.2f}x, "
+              f"order-refit step {middle['this checkout', 'order'] / middle['baseline', 'order']:.2f}x, whole fit "
               f"{here_fit['seconds'] / base_fit['seconds']:.2f}x. Load average before {before}, after {load()}."]
     return lines
 
@@ -205,8 +211,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating processes per tree with --baseline")
     parser.add_argument("--repeats", type=int, default=100, help="steps timed per process with --baseline")
     parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--search", default="order", choices=SEARCHES + ("order-batch",), help=argparse.SUPPRESS)
-    parser.add_argument("--step-batch", type=int, default=0, help="with --baseline: also time order-search steps on this many rows")
+    parser.add_argument("--step", default="penalty", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="docs/history/benchmarks_fit.md")

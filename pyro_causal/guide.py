@@ -81,8 +81,9 @@ class AmortizedAssignment(TorchDistribution):
     def log_prob(self, value: Tensor) -> Tensor:
         value = value.long()
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)
-        logits = self.logits.expand(shape + (self.num_components,))
-        return logits.gather(-1, value.expand(shape).unsqueeze(-1)).squeeze(-1)
+        # gathered from the (K, B) transpose: its backward pass fills a (K, B) gradient, not (..., B, K)
+        index = value.expand(shape).reshape(-1, self.batch_shape[0])
+        return self.logits.T.gather(0, index).reshape(shape)
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         return Categorical(logits=self.logits).sample(sample_shape)

@@ -91,10 +91,11 @@ def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfe
     observational = torch.einsum("kj,kab->jab", 1.0 - pi, moments)  # (d, d+1, d+1)
     score = _regression_log_likelihood(observational.unsqueeze(0), variables, parents).sum(-1)
     if K > 1:
-        inputs = torch.zeros_like(parents) if perfect else parents
+        if perfect:  # intervened mechanisms have no parents: one regression per (k, j) serves every graph
+            variables, parents = variables[:1], torch.zeros_like(parents[:1])
         per_component = _regression_log_likelihood(
-            moments[1:, None, None], variables.expand(K - 1, *variables.shape), inputs.expand(K - 1, *parents.shape)
-        )  # (K - 1, M, d)
+            moments[1:, None, None], variables.expand(K - 1, *variables.shape), parents.expand(K - 1, *parents.shape)
+        )  # (K - 1, M, d), M = 1 when perfect
         score = score + (pi[1:, None, :] * per_component).sum((0, 2))
     return score
 

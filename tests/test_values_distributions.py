@@ -213,3 +213,27 @@ def test_stick_breaking_categorical_passes_validate_args_on_and_expands_subclass
     assert type(wide) is Labelled and wide.label == "mine" and wide.batch_shape == (4,)
     torch.testing.assert_close(wide.sticks, sticks)
     torch.testing.assert_close(wide.probs, torch.tensor([0.3, 0.35, 0.35]).expand(4, 3))
+
+
+def test_amortized_assignment_log_prob_equals_the_categorical_of_its_logits_with_its_gradients():
+    """``q(z | x)`` scores the enumerated support ``(K, 1)``, one value per row ``(B,)`` and draws
+    ``(S, B)`` as ``Categorical(logits)`` does, and passes the same gradients to the network."""
+    from pyro_causal.guide import AmortizedAssignment, LatentInterventionGuide
+
+    torch.manual_seed(0)
+    guide = LatentInterventionGuide(3, 4, 5)
+    x, u = torch.randn(6, 3), torch.randn(4, 5)
+    dist = AmortizedAssignment(guide, x, u)
+    reference = torch.distributions.Categorical(logits=guide.assignment_logits(x, u))
+    support = dist.enumerate_support(expand=False)
+    assert support.shape == (4, 1)
+    values = [support, torch.tensor([3, 0, 1, 2, 2, 0]), torch.randint(0, 4, (2, 6))]
+    for value in values:
+        torch.testing.assert_close(dist.log_prob(value), reference.log_prob(value), rtol=0, atol=1e-6)
+    weights = torch.randn(4, 6)
+    (weights * dist.log_prob(support)).sum().backward()
+    ours = [p.grad.clone() for p in guide.encoder.parameters()]
+    guide.zero_grad()
+    (weights * reference.log_prob(support)).sum().backward()
+    for mine, theirs in zip(ours, guide.encoder.parameters()):
+        torch.testing.assert_close(mine, theirs.grad, rtol=1e-5, atol=1e-7)

@@ -125,7 +125,10 @@ class LinearGaussian(ConditionalDensity):
             return cached[2]
         y = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], -1)
         rows, cols = self._triangle(x.device)
-        moments = y[:, rows] * y[:, cols]
+        d1 = self.num_variables + 1
+        # the whole outer product, then the triangle's columns: index_select is several times
+        # faster than advanced indexing along a second dimension
+        moments = (y.unsqueeze(2) * y.unsqueeze(1)).reshape(x.shape[0], d1 * d1).index_select(1, rows * d1 + cols)
         if not x.requires_grad:
             self._moments_cache = (weakref.ref(x), x._version, moments)
         return moments
