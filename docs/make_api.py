@@ -9,7 +9,7 @@ MODULES = [
     "pyro_causal", "pyro_causal.model", "pyro_causal.guide", "pyro_causal.elbo", "pyro_causal.likelihood",
     "pyro_causal.acyclicity", "pyro_causal.optim", "pyro_causal.trainer", "pyro_causal.checkpoint", "pyro_causal.config",
     "pyro_causal.api", "pyro_causal.preprocessing", "pyro_causal.problem",
-    "pyro_causal.checks", "pyro_causal.resources", "pyro_causal.held_refit", "pyro_causal.order_search",
+    "pyro_causal.checks", "pyro_causal.resources", "pyro_causal.held_refit", "pyro_causal.order_search", "pyro_causal.profile_mixture",
     "pyro_causal.result",
     "pyro_causal.variants", "pyro_causal.priors", "pyro_causal.distributions", "pyro_causal.densities",
     "pyro_causal.posterior", "pyro_causal.plots", "pyro_causal.metrics", "pyro_causal.simulate",

@@ -292,13 +292,15 @@ def _fit_one(problem: Problem, base: FitResult, seed: int, restarts: int, densit
                              records=records)
     if stop_reason == StopReason.DIVERGED or not bool(model.guide.free_edges().any()):
         return result
-    result = refit_in_searched_orders(result, config.after_training.order_refit, prefix)
+    result = refit_in_searched_orders(result, config.after_training.order_refit, prefix,
+                                      config.after_training.target_moves)
     return refit_with_graph_held(result, seed=seed, prefix=prefix) if config.after_training.held_refit else result
 
 
-def refit_in_searched_orders(result: FitResult, rounds: int, prefix: str = "") -> FitResult:
+def refit_in_searched_orders(result: FitResult, rounds: int, prefix: str = "", target_moves: bool = False) -> FitResult:
     """Up to ``rounds`` rounds of :func:`~pyro_causal.held_refit.refit_in_searched_order` on
-    ``result``, stopping at the first not kept; ``records["order_refit"]`` lists every round."""
+    ``result``, stopping at the first not kept; ``records["order_refit"]`` lists every round.
+    ``target_moves``: the first round moves the mixture's targets before its refit."""
     problem = result.problem
     records = []
     for round_number in range(rounds):
@@ -306,7 +308,8 @@ def refit_in_searched_orders(result: FitResult, rounds: int, prefix: str = "") -
                         held_config(problem.training).schedule.first_round_steps)
         model, score, record = refit_in_searched_order(
             result.model, result.elbo, lambda m, c: problem.trainer(m, c, events), problem.training, problem.x,
-            problem.regimes, problem.targets, seed=result.seed, batch_size=problem.score_rows)
+            problem.regimes, problem.targets, seed=result.seed, batch_size=problem.score_rows,
+            target_moves=target_moves and round_number == 0)
         records.append(record)
         logger.info("order refit (seed %d): elbo/row %.4f -> %.4f, %s", result.seed, record["elbo_before"],
                     record["elbo_after"], "kept" if record["kept"] else "not kept")

@@ -162,11 +162,16 @@ class AfterTraining:
             ``None``: :func:`pyro_causal.api.default_order_rounds` (3 for the linear density on
             more than two variables with interventions to find, after the order search, or when
             some rows' regimes are given; else 0).
+        target_moves: the first order-refit round moves the mixture's targets first
+            (:func:`pyro_causal.profile_mixture.swap_targets`: closed-form linear-Gaussian
+            mechanisms, greedy target-swap moves) and refits inside the order that ends in
+            (latent regimes only; see ``docs/method.md``, "After the penalty loop").
         edge_search: the :class:`EdgeSearch` run on the result (off by default).
     """
 
     held_refit: bool = True
     order_refit: Optional[int] = None
+    target_moves: bool = False
     edge_search: EdgeSearch = field(default_factory=EdgeSearch)
 
     def __post_init__(self) -> None:

@@ -28,6 +28,8 @@ from torch import Tensor
 from .acyclicity import dag_from_probabilities, is_dag
 from .elbo import mean_elbo
 from .order_search import order_respecting, propose_order
+from .posterior import exact_assignment_probs
+from .profile_mixture import swap_targets
 from .problem import best_of_seeds, held_config, tagged
 from .resources import keeps_freed_memory, restores_threads
 from .trainer import Trainer, TrainingConfig
@@ -220,7 +222,7 @@ def refit_with_order_held(fresh, order, make_trainer: Callable[[object], Trainer
 
 def refit_in_searched_order(model, score: float, make_trainer, config: TrainingConfig, x: Tensor,
                             regimes: Optional[Tensor] = None, targets: Optional[Tensor] = None, *,
-                            seed: int = 0, batch_size: Optional[int] = None):
+                            seed: int = 0, batch_size: Optional[int] = None, target_moves: bool = False):
     """Search an order from ``model``'s mixture, continue a copy of ``model`` inside it, keep the higher bound.
 
     The copy is trained for one penalty round (a fresh optimiser) with every edge against the
@@ -233,20 +235,32 @@ def refit_in_searched_order(model, score: float, make_trainer, config: TrainingC
         model: the model the penalty loop fitted; ``score`` its bound per row.
         make_trainer: ``(model, TrainingConfig) -> Trainer`` on the data.
         config: the penalty loop's :class:`TrainingConfig` (the refit runs one round of it).
+        target_moves: before the refit, move the mixture by
+            :func:`~pyro_causal.profile_mixture.swap_targets` from the proposed order (latent
+            regimes only); the refit trains inside the order it ends in, its targets started there.
 
     Returns:
         ``(model kept, its bound per row, record)``; the record holds both bounds, both orders
         and whether the refit was kept.
     """
     proposal = propose_order(model, x, regimes, targets, seed=seed)
+    moved = None
+    if target_moves and regimes is None and targets is None:
+        moved = swap_targets(x, torch.as_tensor(exact_assignment_probs(model, x), dtype=torch.float64, device=x.device),
+                             model.full_targets(model.guide.target_probs()).detach(), proposal["order"],
+                             perfect=model.perfect, target_logit=model.target_logit, required=model.guide.required)
+        proposal["order"] = moved.order
     refit = copy.deepcopy(model)
+    if moved is not None:
+        with torch.no_grad():
+            refit.guide.target_logits.copy_(torch.logit(moved.pi[1:].clamp(1e-3, 1 - 1e-3)).to(refit.guide.target_logits))
     refit.train()
     held = order_config(refit, config)
     train_in_order(refit, proposal["order"], lambda m: make_trainer(m, held))
     refit.eval()
     after = mean_elbo(refit, x, regimes, targets, seed=seed, batch_size=batch_size)[0]
     record = {"start_order": proposal["start"], "order": proposal["order"], "moves": proposal["moves"],
-              "restart": proposal["restart"],
+              "restart": proposal["restart"], "target_moves": None if moved is None else round(moved.score, 3),
               "profile_gain": round(proposal["score"] - proposal["start_score"], 3),
               "elbo_before": round(score, 6), "elbo_after": round(after, 6), "kept": after > score}
     return (refit, after, record) if after > score else (model, score, record)

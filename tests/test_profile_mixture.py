@@ -1,0 +1,151 @@
+"""Tests of the closed-form mixture refinement and its target-swap moves (pyro_causal.profile_mixture)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_causal import TrainingConfig, simulate
+from pyro_causal.profile_mixture import mechanism_log_densities, refine, row_outer_products, swap_targets
+
+
+def weighted_fit_log_density(x, weights, target, inputs):
+    """Brute force: weighted least squares with an intercept; each row's log-density under the fit."""
+    design = np.column_stack([x[:, inputs], np.ones(len(x))])
+    w = np.sqrt(weights)
+    coef = np.linalg.lstsq(design * w[:, None], x[:, target] * w, rcond=None)[0]
+    residual = x[:, target] - design @ coef
+    variance = (weights * residual**2).sum() / weights.sum()
+    return -0.5 * (np.log(2 * np.pi * variance) + residual**2 / variance)
+
+
+@pytest.fixture(scope="module")
+def soft_mixture():
+    data = simulate(4, 1.5, 2000, seed=5)
+    x = (data.x - data.x.mean(0)) / data.x.std(0)
+    rng = np.random.default_rng(1)
+    q = rng.dirichlet(np.ones(data.num_regimes), len(x))
+    pi = rng.uniform(0, 1, data.targets.shape)
+    pi[0] = 0.0
+    return x, q, pi
+
+
+@pytest.mark.parametrize("perfect", [True, False])
+def test_mechanism_log_densities_are_the_weighted_least_squares_fits(soft_mixture, perfect):
+    x, q, pi = soft_mixture
+    order = [2, 0, 3, 1]
+    observational, intervened = mechanism_log_densities(torch.tensor(x), order, torch.tensor(q), torch.tensor(pi), perfect)
+    assert observational.shape == (len(x), 4) and intervened.shape == (len(x), q.shape[1], 4)
+    for t, j in enumerate(order):
+        before = order[:t]
+        np.testing.assert_allclose(observational[:, j].numpy(), weighted_fit_log_density(x, q @ (1 - pi[:, j]), j, before),
+                                   rtol=1e-7, atol=1e-7)
+        for k in range(q.shape[1]):
+            np.testing.assert_allclose(intervened[:, k, j].numpy(),
+                                       weighted_fit_log_density(x, q[:, k], j, [] if perfect else before),
+                                       rtol=1e-7, atol=1e-7)
+
+
+def test_row_outer_products_flatten_each_rows_augmented_outer_product():
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
+    outer = row_outer_products(x)
+    expected = torch.stack([torch.outer(torch.cat([r, torch.ones(1, dtype=r.dtype)]), torch.cat([r, torch.ones(1, dtype=r.dtype)])).reshape(-1)
+                            for r in x])
+    assert torch.equal(outer, expected)
+
+
+def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_assignments(soft_mixture):
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    order = [0, 1, 2, 3]
+    gamma = -2.0
+    step = refine(x, q, pi, order, iterations=1, target_logit=gamma)
+    climbed = step.order
+    observational, intervened = mechanism_log_densities(x, climbed, q, pi)
+    gain = torch.einsum("ik,ikj->kj", q, intervened - observational.unsqueeze(1))
+    expected_pi = torch.sigmoid(gamma + gain)
+    expected_pi[0] = 0.0
+    torch.testing.assert_close(step.pi, expected_pi)
+    joint = q.mean(0).log() + ((1 - expected_pi) * observational.unsqueeze(1) + expected_pi * intervened).sum(-1)
+    torch.testing.assert_close(step.q, torch.softmax(joint, 1))
+    prior = 1 / (1 + math.exp(2.0))
+    p = expected_pi[1:]
+    kl = (p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()).sum()
+    assert step.score == pytest.approx(float(torch.logsumexp(joint, 1).sum() - kl), rel=1e-10)
+
+
+def test_the_alternation_only_climbs(soft_mixture):
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    scores = [refine(x, q, pi, [3, 2, 1, 0], iterations=i).score for i in (1, 2, 4, 8)]
+    assert all(b >= a - 1e-6 for a, b in zip(scores, scores[1:])) and scores[-1] > scores[0]
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    data = simulate(5, 1.0, 4000, seed=3)
+    x = torch.tensor((data.x - data.x.mean(0)) / data.x.std(0))
+    q = torch.nn.functional.one_hot(torch.tensor(data.regimes)).double()
+    pi = torch.tensor(data.targets, dtype=torch.float64)
+    return data, x, q, pi
+
+
+def violations(adjacency, order):
+    position = {j: t for t, j in enumerate(order)}
+    return sum(position[i] > position[j] for i, j in zip(*np.nonzero(adjacency)))
+
+
+def test_from_the_true_regimes_and_targets_the_alternation_keeps_them(labelled):
+    data, x, q, pi = labelled
+    start = list(range(5))[::-1]
+    mixture = refine(x, q, pi, start)
+    assert violations(data.adjacency, start) > 0 and violations(data.adjacency, mixture.order) == 0
+    assert torch.equal((mixture.pi > 0.5).int(), pi.int())
+    # its assignments are as accurate as those of the true SCM's posterior (the Bayes classifier)
+    bayes = float((np.asarray(data.regime_posterior()).argmax(1) == data.regimes).mean())
+    assert float((mixture.q.argmax(1) == q.argmax(1)).double().mean()) == pytest.approx(bayes, abs=0.01)
+
+
+def test_target_swaps_move_a_misplaced_intervention_back(labelled):
+    """Component 2 holds regime 3's rows too and component 3 targets regime 2's variable: the
+    alternation alone keeps two components on one variable and an edge against the order; the
+    swaps cover every intervened variable again and order every edge, at a higher score."""
+    data, x, q, pi = labelled
+    merged = q.clone()
+    rows = torch.tensor(data.regimes) == 3
+    merged[rows, 2], merged[rows, 3] = 1.0, 0.0
+    merged = 0.9 * merged + 0.1 / merged.shape[1]
+    wrong = pi.clone()
+    wrong[3] = pi[2]
+    start = list(range(5))
+    alone = refine(x, merged, wrong, start)
+    moved = swap_targets(x, merged, wrong, start)
+    targets = lambda m: sorted((m.pi[1:] > 0.5).int().argmax(1).tolist())
+    assert targets(alone) != [0, 1, 2, 3, 4] and violations(data.adjacency, alone.order) > 0
+    assert moved.score > alone.score
+    assert targets(moved) == [0, 1, 2, 3, 4] and violations(data.adjacency, moved.order) == 0
+
+
+def test_fit_moves_the_targets_in_the_first_order_refit_round_only_when_asked():
+    from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, fit
+
+    data = simulate(4, 1.0, 1500, seed=2)
+    schedule = PenaltySchedule(first_round_steps=100, round_steps=50, max_rounds=2)
+
+    def rounds(moves):
+        result = fit(data.x, seed=0, config=FitConfig(training=TrainingConfig(schedule=schedule),
+                                                      after_training=AfterTraining(order_refit=2, held_refit=False,
+                                                                                   target_moves=moves)))
+        return result.records["order_refit"]
+
+    with_moves, without = rounds(True), rounds(False)
+    assert isinstance(with_moves[0]["target_moves"], float)
+    assert all(r["target_moves"] is None for r in with_moves[1:] + without)
+
+
+def test_orders_keep_the_edges_the_prior_requires(labelled):
+    data, x, q, pi = labelled
+    cause, effect = (int(v[0]) for v in np.nonzero(data.adjacency))
+    required = torch.zeros(5, 5, dtype=torch.bool)
+    required[effect, cause] = True  # a true edge, reversed and required
+    mixture = swap_targets(x, q, pi, list(range(5)), required=required, sweeps=1)
+    assert mixture.order.index(effect) < mixture.order.index(cause)
+    assert refine(x, q, pi, list(range(5)))[1].index(cause) < refine(x, q, pi, list(range(5)))[1].index(effect)
