@@ -47,8 +47,8 @@ def _regression(gram: Tensor, inputs: Tensor) -> Tensor:
     """Weighted least-squares coefficients of each ``x_j`` on ``[x_inputs, 1]``.
 
     Args:
-        gram: ``(..., d + 1, d + 1)`` weighted second moments of ``[x, 1]``, one per variable ``j``
-            in the second-last batch position (``(..., d, d + 1, d + 1)``).
+        gram: ``(..., d, d + 1, d + 1)``: for each variable ``j``, the weighted second moments of
+            ``[x, 1]`` of its regression.
         inputs: ``(d, d)`` bool, ``inputs[j, l]``: ``x_l`` is a regressor of ``x_j``.
 
     Returns:
