@@ -214,7 +214,8 @@ def test_the_refit_inside_a_searched_order_passes_the_problem_on_and_records_bot
         assert trained["config"].schedule.max_rounds == 1 and trained["config"].graph_estimator == "local"
         assert trained["config"].schedule.first_round_steps == 7
         assert bool(trained["forbidden"][0, 2]) and not bool(trained["forbidden"][2, 0])  # 0 after 2 in the order
-        assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "restart": 3, "profile_gain": 1.235,
+        assert record == {"start_order": [0, 2, 1], "order": [2, 0, 1], "moves": 1, "restart": 3, "target_moves": None,
+                          "profile_gain": 1.235,
                           "elbo_before": -2.0, "elbo_after": round(after, 6), "kept": kept}
         assert score == (after if kept else -2.0) and (chosen is model) is not kept
 
