@@ -122,7 +122,7 @@ def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
 
 
 def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
-           target_logit: float = -2.0, iterations: int = 30, tolerance: float = 1e-6, climb: bool = True,
+           target_logit: float = -2.0, iterations: int = 30, tolerance: float = 1e-6,
            outer: Optional[Tensor] = None, required: Optional[Tensor] = None) -> Mixture:
     """Alternate order, mechanisms, targets and ``q(z)`` (module docstring) from ``(q, pi, order)``.
 
@@ -131,8 +131,7 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
             the observational regime and stays 0); order: the starting order.
         iterations: at most this many alternations; stops when the score rises by less than
             ``tolerance`` per row.
-        climb: search the order at each alternation (``False``: keep ``order``), among the orders
-            with every edge of the ``(d, d)`` bool mask ``required`` along them.
+        required: ``(d, d)`` bool mask of edges every order searched keeps along it.
         outer: :func:`row_outer_products` of ``x`` (float64), when already at hand.
 
     Returns:
@@ -142,8 +141,7 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
     outer = row_outer_products(x) if outer is None else outer
     order, score = list(order), None
     for _ in range(iterations):
-        if climb:
-            order = search_order(_moments(q, outer), pi, order, perfect=perfect, required=required)[0]
+        order = search_order(_moments(q, outer), pi, order, perfect=perfect, required=required)[0]
         observational, intervened = mechanism_log_densities(x, order, q, pi, perfect, outer)
         gain = torch.einsum("ik,ikj->kj", q, intervened - observational.unsqueeze(1))
         pi = torch.sigmoid((target_logit + gain).clamp(-30.0, 30.0))

@@ -149,3 +149,24 @@ def test_orders_keep_the_edges_the_prior_requires(labelled):
     mixture = swap_targets(x, q, pi, list(range(5)), required=required, sweeps=1)
     assert mixture.order.index(effect) < mixture.order.index(cause)
     assert refine(x, q, pi, list(range(5)))[1].index(cause) < refine(x, q, pi, list(range(5)))[1].index(effect)
+
+
+def test_the_targets_kl_is_the_bernoulli_kl_to_the_prior_in_double_precision():
+    from pyro_causal.profile_mixture import _target_kl
+
+    pi = torch.tensor([[0.0, 0.0], [0.3, 0.999], [1e-13, 1.0]], dtype=torch.float64)
+    prior = 1 / (1 + math.exp(1.5))
+    expected = 0.0
+    for p in (0.3, 0.999, 1e-12, 1 - 1e-12):  # 0 and 1 are clamped to 1e-12 from the ends
+        expected += p * math.log(p / prior) + (1 - p) * math.log((1 - p) / (1 - prior))
+    assert float(_target_kl(pi, -1.5)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_alternation_stops_when_the_score_rises_by_less_than_the_tolerance_per_row(soft_mixture):
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    start = [3, 2, 1, 0]
+    one, two, three = (refine(x, q, pi, start, iterations=i) for i in (1, 2, 3))
+    rise = (two.score - one.score) / len(x)  # the first rise is measured after the second alternation
+    assert rise > 0 and three.score > two.score
+    assert refine(x, q, pi, start, tolerance=rise * 1.01).score == two.score
+    assert refine(x, q, pi, start, tolerance=rise * 0.99).score == three.score  # its rise, far smaller, stops it
