@@ -11,8 +11,8 @@ predecessor a parent (:func:`order_scores`).  Complete DAGs of different orders 
 equivalent, so without interventions every order scores the same; the interventions found by
 the mixture are what separate them.  The scores need only the components' weighted second
 moments ``M_k = sum_i q(z_i = k) [x_i, 1] [x_i, 1]^T``, so a hill climb over insertion moves
-(one variable moved to another position) costs a few batched ``(d + 1) x (d + 1)`` solves per
-candidate.  The hill climb stops at a local optimum, so :func:`propose_order` climbs from the
+(one variable moved to another position) costs batched ``(d + 1) x (d + 1)`` solves, one per
+distinct (variable, predecessor set) among the candidates.  The hill climb stops at a local optimum, so :func:`propose_order` climbs from the
 fitted DAG's order and from random orders and keeps the best.  The order it returns is a
 proposal: :func:`pyro_causal.fit` refits the model with that order held and keeps the refit only
 when its bound is higher.
@@ -30,8 +30,12 @@ from torch import Tensor
 from .acyclicity import dag_from_probabilities
 from .posterior import exact_assignment_probs
 
-#: Candidate orders scored per batched solve (bounds memory at large ``d`` and ``K``).
-CHUNK = 32
+#: Candidate orders scored per :func:`graph_scores` call of :func:`search_order`.
+CHUNK = 256
+#: (variable, parent set) families regressed per batched solve (bounds memory at large ``d`` and ``K``).
+FAMILY_CHUNK = 256
+#: Largest ``d`` whose (variable, parent set) families :func:`graph_scores` encodes as one int64.
+FAMILY_KEY_BITS = 56
 PROPOSAL_RESTARTS = 20
 """Random orders :func:`propose_order` climbs from besides the fitted DAG's order."""
 PROPOSAL_STREAM = 0x70726F706F7365
@@ -72,6 +76,14 @@ def _regression_log_likelihood(gram: Tensor, target: Tensor, inputs: Tensor) -> 
     return torch.where(total > 1e-9, value, torch.zeros_like(value))
 
 
+def _unique_rows(rows: Tensor):
+    """``(distinct rows, index of one occurrence of each, index of each row's distinct row)``."""
+    distinct, inverse = torch.unique(rows, dim=0 if rows.dim() > 1 else None, return_inverse=True)
+    first = torch.empty(len(distinct), dtype=torch.long, device=rows.device)
+    first[inverse] = torch.arange(len(rows), device=rows.device)
+    return distinct, first, inverse
+
+
 def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
     """Profile log-likelihood of DAGs given the mixture: ``(M, d, d) -> (M,)``.
 
@@ -87,16 +99,31 @@ def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfe
     K, d = target_probs.shape
     pi = target_probs.double().to(moments.device)
     parents = adjacency.to(moments.device).bool().transpose(-1, -2)  # (M, j, l): l is a parent of j
-    variables = torch.arange(d, device=moments.device).expand(parents.shape[0], d)
+    M = parents.shape[0]
+    # candidate graphs share most (variable, parent set) families: regress each distinct one once
+    families = torch.cat([torch.arange(d, device=moments.device).expand(M, d).reshape(-1, 1),
+                          parents.reshape(M * d, d).long()], 1)  # (M d, 1 + d): variable, parent indicators
+    if d <= FAMILY_KEY_BITS:  # one integer per family: sorting integers is faster than sorting rows
+        bits = 2 ** torch.arange(d, device=moments.device)
+        _, first, family_of = _unique_rows(families[:, 0] << d | (families[:, 1:] * bits).sum(-1))
+    else:
+        _, first, family_of = _unique_rows(families)
+    variables, parents = families[first, 0], families[first, 1:].bool()  # (U,), (U, d)
     observational = torch.einsum("kj,kab->jab", 1.0 - pi, moments)  # (d, d+1, d+1)
-    score = _regression_log_likelihood(observational.unsqueeze(0), variables, parents).sum(-1)
+    chunks = list(zip(variables.split(FAMILY_CHUNK), parents.split(FAMILY_CHUNK)))
+    own = torch.cat([_regression_log_likelihood(observational[v], v, p) for v, p in chunks])  # (U,)
+    score = own[family_of].reshape(M, d).sum(-1)
     if K > 1:
         if perfect:  # intervened mechanisms have no parents: one regression per (k, j) serves every graph
-            variables, parents = variables[:1], torch.zeros_like(parents[:1])
-        per_component = _regression_log_likelihood(
-            moments[1:, None, None], variables.expand(K - 1, *variables.shape), parents.expand(K - 1, *parents.shape)
-        )  # (K - 1, M, d), M = 1 when perfect
-        score = score + (pi[1:, None, :] * per_component).sum((0, 2))
+            per_component = _regression_log_likelihood(
+                moments[1:, None], torch.arange(d, device=moments.device).expand(K - 1, d),
+                torch.zeros(K - 1, d, d, dtype=torch.bool, device=moments.device)).unsqueeze(1)  # (K - 1, 1, d)
+        else:
+            per_component = torch.cat([_regression_log_likelihood(moments[1:, None], v.expand(K - 1, -1),
+                                                                  p.expand(K - 1, -1, -1)) for v, p in chunks], 1)
+            per_component = per_component[:, family_of].reshape(K - 1, M, d)
+        weighted = (pi[1:, None, :] * per_component).transpose(0, 1)  # (M or 1, K - 1, d)
+        score = score + weighted.reshape(weighted.shape[0], -1).sum(-1)  # one contiguous sum per graph, as alone
     return score
 
 

@@ -15,7 +15,11 @@ maximum-likelihood value (linear Gaussian, as in :func:`~pyro_causal.order_searc
   :func:`~pyro_causal.order_search.search_order` on the new mixture.
 
 :func:`refine` alternates these steps; its score is ``sum_i log sum_k w_k p(x_i | k)`` minus the
-targets' KL to their prior.  The alternation only climbs, so :func:`swap_targets` adds moves: one
+targets' KL to their prior.  Every step reads the rows only through their packed outer products
+``[x_i, 1] [x_i, 1]^T`` (:func:`row_outer_products`): the components' moments are one matrix product,
+a squared residual summed over a component's rows is ``a^T M_k a``, and each row's eq. 8 term one
+quadratic form per component (:func:`joint_log_densities`), so an alternation costs
+``O(n K d^2)``.  The alternation only climbs, so :func:`swap_targets` adds moves: one
 component's targets set to one variable, a few alternations, the best move kept while the score
 rises.
 """
@@ -43,6 +47,19 @@ class Mixture(NamedTuple):
     pi: Tensor
 
 
+class Mechanisms(NamedTuple):
+    """Maximum-likelihood linear-Gaussian mechanisms as residual maps: ``x_ij - prediction = a . [x_i, 1]``.
+
+    ``observational`` ``(d, d + 1)`` and its residual variances ``observational_variance`` ``(d,)``;
+    ``intervened`` ``(K, d, d + 1)``, component ``k``'s, and ``intervened_variance`` ``(K, d)``.
+    """
+
+    observational: Tensor
+    observational_variance: Tensor
+    intervened: Tensor
+    intervened_variance: Tensor
+
+
 def _regression(gram: Tensor, inputs: Tensor) -> Tensor:
     """Weighted least-squares coefficients of each ``x_j`` on ``[x_inputs, 1]``.
 
@@ -64,54 +81,102 @@ def _regression(gram: Tensor, inputs: Tensor) -> Tensor:
     return torch.linalg.solve(system + ridge, right.unsqueeze(-1)).squeeze(-1) * keep
 
 
-def _gaussian_log_density(x: Tensor, y: Tensor, coefficients: Tensor, weights: Tensor) -> Tensor:
-    """``log N(x_ij; coefficients_j . y_i, s_j^2)`` with ``s_j^2`` the weighted residual variance.
+def _residual_variance(maps: Tensor, gram: Tensor) -> Tensor:
+    """``a_j^T G a_j / G[d, d]``: the weighted mean squared residual, ``(..., d, d + 1)`` maps and
+    ``(..., d, d + 1, d + 1)`` grams -> ``(..., d)``, floored at :data:`MIN_VARIANCE`."""
+    squares = ((maps.unsqueeze(-2) @ gram).squeeze(-2) * maps).sum(-1)
+    return (squares / gram[..., -1, -1].clamp_min(1e-12)).clamp_min(MIN_VARIANCE)
 
-    ``x`` ``(n, d)``, ``y`` ``(n, d + 1)``, ``coefficients`` ``(..., d, d + 1)``, ``weights``
-    ``(..., n, d)`` -> ``(..., n, d)``.
+
+def fit_mechanisms(moments: Tensor, order: Sequence[int], pi: Tensor, perfect: bool = True) -> Mechanisms:
+    """The maximum-likelihood mechanisms of the complete DAG of ``order`` given the mixture.
+
+    Args:
+        moments: ``(K, d + 1, d + 1)`` ``sum_i q_ik [x_i, 1] [x_i, 1]^T``.
+        pi: ``(K, d)`` target probabilities (row 0 zero): the observational regression of ``x_j``
+            weighs component ``k``'s rows by ``1 - pi_kj``.
+        perfect: component ``k``'s intervened mechanisms have no parents.
     """
-    residual = x - y @ coefficients.transpose(-1, -2)  # (..., n, d)
-    total = weights.sum(-2).clamp_min(1e-12)
-    variance = ((weights * residual ** 2).sum(-2) / total).clamp_min(MIN_VARIANCE)  # (..., d)
-    return -0.5 * (LOG_TWO_PI + variance.log().unsqueeze(-2) + residual ** 2 / variance.unsqueeze(-2))
+    K, side = moments.shape[0], moments.shape[-1]
+    d = side - 1
+    position = torch.empty(d, dtype=torch.long, device=moments.device)
+    position[torch.as_tensor(order, device=moments.device)] = torch.arange(d, device=moments.device)
+    inputs = position.unsqueeze(0) < position.unsqueeze(1)  # (j, l): l precedes j
+    identity = torch.eye(d, side, dtype=moments.dtype, device=moments.device)
+    gram = ((1.0 - pi).T @ moments.reshape(K, -1)).reshape(d, side, side)  # sum_k (1 - pi_kj) M_k
+    observational = identity - _regression(gram, inputs)
+    per_component = moments.unsqueeze(1).expand(-1, d, -1, -1)  # (K, d, d + 1, d + 1)
+    intervened = identity - _regression(per_component, torch.zeros_like(inputs) if perfect else inputs)
+    return Mechanisms(observational, _residual_variance(observational, gram),
+                      intervened, _residual_variance(intervened, per_component))
+
+
+def _triangle(side: int, device=None) -> Tensor:
+    """``(2, side (side + 1) / 2)``: row and column of each upper-triangular entry, row-major."""
+    return torch.triu_indices(side, side, device=device)
 
 
 def row_outer_products(x: Tensor) -> Tensor:
-    """``y_i y_i^T`` of every row, ``y = [x, 1]``, flattened: ``(n, d) -> (n, (d + 1)^2)``; weighted
-    second moments are then one matrix product (``weights^T @ outer``)."""
+    """The upper triangle (row-major) of ``y_i y_i^T`` of every row, ``y = [x, 1]``:
+    ``(n, d) -> (n, (d + 1)(d + 2) / 2)``; weighted second moments are then one matrix product."""
     y = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-    return (y.unsqueeze(2) * y.unsqueeze(1)).reshape(x.shape[0], -1)
+    rows, columns = _triangle(y.shape[1], x.device)
+    return y[:, rows] * y[:, columns]
+
+
+def _side(outer: Tensor) -> int:
+    """``d + 1`` of :func:`row_outer_products`' ``(n, (d + 1)(d + 2) / 2)``."""
+    return (math.isqrt(8 * outer.shape[1] + 1) - 1) // 2
 
 
 def _moments(weights: Tensor, outer: Tensor) -> Tensor:
     """``sum_i w_ic y_i y_i^T`` for every column ``c`` of ``weights`` ``(n, C)``: ``(C, d + 1, d + 1)``."""
-    side = math.isqrt(outer.shape[1])
-    return (weights.T @ outer).reshape(weights.shape[1], side, side)
+    side = _side(outer)
+    rows, columns = _triangle(side, outer.device)
+    packed = weights.T @ outer  # (C, side (side + 1) / 2)
+    moments = packed.new_empty(weights.shape[1], side, side)
+    moments[:, rows, columns] = packed
+    moments[:, columns, rows] = packed
+    return moments
 
 
-def mechanism_log_densities(x: Tensor, order: Sequence[int], q: Tensor, pi: Tensor, perfect: bool = True,
-                            outer: Optional[Tensor] = None):
-    """Per-row log-densities of the maximum-likelihood mechanisms of the complete DAG of ``order``
-    (``outer``: :func:`row_outer_products` of ``x``, when already at hand).
+def mechanism_log_densities(x: Tensor, mechanisms: Mechanisms):
+    """Per-row log-densities of ``mechanisms``: ``(observational (n, d), intervened (n, K, d))``,
+    ``log g_j(x_ij | predecessors)`` and ``log g_kj(x_ij | ...)``."""
+    y = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
 
-    Returns:
-        ``(observational (n, d), intervened (n, K, d))``: ``log g_j(x_ij | predecessors)`` and
-        ``log g_kj(x_ij | ...)`` of component ``k``'s intervened mechanism.
-    """
-    n, d = x.shape
-    outer = row_outer_products(x) if outer is None else outer
-    y = torch.cat([x, x.new_ones(n, 1)], 1)
-    position = torch.empty(d, dtype=torch.long, device=x.device)
-    position[torch.as_tensor(order, device=x.device)] = torch.arange(d, device=x.device)
-    inputs = position.unsqueeze(0) < position.unsqueeze(1)  # (j, l): l precedes j
-    weights = q @ (1.0 - pi)  # (n, d)
-    observational = _gaussian_log_density(x, y, _regression(_moments(weights, outer), inputs), weights)
-    moments = _moments(q, outer)  # (K, d + 1, d + 1)
-    parents = torch.zeros_like(inputs) if perfect else inputs
-    coefficients = _regression(moments.unsqueeze(1).expand(-1, d, -1, -1), parents)  # (K, d, d + 1)
-    component_weights = q.T.unsqueeze(-1).expand(-1, -1, d)  # (K, n, d)
-    intervened = _gaussian_log_density(x, y, coefficients, component_weights).transpose(0, 1)  # (n, K, d)
-    return observational, intervened
+    def log_density(maps, variance):
+        residual = y @ maps.transpose(-1, -2)  # (..., n, d)
+        return -0.5 * (LOG_TWO_PI + variance.log().unsqueeze(-2) + residual ** 2 / variance.unsqueeze(-2))
+
+    return (log_density(mechanisms.observational, mechanisms.observational_variance),
+            log_density(mechanisms.intervened, mechanisms.intervened_variance).transpose(0, 1))
+
+
+def expected_log_densities(moments: Tensor, mechanisms: Mechanisms):
+    """``sum_i q_ik log g_j(x_ij)`` and ``sum_i q_ik log g_kj(x_ij)``, both ``(K, d)``, from the
+    components' moments (a squared residual summed over rows is ``a^T M_k a``)."""
+    total = moments[:, -1, -1].unsqueeze(-1)  # (K, 1)
+    obs, obs_var = mechanisms.observational, mechanisms.observational_variance
+    inter, inter_var = mechanisms.intervened, mechanisms.intervened_variance
+    obs_squares = ((obs @ moments) * obs).sum(-1)  # a_j^T M_k a_j: (K, d)
+    inter_squares = ((inter @ moments) * inter).sum(-1)
+    return (-0.5 * (total * (LOG_TWO_PI + obs_var.log()) + obs_squares / obs_var),
+            -0.5 * (total * (LOG_TWO_PI + inter_var.log()) + inter_squares / inter_var))
+
+
+def joint_log_densities(outer: Tensor, mechanisms: Mechanisms, pi: Tensor) -> Tensor:
+    """``sum_j (1 - pi_kj) log g_j(x_ij) + pi_kj log g_kj(x_ij)`` (eq. 8 at ``E[r] = pi``) of every
+    row and component: ``(n, K)``, one quadratic form ``y_i^T C_k y_i`` per row and component
+    (``outer``: :func:`row_outer_products`)."""
+    obs, obs_var = mechanisms.observational, mechanisms.observational_variance
+    inter, inter_var = mechanisms.intervened, mechanisms.intervened_variance
+    curvature = ((((1.0 - pi) / obs_var).unsqueeze(-1) * obs).transpose(-1, -2) @ obs
+                 + ((pi / inter_var).unsqueeze(-1) * inter).transpose(-1, -2) @ inter)  # (K, d + 1, d + 1)
+    rows, columns = _triangle(curvature.shape[-1], outer.device)
+    packed = curvature[:, rows, columns] * torch.where(rows == columns, 1.0, 2.0).to(curvature)  # off-diagonal twice
+    normaliser = ((1.0 - pi) * (LOG_TWO_PI + obs_var.log()) + pi * (LOG_TWO_PI + inter_var.log())).sum(-1)
+    return -0.5 * (outer @ packed.T + normaliser)
 
 
 def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
@@ -141,15 +206,16 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
     outer = row_outer_products(x) if outer is None else outer
     order, score = list(order), None
     for _ in range(iterations):
-        order = search_order(_moments(q, outer), pi, order, perfect=perfect, required=required)[0]
-        observational, intervened = mechanism_log_densities(x, order, q, pi, perfect, outer)
-        gain = torch.einsum("ik,ikj->kj", q, intervened - observational.unsqueeze(1))
-        pi = torch.sigmoid((target_logit + gain).clamp(-30.0, 30.0))
+        moments = _moments(q, outer)
+        order = search_order(moments, pi, order, perfect=perfect, required=required)[0]
+        mechanisms = fit_mechanisms(moments, order, pi, perfect)
+        observational, intervened = expected_log_densities(moments, mechanisms)
+        pi = torch.sigmoid((target_logit + intervened - observational).clamp(-30.0, 30.0))
         pi[0] = 0.0
-        log_weights = q.mean(0).clamp_min(1e-12).log()
-        joint = log_weights + ((1 - pi) * observational.unsqueeze(1) + pi * intervened).sum(-1)  # (n, K)
-        q = torch.softmax(joint, 1)
-        new = float(torch.logsumexp(joint, 1).sum() - _target_kl(pi, target_logit))
+        joint = q.mean(0).clamp_min(1e-12).log() + joint_log_densities(outer, mechanisms, pi)  # (n, K)
+        evidence = torch.logsumexp(joint, 1, keepdim=True)  # log sum_k w_k p(x_i | k)
+        q = (joint - evidence).exp()
+        new = float(evidence.sum() - _target_kl(pi, target_logit))
         done = score is not None and new - score < tolerance * x.shape[0]
         score = new
         if done:

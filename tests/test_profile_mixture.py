@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from pyro_causal import TrainingConfig, simulate
-from pyro_causal.profile_mixture import mechanism_log_densities, refine, row_outer_products, swap_targets
+from pyro_causal.order_search import component_moments
+from pyro_causal.profile_mixture import (expected_log_densities, fit_mechanisms, joint_log_densities,
+                                        mechanism_log_densities, refine, row_outer_products, swap_targets)
 
 
 def weighted_fit_log_density(x, weights, target, inputs):
@@ -30,11 +32,16 @@ def soft_mixture():
     return x, q, pi
 
 
+def mechanisms_of(x, order, q, pi, perfect=True):
+    return fit_mechanisms(component_moments(x, q), order, pi, perfect)
+
+
 @pytest.mark.parametrize("perfect", [True, False])
 def test_mechanism_log_densities_are_the_weighted_least_squares_fits(soft_mixture, perfect):
     x, q, pi = soft_mixture
     order = [2, 0, 3, 1]
-    observational, intervened = mechanism_log_densities(torch.tensor(x), order, torch.tensor(q), torch.tensor(pi), perfect)
+    mechanisms = mechanisms_of(torch.tensor(x), order, torch.tensor(q), torch.tensor(pi), perfect)
+    observational, intervened = mechanism_log_densities(torch.tensor(x), mechanisms)
     assert observational.shape == (len(x), 4) and intervened.shape == (len(x), q.shape[1], 4)
     for t, j in enumerate(order):
         before = order[:t]
@@ -46,12 +53,23 @@ def test_mechanism_log_densities_are_the_weighted_least_squares_fits(soft_mixtur
                                        rtol=1e-7, atol=1e-7)
 
 
-def test_row_outer_products_flatten_each_rows_augmented_outer_product():
+@pytest.mark.parametrize("perfect", [True, False])
+def test_the_moment_forms_equal_the_sums_over_rows(soft_mixture, perfect):
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    mechanisms = mechanisms_of(x, [1, 3, 0, 2], q, pi, perfect)
+    observational, intervened = mechanism_log_densities(x, mechanisms)
+    expected_observational, expected_intervened = expected_log_densities(component_moments(x, q), mechanisms)
+    torch.testing.assert_close(expected_observational, torch.einsum("ik,ij->kj", q, observational), rtol=1e-10, atol=1e-8)
+    torch.testing.assert_close(expected_intervened, torch.einsum("ik,ikj->kj", q, intervened), rtol=1e-10, atol=1e-8)
+    new_pi = torch.rand(pi.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    joint = ((1 - new_pi) * observational.unsqueeze(1) + new_pi * intervened).sum(-1)
+    torch.testing.assert_close(joint_log_densities(row_outer_products(x), mechanisms, new_pi), joint, rtol=1e-10, atol=1e-8)
+
+
+def test_row_outer_products_pack_the_upper_triangle_of_each_rows_augmented_outer_product():
     x = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
-    outer = row_outer_products(x)
-    expected = torch.stack([torch.outer(torch.cat([r, torch.ones(1, dtype=r.dtype)]), torch.cat([r, torch.ones(1, dtype=r.dtype)])).reshape(-1)
-                            for r in x])
-    assert torch.equal(outer, expected)
+    expected = torch.tensor([[1.0, 2.0, 1.0, 4.0, 2.0, 1.0], [9.0, -3.0, 3.0, 1.0, -1.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(row_outer_products(x), expected)
 
 
 def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_assignments(soft_mixture):
@@ -60,7 +78,7 @@ def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_a
     gamma = -2.0
     step = refine(x, q, pi, order, iterations=1, target_logit=gamma)
     climbed = step.order
-    observational, intervened = mechanism_log_densities(x, climbed, q, pi)
+    observational, intervened = mechanism_log_densities(x, mechanisms_of(x, climbed, q, pi))
     gain = torch.einsum("ik,ikj->kj", q, intervened - observational.unsqueeze(1))
     expected_pi = torch.sigmoid(gamma + gain)
     expected_pi[0] = 0.0
