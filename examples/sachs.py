@@ -81,8 +81,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--search", choices=("order", "penalty"), help="fit's search (default: fit's)")
     parser.add_argument("--order-refit", type=int,
                         help="fit's order_refit: rounds of order search + refit (default: fit's)")
-    parser.add_argument("--target-moves", action="store_true",
-                        help="fit's target_moves: move the mixture's targets before the first order refit")
+    parser.add_argument("--target-moves", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit's target_moves: move the mixture's targets before the first order refit (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--score-graphs", action="store_true",
@@ -274,8 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         how += f", --search {args.search}"
     if args.order_refit is not None:
         how += f", --order-refit {args.order_refit}"
-    if args.target_moves:
-        how += ", --target-moves"
+    if not args.target_moves:
+        how += ", --no-target-moves"
     if args.restarts > 1:
         how += f", {args.restarts} restarts (highest ELBO: seed {result.records['chosen_seed']})"
     if args.edge_search:

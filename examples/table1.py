@@ -197,8 +197,8 @@ def main(argv=None) -> None:
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
     parser.add_argument("--search", choices=("order", "penalty"), help="fit's search: order or penalty (default: fit's)")
     parser.add_argument("--order-refit", type=int, help="fit's order_refit: rounds of order search + refit (default: fit's)")
-    parser.add_argument("--target-moves", action="store_true",
-                        help="fit's target_moves: move the mixture's targets before the first order refit")
+    parser.add_argument("--target-moves", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit's target_moves: move the mixture's targets before the first order refit (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--activation", choices=("leaky_relu", "tanh"), help="hidden activation of the MLP density")
@@ -287,7 +287,7 @@ def options_text(args) -> str:
         ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
         ("max_rounds", args.max_rounds),
         ("first_round_steps", args.first_round_steps)) if value is not None]
-    chosen += ["--target-moves"] * args.target_moves
+    chosen += ["--no-target-moves"] * (not args.target_moves)
     chosen += ["--no-held-refit"] * (not args.held_refit)
     chosen += ["--true-graph"] * args.true_graph
     return ", ".join(chosen) or "defaults"

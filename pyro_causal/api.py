@@ -297,7 +297,7 @@ def _fit_one(problem: Problem, base: FitResult, seed: int, restarts: int, densit
     return refit_with_graph_held(result, seed=seed, prefix=prefix) if config.after_training.held_refit else result
 
 
-def refit_in_searched_orders(result: FitResult, rounds: int, prefix: str = "", target_moves: bool = False) -> FitResult:
+def refit_in_searched_orders(result: FitResult, rounds: int, prefix: str = "", target_moves: bool = True) -> FitResult:
     """Up to ``rounds`` rounds of :func:`~pyro_causal.held_refit.refit_in_searched_order` on
     ``result``, stopping at the first not kept; ``records["order_refit"]`` lists every round.
     ``target_moves``: the first round moves the mixture's targets before its refit."""

@@ -165,13 +165,14 @@ class AfterTraining:
         target_moves: the first order-refit round moves the mixture's targets first
             (:func:`pyro_causal.profile_mixture.swap_targets`: closed-form linear-Gaussian
             mechanisms, greedy target-swap moves) and refits inside the order that ends in
-            (latent regimes only; see ``docs/method.md``, "After the penalty loop").
+            (latent regimes only, where order-refit rounds run; see ``docs/method.md``, "After
+            the penalty loop").
         edge_search: the :class:`EdgeSearch` run on the result (off by default).
     """
 
     held_refit: bool = True
     order_refit: Optional[int] = None
-    target_moves: bool = False
+    target_moves: bool = True
     edge_search: EdgeSearch = field(default_factory=EdgeSearch)
 
     def __post_init__(self) -> None:

@@ -222,7 +222,7 @@ def refit_with_order_held(fresh, order, make_trainer: Callable[[object], Trainer
 
 def refit_in_searched_order(model, score: float, make_trainer, config: TrainingConfig, x: Tensor,
                             regimes: Optional[Tensor] = None, targets: Optional[Tensor] = None, *,
-                            seed: int = 0, batch_size: Optional[int] = None, target_moves: bool = False):
+                            seed: int = 0, batch_size: Optional[int] = None, target_moves: bool = True):
     """Search an order from ``model``'s mixture, continue a copy of ``model`` inside it, keep the higher bound.
 
     The copy is trained for one penalty round (a fresh optimiser) with every edge against the

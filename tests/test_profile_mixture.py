@@ -142,19 +142,19 @@ def test_target_swaps_move_a_misplaced_intervention_back(labelled):
     assert targets(moved) == [0, 1, 2, 3, 4] and violations(data.adjacency, moved.order) == 0
 
 
-def test_fit_moves_the_targets_in_the_first_order_refit_round_only_when_asked():
+def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off():
     from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, fit
 
     data = simulate(4, 1.0, 1500, seed=2)
     schedule = PenaltySchedule(first_round_steps=100, round_steps=50, max_rounds=2)
 
-    def rounds(moves):
+    def rounds(**moves):
         result = fit(data.x, seed=0, config=FitConfig(training=TrainingConfig(schedule=schedule),
                                                       after_training=AfterTraining(order_refit=2, held_refit=False,
-                                                                                   target_moves=moves)))
+                                                                                   **moves)))
         return result.records["order_refit"]
 
-    with_moves, without = rounds(True), rounds(False)
+    with_moves, without = rounds(), rounds(target_moves=False)  # on by default
     assert isinstance(with_moves[0]["target_moves"], float)
     assert all(r["target_moves"] is None for r in with_moves[1:] + without)
 

@@ -24,7 +24,7 @@ def test_the_defaults_are_the_documented_values():
     assert asdict(ModelOptions()) == {"embedding_dim": 16, "two_cycles": "resolve", "density_options": None, "extra": {}}
     assert asdict(EdgeSearch()) == {"rounds": None, "restarts": 3, "moves": ("reverse", "remove")}
     after = AfterTraining()
-    assert (after.held_refit, after.order_refit, after.target_moves, after.edge_search) == (True, None, False, EdgeSearch())
+    assert (after.held_refit, after.order_refit, after.target_moves, after.edge_search) == (True, None, True, EdgeSearch())
     config = FitConfig()
     assert (config.search, config.training, config.num_threads, config.checkpoint) == (None, None, None, None)
     assert (config.preprocessing, config.model, config.after_training) == (Preprocessing(), ModelOptions(), AfterTraining())
@@ -163,7 +163,7 @@ def test_settings_are_plain_json_values_without_the_checkpoint():
     assert settings["priors"] == {"alpha": 1.0, "target_logit": -2.0, "edge_logit": "matrix"}
     assert settings["seed"] == 3 and "checkpoint" not in settings and settings["num_threads"] is None
     assert settings["model"]["extra"] == {"f": "builtin_function_or_method", "p": 0.5}
-    assert settings["after_training"] == {"held_refit": True, "order_refit": None, "target_moves": False,
+    assert settings["after_training"] == {"held_refit": True, "order_refit": None, "target_moves": True,
                                           "edge_search": {"rounds": None, "restarts": 3, "moves": ["reverse", "remove"]}}
     assert settings["training"]["schedule"] == {k: (list(v) if isinstance(v, tuple) else v)
                                                 for k, v in asdict(PenaltySchedule()).items()}
