@@ -10,12 +10,12 @@ interventions, on none for perfect ones).  An order is scored by its complete DA
 predecessor a parent (:func:`order_scores`).  Complete DAGs of different orders are Markov
 equivalent, so without interventions every order scores the same; the interventions found by
 the mixture are what separate them.  The scores need only the components' weighted second
-moments ``M_k = sum_i q(z_i = k) [x_i, 1] [x_i, 1]^T``, so a hill climb over insertion moves
-(one variable moved to another position) costs batched ``(d + 1) x (d + 1)`` solves, one per
-distinct (variable, predecessor set) among the candidates.  The hill climb stops at a local optimum, so :func:`propose_order` climbs from the
-fitted DAG's order and from random orders and keeps the best.  The order it returns is a
-proposal: :func:`pyro_causal.fit` refits the model with that order held and keeps the refit only
-when its bound is higher.
+moments ``M_k = sum_i q(z_i = k) [x_i, 1] [x_i, 1]^T``, so a hill climb over insertion moves (one
+variable moved to another position) costs batched ``(d + 1) x (d + 1)`` solves, one per distinct
+(variable, predecessor set) among the candidates. The hill climb stops at a local optimum, so
+:func:`propose_order` climbs from the fitted DAG's order and from random orders and keeps the best.
+The order it returns is a proposal: :func:`pyro_causal.fit` refits the model with that order held
+and keeps the refit only when its bound is higher.
 """
 from __future__ import annotations
 
@@ -76,12 +76,13 @@ def _regression_log_likelihood(gram: Tensor, target: Tensor, inputs: Tensor) -> 
     return torch.where(total > 1e-9, value, torch.zeros_like(value))
 
 
-def _unique_rows(rows: Tensor):
-    """``(distinct rows, index of one occurrence of each, index of each row's distinct row)``."""
-    distinct, inverse = torch.unique(rows, dim=0 if rows.dim() > 1 else None, return_inverse=True)
-    first = torch.empty(len(distinct), dtype=torch.long, device=rows.device)
-    first[inverse] = torch.arange(len(rows), device=rows.device)
-    return distinct, first, inverse
+def _distinct(keys: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(index of one occurrence of each distinct key, index of each key's distinct key)`` for
+    ``(N,)`` keys or ``(N, L)`` rows."""
+    distinct, inverse = torch.unique(keys, dim=0 if keys.dim() > 1 else None, return_inverse=True)
+    first = torch.empty(len(distinct), dtype=torch.long, device=keys.device)
+    first[inverse] = torch.arange(len(keys), device=keys.device)
+    return first, inverse
 
 
 def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
@@ -105,9 +106,9 @@ def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfe
                           parents.reshape(M * d, d).long()], 1)  # (M d, 1 + d): variable, parent indicators
     if d <= FAMILY_KEY_BITS:  # one integer per family: sorting integers is faster than sorting rows
         bits = 2 ** torch.arange(d, device=moments.device)
-        _, first, family_of = _unique_rows(families[:, 0] << d | (families[:, 1:] * bits).sum(-1))
+        first, family_of = _distinct(families[:, 0] << d | (families[:, 1:] * bits).sum(-1))
     else:
-        _, first, family_of = _unique_rows(families)
+        first, family_of = _distinct(families)
     variables, parents = families[first, 0], families[first, 1:].bool()  # (U,), (U, d)
     observational = torch.einsum("kj,kab->jab", 1.0 - pi, moments)  # (d, d+1, d+1)
     chunks = list(zip(variables.split(FAMILY_CHUNK), parents.split(FAMILY_CHUNK)))
