@@ -210,7 +210,7 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
         order = search_order(moments, pi, order, perfect=perfect, required=required)[0]
         mechanisms = fit_mechanisms(moments, order, pi, perfect)
         observational, intervened = expected_log_densities(moments, mechanisms)
-        pi = torch.sigmoid((target_logit + intervened - observational).clamp(-30.0, 30.0))
+        pi = torch.sigmoid(target_logit + intervened - observational)  # eq. 8 is affine in r
         pi[0] = 0.0
         joint = q.mean(0).clamp_min(1e-12).log() + joint_log_densities(outer, mechanisms, pi)  # (n, K)
         evidence = torch.logsumexp(joint, 1, keepdim=True)  # log sum_k w_k p(x_i | k)

@@ -72,13 +72,14 @@ def test_row_outer_products_pack_the_upper_triangle_of_each_rows_augmented_outer
     assert torch.equal(row_outer_products(x), expected)
 
 
-def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_assignments(soft_mixture):
+@pytest.mark.parametrize("perfect", [True, False])
+def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_assignments(soft_mixture, perfect):
     x, q, pi = (torch.tensor(a) for a in soft_mixture)
     order = [0, 1, 2, 3]
     gamma = -2.0
-    step = refine(x, q, pi, order, iterations=1, target_logit=gamma)
+    step = refine(x, q, pi, order, iterations=1, target_logit=gamma, perfect=perfect)
     climbed = step.order
-    observational, intervened = mechanism_log_densities(x, mechanisms_of(x, climbed, q, pi))
+    observational, intervened = mechanism_log_densities(x, mechanisms_of(x, climbed, q, pi, perfect))
     gain = torch.einsum("ik,ikj->kj", q, intervened - observational.unsqueeze(1))
     expected_pi = torch.sigmoid(gamma + gain)
     expected_pi[0] = 0.0
@@ -89,6 +90,30 @@ def test_one_alternation_scores_the_mixture_it_returns_and_updates_targets_and_a
     p = expected_pi[1:]
     kl = (p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()).sum()
     assert step.score == pytest.approx(float(torch.logsumexp(joint, 1).sum() - kl), rel=1e-10)
+
+
+def test_the_alternation_stops_after_30_by_default(soft_mixture, monkeypatch):
+    from pyro_causal import profile_mixture
+
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    calls = []
+    climb = profile_mixture.search_order
+    monkeypatch.setattr(profile_mixture, "search_order", lambda *a, **k: calls.append(1) or climb(*a, **k))
+    refine(x, q, pi, [3, 2, 1, 0], tolerance=float("-inf"))  # no rise falls below it: only the cap stops
+    assert len(calls) == 30  # one order climb per alternation
+    calls.clear()
+    refine(x, q, pi, [3, 2, 1, 0])
+    assert 2 <= len(calls) < 30
+
+
+@pytest.mark.parametrize("d", [1, 4, 25])
+def test_moments_unpack_the_packed_outer_products_at_any_size(d):
+    from pyro_causal.profile_mixture import _moments
+
+    generator = torch.Generator().manual_seed(d)
+    x = torch.randn(50, d, dtype=torch.float64, generator=generator)
+    weights = torch.rand(50, 3, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(_moments(weights, row_outer_products(x)), component_moments(x, weights))
 
 
 def test_the_alternation_only_climbs(soft_mixture):
