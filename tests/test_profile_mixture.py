@@ -66,6 +66,20 @@ def test_the_moment_forms_equal_the_sums_over_rows(soft_mixture, perfect):
     torch.testing.assert_close(joint_log_densities(row_outer_products(x), mechanisms, new_pi), joint, rtol=1e-10, atol=1e-8)
 
 
+def test_a_component_lighter_than_one_row_has_its_weighted_variance(soft_mixture):
+    """The floor on a component's total weight only keeps empty components finite."""
+    x, q, pi = soft_mixture
+    light = np.column_stack([q[:, :2], q[:, 2] * 0.3 / q[:, 2].sum()])  # component 2 weighs 0.3 rows in all
+    mechanisms = fit_mechanisms(component_moments(torch.tensor(x), torch.tensor(light)), [0, 1, 2, 3],
+                                torch.tensor(pi[:3]))
+    residual = x - (light[:, 2] @ x) / light[:, 2].sum()
+    expected = (light[:, 2, None] * residual**2).sum(0) / light[:, 2].sum()
+    np.testing.assert_allclose(mechanisms.intervened_variance[2].numpy(), expected, rtol=1e-8)
+    perfect = fit_mechanisms(component_moments(torch.tensor(x), torch.tensor(light)), [0, 1, 2, 3], torch.tensor(pi[:3]),
+                             perfect=True)
+    assert all(torch.equal(a, b) for a, b in zip(mechanisms, perfect))  # perfect interventions by default
+
+
 def test_row_outer_products_pack_the_upper_triangle_of_each_rows_augmented_outer_product():
     x = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
     expected = torch.tensor([[1.0, 2.0, 1.0, 4.0, 2.0, 1.0], [9.0, -3.0, 3.0, 1.0, -1.0, 1.0]], dtype=torch.float64)
