@@ -19,6 +19,7 @@ and keeps the refit only when its bound is higher.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Sequence, Tuple
 
@@ -85,11 +86,97 @@ def _distinct(keys: Tensor) -> Tuple[Tensor, Tensor]:
     return first, inverse
 
 
-def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
-    """Profile log-likelihood of DAGs given the mixture: ``(M, d, d) -> (M,)``.
+class MixtureScores:
+    """Profile log-likelihoods of DAGs under one mixture, each (variable, parent set) family
+    regressed once over the object's life: a hill climb's candidates at successive steps, and
+    climbs from several starts, share most families.
 
-    Every mechanism at its maximum-likelihood value (the weighted regressions of the module
-    docstring, each variable on its parents in the graph); no priors.
+    Every mechanism is at its maximum-likelihood value (the weighted regressions of the module
+    docstring, each variable on its parents in the graph); no priors.  A graph's score does not
+    depend on which graphs were scored before or beside it.
+
+    Args:
+        moments: ``(K, d + 1, d + 1)`` from :func:`component_moments`.
+        target_probs: ``(K, d)`` ``pi`` with row 0 (observational) zero.
+        perfect: intervened mechanisms have no parents.
+    """
+
+    def __init__(self, moments: Tensor, target_probs: Tensor, perfect: bool = False) -> None:
+        K, d = target_probs.shape
+        self.moments, self.perfect = moments, perfect
+        self.pi = target_probs.double().to(moments.device)
+        self.observational = torch.einsum("kj,kab->jab", 1.0 - self.pi, moments)  # (d, d + 1, d + 1)
+        self.intervened = None  # perfect: one regression per (k, j) serves every graph, (K - 1, 1, d)
+        if K > 1 and perfect:
+            self.intervened = _regression_log_likelihood(
+                moments[1:, None], torch.arange(d, device=moments.device).expand(K - 1, d),
+                torch.zeros(K - 1, d, d, dtype=torch.bool, device=moments.device)).unsqueeze(1)
+        # families regressed so far (integer keys, sorted; d <= FAMILY_KEY_BITS) and their values
+        self._keys = torch.zeros(0, dtype=torch.long, device=moments.device)
+        self._own = moments.new_zeros(0)
+        self._per_component = moments.new_zeros(K - 1, 0)
+
+    def _regress(self, families: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(U, 1 + d)`` families (variable, parent indicators) -> ``(own (U,), per_component (K - 1, U))``:
+        the observational regressions and, for imperfect interventions, the intervened ones."""
+        K = self.pi.shape[0]
+        chunks = list(zip(families[:, 0].split(FAMILY_CHUNK), families[:, 1:].bool().split(FAMILY_CHUNK)))
+        own = torch.cat([_regression_log_likelihood(self.observational[v], v, p) for v, p in chunks])
+        if K == 1 or self.perfect:
+            return own, own.new_zeros(K - 1, len(own))
+        per_component = torch.cat([_regression_log_likelihood(self.moments[1:, None], v.expand(K - 1, -1),
+                                                              p.expand(K - 1, -1, -1)) for v, p in chunks], 1)
+        return own, per_component
+
+    def _remembered(self, keys: Tensor, families: Tensor) -> Tuple[Tensor, Tensor]:
+        """:meth:`_regress` of distinct sorted ``keys`` (rows ``families``), regressing only the new ones."""
+        new = ~torch.isin(keys, self._keys)
+        if bool(new.any()):
+            own, per_component = self._regress(families[new])
+            merged = torch.cat([self._keys, keys[new]])
+            order = merged.argsort()
+            self._keys = merged[order]
+            self._own = torch.cat([self._own, own])[order]
+            self._per_component = torch.cat([self._per_component, per_component], 1)[:, order]
+        at = torch.searchsorted(self._keys, keys)
+        return self._own[at], self._per_component[:, at]
+
+    def graphs(self, adjacency: Tensor) -> Tensor:
+        """Scores of DAGs: ``(M, d, d) -> (M,)``; ``adjacency[m, i, j]`` (bool or 0/1) for the edge ``i -> j``."""
+        K, d = self.pi.shape
+        device = self.moments.device
+        parents = adjacency.to(device).bool().transpose(-1, -2)  # (M, j, l): l is a parent of j
+        M = parents.shape[0]
+        families = torch.cat([torch.arange(d, device=device).expand(M, d).reshape(-1, 1),
+                              parents.reshape(M * d, d).long()], 1)  # (M d, 1 + d): variable, parent indicators
+        if d <= FAMILY_KEY_BITS:  # one integer per family: sorting integers is faster than sorting rows
+            bits = 2 ** torch.arange(d, device=device)
+            keys = families[:, 0] << d | (families[:, 1:] * bits).sum(-1)
+            first, family_of = _distinct(keys)
+            own, per_component = self._remembered(keys[first], families[first])
+        else:  # rows sorted; nothing remembered between calls
+            first, family_of = _distinct(families)
+            own, per_component = self._regress(families[first])
+        score = own[family_of].reshape(M, d).sum(-1)
+        if K > 1:
+            if self.perfect:
+                per_component = self.intervened
+            else:
+                per_component = per_component[:, family_of].reshape(K - 1, M, d)
+            weighted = (self.pi[1:, None, :] * per_component).transpose(0, 1)  # (M or 1, K - 1, d)
+            score = score + weighted.reshape(weighted.shape[0], -1).sum(-1)  # one contiguous sum per graph, as alone
+        return score
+
+    def orders(self, orders: Tensor) -> Tensor:
+        """Scores of the complete DAGs consistent with ``(M, d)`` long permutations (causes first): ``(M,)``."""
+        d = orders.shape[1]
+        position = torch.empty_like(orders)
+        position.scatter_(1, orders, torch.arange(d, device=orders.device).expand_as(orders))
+        return self.graphs(position.unsqueeze(2) < position.unsqueeze(1))  # (M, i, j): i precedes j
+
+
+def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
+    """Profile log-likelihood of DAGs given the mixture: ``(M, d, d) -> (M,)`` (:class:`MixtureScores`).
 
     Args:
         moments: ``(K, d + 1, d + 1)`` from :func:`component_moments`.
@@ -97,35 +184,7 @@ def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfe
         adjacency: ``(M, d, d)`` bool or 0/1, ``adjacency[m, i, j]`` for the edge ``i -> j``.
         perfect: intervened mechanisms have no parents.
     """
-    K, d = target_probs.shape
-    pi = target_probs.double().to(moments.device)
-    parents = adjacency.to(moments.device).bool().transpose(-1, -2)  # (M, j, l): l is a parent of j
-    M = parents.shape[0]
-    # candidate graphs share most (variable, parent set) families: regress each distinct one once
-    families = torch.cat([torch.arange(d, device=moments.device).expand(M, d).reshape(-1, 1),
-                          parents.reshape(M * d, d).long()], 1)  # (M d, 1 + d): variable, parent indicators
-    if d <= FAMILY_KEY_BITS:  # one integer per family: sorting integers is faster than sorting rows
-        bits = 2 ** torch.arange(d, device=moments.device)
-        first, family_of = _distinct(families[:, 0] << d | (families[:, 1:] * bits).sum(-1))
-    else:
-        first, family_of = _distinct(families)
-    variables, parents = families[first, 0], families[first, 1:].bool()  # (U,), (U, d)
-    observational = torch.einsum("kj,kab->jab", 1.0 - pi, moments)  # (d, d+1, d+1)
-    chunks = list(zip(variables.split(FAMILY_CHUNK), parents.split(FAMILY_CHUNK)))
-    own = torch.cat([_regression_log_likelihood(observational[v], v, p) for v, p in chunks])  # (U,)
-    score = own[family_of].reshape(M, d).sum(-1)
-    if K > 1:
-        if perfect:  # intervened mechanisms have no parents: one regression per (k, j) serves every graph
-            per_component = _regression_log_likelihood(
-                moments[1:, None], torch.arange(d, device=moments.device).expand(K - 1, d),
-                torch.zeros(K - 1, d, d, dtype=torch.bool, device=moments.device)).unsqueeze(1)  # (K - 1, 1, d)
-        else:
-            per_component = torch.cat([_regression_log_likelihood(moments[1:, None], v.expand(K - 1, -1),
-                                                                  p.expand(K - 1, -1, -1)) for v, p in chunks], 1)
-            per_component = per_component[:, family_of].reshape(K - 1, M, d)
-        weighted = (pi[1:, None, :] * per_component).transpose(0, 1)  # (M or 1, K - 1, d)
-        score = score + weighted.reshape(weighted.shape[0], -1).sum(-1)  # one contiguous sum per graph, as alone
-    return score
+    return MixtureScores(moments, target_probs, perfect).graphs(adjacency)
 
 
 def order_scores(moments: Tensor, target_probs: Tensor, orders: Tensor, perfect: bool = False) -> Tensor:
@@ -135,26 +194,28 @@ def order_scores(moments: Tensor, target_probs: Tensor, orders: Tensor, perfect:
         moments, target_probs, perfect: as in :func:`graph_scores`.
         orders: ``(M, d)`` long permutations (causes first).
     """
-    d = orders.shape[1]
-    position = torch.empty_like(orders)
-    position.scatter_(1, orders, torch.arange(d, device=orders.device).expand_as(orders))
-    complete = position.unsqueeze(2) < position.unsqueeze(1)  # (M, i, j): i precedes j
-    return graph_scores(moments, target_probs, complete, perfect)
+    return MixtureScores(moments, target_probs, perfect).orders(orders)
 
 
 def insertion_moves(order: Sequence[int]) -> Tensor:
     """Every order reached by moving one variable to another position: ``(d (d - 1) - (d - 1), d)``
     (moves that coincide, the adjacent swaps counted from both sides, appear once)."""
-    d = len(order)
-    seen, moves = {tuple(order)}, []
+    return torch.as_tensor([int(v) for v in order], dtype=torch.long)[_insertion_positions(len(order))]
+
+
+@functools.lru_cache(maxsize=None)
+def _insertion_positions(d: int) -> Tensor:
+    """:func:`insertion_moves` of ``range(d)``: which position of the order each candidate takes
+    from (the moves depend on positions only: an order's entries are distinct)."""
+    seen, moves = {tuple(range(d))}, []
     for a in range(d):
-        rest = list(order[:a]) + list(order[a + 1:])
+        rest = [p for p in range(d) if p != a]
         for b in range(d):
-            candidate = tuple(rest[:b] + [order[a]] + rest[b:])
+            candidate = tuple(rest[:b] + [a] + rest[b:])
             if candidate not in seen:
                 seen.add(candidate)
                 moves.append(candidate)
-    return torch.tensor(moves, dtype=torch.long)
+    return torch.tensor(moves, dtype=torch.long).reshape(len(moves), d)
 
 
 def along(orders: Tensor, required: Tensor) -> Tensor:
@@ -166,29 +227,40 @@ def along(orders: Tensor, required: Tensor) -> Tensor:
 
 
 def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *, perfect: bool = False,
-                 max_moves: int = 200, tolerance: float = 1e-6,
-                 required: Optional[Tensor] = None) -> Tuple[List[int], float, int]:
+                 max_moves: int = 200, tolerance: float = 1e-6, required: Optional[Tensor] = None,
+                 scores: Optional[MixtureScores] = None) -> Tuple[List[int], float, int]:
     """Hill-climb :func:`order_scores` over insertion moves from ``start``, among the orders that
     keep every edge of the ``(d, d)`` bool mask ``required`` (edges the prior fixes) along them.
+
+    ``scores``: the :class:`MixtureScores` of ``(moments, target_probs, perfect)`` when already at
+    hand (several climbs under one mixture share its regressions).
 
     Returns:
         ``(order, score, moves taken)``: the first order no single insertion improves by more
         than ``tolerance`` nats (or the order after ``max_moves`` moves).
     """
+    scores = MixtureScores(moments, target_probs, perfect) if scores is None else scores
     order = list(int(v) for v in start)
     device = moments.device
-    best = float(order_scores(moments, target_probs, torch.tensor([order], device=device), perfect)[0])
+    best = None
     for taken in range(max_moves):
         candidates = insertion_moves(order).to(device)
         if required is not None:
             candidates = candidates[along(candidates, required)]
+        if best is None:  # the start is scored with the first candidates, in one pass over their families
+            candidates = torch.cat([torch.tensor([order], device=device), candidates])
+            values = torch.cat([scores.orders(chunk) for chunk in candidates.split(CHUNK)])
+            best, candidates, values = float(values[0]), candidates[1:], values[1:]
+        else:
+            values = torch.cat([scores.orders(chunk) for chunk in candidates.split(CHUNK)]) if len(candidates) else None
         if len(candidates) == 0:
             return order, best, taken
-        scores = torch.cat([order_scores(moments, target_probs, chunk, perfect) for chunk in candidates.split(CHUNK)])
-        top = int(scores.argmax())
-        if not float(scores[top]) > best + tolerance:
+        top = int(values.argmax())
+        if not float(values[top]) > best + tolerance:
             return order, best, taken
-        order, best = candidates[top].tolist(), float(scores[top])
+        order, best = candidates[top].tolist(), float(values[top])
+    if best is None:
+        best = float(scores.orders(torch.tensor([order], device=device))[0])
     return order, best, max_moves
 
 
@@ -225,10 +297,12 @@ def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: O
     start = list(nx.lexicographical_topological_sort(graph))
     moments = component_moments(x, probs)
     pi = pi.to(moments)
-    start_score = float(order_scores(moments, pi, torch.tensor([start], device=x.device), model.perfect)[0])
+    scores = MixtureScores(moments, pi, model.perfect)  # one mixture: the climbs share its regressions
+    start_score = float(scores.orders(torch.tensor([start], device=x.device))[0])
     rng = np.random.default_rng([seed, PROPOSAL_STREAM])
     starts = [start] + [order_respecting(rng.permutation(len(start)), model.guide.required) for _ in range(restarts)]
-    climbs = [search_order(moments, pi, s, perfect=model.perfect, required=model.guide.required) for s in starts]
+    climbs = [search_order(moments, pi, s, perfect=model.perfect, required=model.guide.required, scores=scores)
+              for s in starts]
     best = max(range(len(climbs)), key=lambda i: climbs[i][1])  # the first of equal scores
     order, score, moves = climbs[best]
     return {"order": order, "start": start, "start_score": start_score, "score": score, "moves": moves,

@@ -188,7 +188,8 @@ def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
 
 def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
            target_logit: float = -2.0, iterations: int = 30, tolerance: float = 1e-6,
-           outer: Optional[Tensor] = None, required: Optional[Tensor] = None) -> Mixture:
+           outer: Optional[Tensor] = None, required: Optional[Tensor] = None,
+           moments: Optional[Tensor] = None) -> Mixture:
     """Alternate order, mechanisms, targets and ``q(z)`` (module docstring) from ``(q, pi, order)``.
 
     Args:
@@ -198,6 +199,7 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
             ``tolerance`` per row.
         required: ``(d, d)`` bool mask of edges every order searched keeps along it.
         outer: :func:`row_outer_products` of ``x`` (float64), when already at hand.
+        moments: the components' moments under ``q`` (``_moments(q, outer)``), when already at hand.
 
     Returns:
         The :class:`Mixture` after the last alternation (float64).
@@ -205,8 +207,8 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
     x, q, pi = x.double(), q.double(), pi.double().clone()
     outer = row_outer_products(x) if outer is None else outer
     order, score = list(order), None
-    for _ in range(iterations):
-        moments = _moments(q, outer)
+    for iteration in range(iterations):
+        moments = moments if iteration == 0 and moments is not None else _moments(q, outer)
         order = search_order(moments, pi, order, perfect=perfect, required=required)[0]
         mechanisms = fit_mechanisms(moments, order, pi, perfect)
         observational, intervened = expected_log_densities(moments, mechanisms)
@@ -237,7 +239,7 @@ def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perf
     best = refine(x, q, pi, order, perfect=perfect, target_logit=target_logit, outer=outer, required=required)
     K, d = best.pi.shape
     for _ in range(sweeps):
-        candidate = None
+        candidate, moments = None, _moments(best.q, outer)  # every trial starts from best.q
         for k in range(1, K):
             for j in range(d):
                 if best.pi[k, j] > 0.5:
@@ -246,7 +248,7 @@ def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perf
                 moved[k] = 0.02
                 moved[k, j] = 0.9
                 trial = refine(x, best.q, moved, best.order, perfect=perfect, target_logit=target_logit,
-                               iterations=trial_iterations, outer=outer, required=required)
+                               iterations=trial_iterations, outer=outer, required=required, moments=moments)
                 if trial.score > (best.score if candidate is None else candidate.score):
                     candidate = trial
         if candidate is None:

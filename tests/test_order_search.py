@@ -93,6 +93,46 @@ def test_graph_scores_do_not_depend_on_how_families_are_shared_chunked_or_keyed(
     assert len(set(alone.tolist())) == len(torch.unique(graphs.reshape(len(graphs), -1), dim=0)) > 30  # told apart
 
 
+@pytest.mark.parametrize("perfect", [False, True])
+def test_mixture_scores_regress_each_family_once_over_their_life_and_score_as_fresh(mixture, perfect, monkeypatch):
+    """A :class:`MixtureScores` remembers the families it regressed: graphs scored later get the
+    scores a fresh ``graph_scores`` gives them, and only their new families are regressed."""
+    from pyro_causal import order_search
+
+    data, x, q, pi = mixture
+    moments, pi = component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi)
+    rng = np.random.default_rng(5)
+    first, second = (torch.tensor(np.triu(rng.random((25, 5, 5)) < 0.5, 1)) for _ in range(2))
+    scores = order_search.MixtureScores(moments, pi, perfect)
+    regressed = []
+    regress = scores._regress
+    monkeypatch.setattr(scores, "_regress", lambda families: regressed.append(families) or regress(families))
+    assert torch.equal(scores.graphs(first), graph_scores(moments, pi, first, perfect))
+    assert torch.equal(scores.graphs(second), graph_scores(moments, pi, second, perfect))
+    assert torch.equal(scores.graphs(first), graph_scores(moments, pi, first, perfect))
+
+    def families(graphs):
+        return {(j, tuple(g[:, j].tolist())) for g in graphs.int() for j in range(5)}
+
+    assert [len(f) for f in regressed] == [len(families(first)), len(families(second) - families(first))]
+    assert len(regressed[1]) > 0  # the second batch brought new families, and only those were regressed
+    orders = torch.tensor([[4, 2, 0, 3, 1], [0, 1, 2, 3, 4]])
+    assert torch.equal(scores.orders(orders), order_scores(moments, pi, orders, perfect))
+
+
+def test_search_order_shares_the_regressions_it_is_given(mixture):
+    """Climbs handed one :class:`MixtureScores` reach what separate climbs reach."""
+    from pyro_causal.order_search import MixtureScores
+
+    data, x, q, pi = mixture
+    moments, pi = component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi)
+    shared = MixtureScores(moments, pi, True)
+    for start in ([4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [0, 1, 2, 3, 4]):
+        assert search_order(moments, pi, start, perfect=True, scores=shared) == search_order(moments, pi, start, perfect=True)
+    assert search_order(moments, pi, [4, 3, 2, 1, 0], max_moves=0) == \
+        ([4, 3, 2, 1, 0], float(order_scores(moments, pi, torch.tensor([[4, 3, 2, 1, 0]]))[0]), 0)
+
+
 def test_orders_tie_without_interventions(mixture):
     """Complete DAGs of any two orders are Markov equivalent: one component scores them alike."""
     _, x, _, _ = mixture
