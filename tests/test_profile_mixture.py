@@ -1,4 +1,5 @@
 """Tests of the closed-form mixture refinement and its target-swap moves (pyro_causal.profile_mixture)."""
+import inspect
 import math
 
 import numpy as np
@@ -161,10 +162,8 @@ def test_from_the_true_regimes_and_targets_the_alternation_keeps_them(labelled):
     assert float((mixture.q.argmax(1) == q.argmax(1)).double().mean()) == pytest.approx(bayes, abs=0.01)
 
 
-def test_target_swaps_move_a_misplaced_intervention_back(labelled):
-    """Component 2 holds regime 3's rows too and component 3 targets regime 2's variable: the
-    alternation alone keeps two components on one variable and an edge against the order; the
-    swaps cover every intervened variable again and order every edge, at a higher score."""
+def misplaced(labelled):
+    """``(q, pi)``: component 2 holds regime 3's rows too and component 3 targets regime 2's variable."""
     data, x, q, pi = labelled
     merged = q.clone()
     rows = torch.tensor(data.regimes) == 3
@@ -172,6 +171,15 @@ def test_target_swaps_move_a_misplaced_intervention_back(labelled):
     merged = 0.9 * merged + 0.1 / merged.shape[1]
     wrong = pi.clone()
     wrong[3] = pi[2]
+    return merged, wrong
+
+
+def test_target_swaps_move_a_misplaced_intervention_back(labelled):
+    """From :func:`misplaced`'s mixture the alternation alone keeps two components on one variable
+    and an edge against the order; the swaps cover every intervened variable again and order
+    every edge, at a higher score."""
+    data, x, q, pi = labelled
+    merged, wrong = misplaced(labelled)
     start = list(range(5))
     alone = refine(x, merged, wrong, start)
     moved = swap_targets(x, merged, wrong, start)
@@ -179,6 +187,54 @@ def test_target_swaps_move_a_misplaced_intervention_back(labelled):
     assert targets(alone) != [0, 1, 2, 3, 4] and violations(data.adjacency, alone.order) > 0
     assert moved.score > alone.score
     assert targets(moved) == [0, 1, 2, 3, 4] and violations(data.adjacency, moved.order) == 0
+
+
+def test_the_moves_start_from_the_refined_mixture_of_their_model_and_prior(soft_mixture):
+    """Without a sweep the moves return :func:`refine`'s mixture, for either intervention model and
+    any target prior; by default they sweep 4 times, each trial refined for 4 alternations."""
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    for perfect, logit in ((False, -3.0), (True, -1.0)):
+        alone = refine(x, q, pi, [0, 1, 2, 3], perfect=perfect, target_logit=logit)
+        swapped = swap_targets(x, q, pi, [0, 1, 2, 3], perfect=perfect, target_logit=logit, sweeps=0)
+        assert (swapped.score, swapped.order) == (alone.score, alone.order) and torch.equal(swapped.pi, alone.pi)
+    defaults = inspect.signature(swap_targets).parameters
+    assert (defaults["sweeps"].default, defaults["trial_iterations"].default) == (4, 4)
+
+
+def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled, monkeypatch):
+    """One trial per ``(k >= 1, j)`` with ``pi_kj <= 1/2``, in order: row ``k`` set to 0.02 with
+    0.9 at ``j``, every other row as refined, refined with the fit's model and prior; the sweep
+    refines the best-scoring trial further."""
+    from pyro_causal import profile_mixture
+
+    _, x, _, _ = labelled
+    q, pi = misplaced(labelled)
+    start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
+    trials, refined, real = [], [], profile_mixture.refine
+
+    def spy(*args, **options):
+        result = real(*args, **options)
+        if options.get("iterations") == 4:
+            trials.append((args[2].clone(), options["perfect"], options["target_logit"], result))
+        else:
+            refined.append(args[2])
+        return result
+
+    monkeypatch.setattr(profile_mixture, "refine", spy)
+    swap_targets(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0, sweeps=1)
+    K, d = start.pi.shape
+    expected = [(k, j) for k in range(1, K) for j in range(d) if start.pi[k, j] <= 0.5]
+    assert 0 < len(expected) < (K - 1) * d and len(trials) == len(expected)  # some targets set, some not
+    for (k, j), (moved, perfect, logit, _) in zip(expected, trials):
+        row = torch.full((d,), 0.02, dtype=torch.float64)
+        row[j] = 0.9
+        others = torch.arange(K) != k
+        assert torch.equal(moved[k], row) and torch.equal(moved[others], start.pi[others])
+        assert (perfect, logit) == (False, -3.0)
+    best = max(trials, key=lambda t: t[3].score)[3]  # the best trial, not merely the last one above the start
+    above = [t[3] for t in trials if t[3].score > start.score]
+    assert len(above) > 1 and above[-1] is not best
+    assert len(refined) == 2 and refined[1] is best.pi
 
 
 def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off():
