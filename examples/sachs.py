@@ -80,7 +80,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
     parser.add_argument("--search", choices=("order", "penalty"), help="fit's search (default: fit's)")
     parser.add_argument("--tolerance", type=float,
-                        help="the penalty loop stops when h is below this (default: fit's, 1e-3 before order-refit rounds, else 1e-8)")
+                        help="the penalty loop stops when h is below this (default: fit's, 1e-8)")
     parser.add_argument("--order-refit", type=int,
                         help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--target-moves", action=argparse.BooleanOptionalAction, default=True,
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace):
     estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
     options["config"] = FitConfig(
         search=args.search,
-        training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(tolerance=args.tolerance),
+        training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(tolerance=args.tolerance or PenaltySchedule().tolerance),
                                 graph_estimator=estimator),
         preprocessing=Preprocessing(log_transform=args.log_transform),
         after_training=AfterTraining(held_refit=args.held_refit, order_refit=args.order_refit,

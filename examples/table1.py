@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-intervention", default="perfect", choices=("perfect", "imperfect"))
     parser.add_argument("--max-rounds", type=int, help="cap the penalty rounds (smoke tests); default: fit's")
     parser.add_argument("--tolerance", type=float,
-                        help="the penalty loop stops when h is below this (default: fit's, 1e-3 before order-refit rounds, else 1e-8)")
+                        help="the penalty loop stops when h is below this (default: fit's, 1e-8)")
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: fit's choice, resources.choose_batch_size)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
@@ -217,7 +217,8 @@ def main(argv=None) -> None:
         defaults = PenaltySchedule()
         schedule = PenaltySchedule(first_round_steps=args.first_round_steps or defaults.first_round_steps,
                                    round_steps=min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
-                                   max_rounds=args.max_rounds or defaults.max_rounds, tolerance=args.tolerance)
+                                   max_rounds=args.max_rounds or defaults.max_rounds,
+                                   tolerance=args.tolerance or defaults.tolerance)
     if args.sweep:
         return run_sweep(args, schedule, argv)
     tasks = [(seed, variant) for seed in range(args.first_seed, args.first_seed + args.graphs) for variant in variants]

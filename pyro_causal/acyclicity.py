@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import networkx as nx
 import numpy as np
@@ -69,14 +68,6 @@ def dag_from_probabilities(edge_probs, threshold: float = 0.5) -> np.ndarray:
     return nx.to_numpy_array(graph, nodelist=range(d), dtype=int)
 
 
-#: ``PenaltySchedule.tolerance`` when none is given.
-TOLERANCE = 1e-8
-#: ``PenaltySchedule.tolerance`` that :func:`pyro_causal.fit` gives the penalty loop when order-refit
-#: rounds follow it: they train inside one order, where ``h = 0``, and the loop only hands them its
-#: mixture and the order of its DAG (measured: ``docs/method.md``, departures, "Round lengths and stop").
-TOLERANCE_BEFORE_ORDER_ROUNDS = 1e-3
-
-
 @dataclass
 class PenaltySchedule:
     """Augmented-Lagrangian schedule, counted in optimisation steps (not epochs).
@@ -85,9 +76,7 @@ class PenaltySchedule:
         first_round_steps: SVI steps before the first multiplier update.
         round_steps: SVI steps between later updates.
         max_rounds: budget of updates; training stops after it.
-        tolerance: stop once ``h(sigmoid(Lambda))`` is below this value; ``None``: :data:`TOLERANCE`,
-            which :func:`pyro_causal.fit` resolves to :data:`TOLERANCE_BEFORE_ORDER_ROUNDS` when
-            order-refit rounds follow the loop.
+        tolerance: stop once ``h(sigmoid(Lambda))`` is below this value.
         initial_penalty: ``mu_0``.
         penalty_growth: ``mu`` is multiplied by this when ``h`` did not shrink enough.
         max_penalty: ``mu`` is never raised above this.
@@ -97,7 +86,7 @@ class PenaltySchedule:
     first_round_steps: int = 1000
     round_steps: int = 200
     max_rounds: int = 30
-    tolerance: Optional[float] = None
+    tolerance: float = 1e-8
     initial_penalty: float = 1e-2
     penalty_growth: float = 10.0
     max_penalty: float = 1e12
@@ -107,7 +96,7 @@ class PenaltySchedule:
         for name in ("first_round_steps", "round_steps", "max_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.tolerance is None or self.tolerance > 0) or not self.initial_penalty > 0 or not self.penalty_growth > 1:
+        if not self.tolerance > 0 or not self.initial_penalty > 0 or not self.penalty_growth > 1:
             raise ValueError("tolerance and initial_penalty must be > 0 and penalty_growth > 1")
 
 
@@ -145,7 +134,7 @@ class AugmentedLagrangian(nn.Module):
         return self.schedule.first_round_steps if int(self.rounds) == 0 else self.schedule.round_steps
 
     def converged(self, h: float) -> bool:
-        return h < (TOLERANCE if self.schedule.tolerance is None else self.schedule.tolerance)
+        return h < self.schedule.tolerance
 
     def exhausted(self) -> bool:
         return int(self.rounds) >= self.schedule.max_rounds

@@ -10,7 +10,6 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .acyclicity import TOLERANCE, TOLERANCE_BEFORE_ORDER_ROUNDS
 from .checks import as_array, check_device, check_options
 from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
 from .densities import ConditionalDensity, provides_edge_gain
@@ -98,8 +97,7 @@ def _check_keywords(priors, config, intervention, restarts, batch_size) -> None:
 def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: int, d: int, K: int,
                     labelled: bool, observational: bool, device) -> FitConfig:
     """``config`` with the choices ``fit`` makes filled in: the search, the training options (batch
-    size, edge gradient, the penalty loop's tolerance), the order-refit and edge-search rounds and
-    the thread count."""
+    size, edge gradient), the order-refit and edge-search rounds and the thread count."""
     training = config.training or TrainingConfig(graph_estimator=estimator)
     if batch_size is not None and training.batch_size not in (None, batch_size):
         raise ValueError(f"batch_size={batch_size} and config.training.batch_size={training.batch_size} differ; give one")
@@ -111,10 +109,6 @@ def _resolve_config(config: FitConfig, batch_size, estimator: str, density, n: i
         after = replace(after, order_refit=default_order_rounds(density, search, labelled, observational, d))
     if after.edge_search.rounds is None:
         after = replace(after, edge_search=replace(after.edge_search, rounds=PAIR_SEARCH_ROUNDS if d == 2 else 0))
-    if training.schedule.tolerance is None:
-        before_rounds = search == "penalty" and after.order_refit > 0
-        training = replace(training, schedule=replace(
-            training.schedule, tolerance=TOLERANCE_BEFORE_ORDER_ROUNDS if before_rounds else TOLERANCE))
     threads = config.num_threads
     if threads is None:
         threads = 1 if torch.device(device).type == "cuda" else choose_num_threads(min(batch_size or n, n), d, K)

@@ -137,7 +137,7 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     _option(t, "--first-round-steps", "config.training.schedule.first_round_steps", type=_positive_int, default=defaults.first_round_steps, help="steps before the first penalty update")
     _option(t, "--round-steps", "config.training.schedule.round_steps", type=_positive_int, default=defaults.round_steps, help="steps between penalty updates")
     _option(t, "--max-rounds", "config.training.schedule.max_rounds", type=_positive_int, default=defaults.max_rounds, help="budget of penalty updates")
-    _option(t, "--tolerance", "config.training.schedule.tolerance", type=_positive_float, help="stop the penalty loop when h is below this (default: 1e-3 when order-refit rounds follow the loop, else 1e-8)")
+    _option(t, "--tolerance", "config.training.schedule.tolerance", type=_positive_float, default=defaults.tolerance, help="stop when h is below this")
     _option(t, "--two-cycles", "config.model.two_cycles", default="resolve", choices=("resolve", "allow"), help="resolve: sampled graphs never hold both i->j and j->i (default); allow: the paper's independent edges")
     _option(t, "--restarts", "fit.restarts", type=_positive_int, default=1, help="independent fits from seeds SEED, SEED+1, ...; the highest ELBO is kept (default 1)")
     _option(t, "--edge-search", "config.after_training.edge_search.rounds", type=_non_negative_int, help="rounds of local search after training: each edge reversed or removed, refitted with the graph held, kept if the ELBO + log prior rises (0 = off; default: 1 for two variables, else 0)")

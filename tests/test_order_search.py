@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_causal import AfterTraining, FitConfig, PenaltySchedule, TrainingConfig, simulate
+from pyro_causal import AfterTraining, FitConfig, TrainingConfig, simulate
 from pyro_causal.held_refit import order_held
 from pyro_causal.model import LatentInterventionModel
 from pyro_causal.order_search import component_moments, graph_scores, insertion_moves, order_scores, search_order
@@ -314,9 +314,6 @@ def test_order_refit_rounds_default_to_3_with_interventions_to_find_for_the_line
     assert penalty.settings["after_training"]["order_refit"] == 3 and 1 <= len(penalty.records["order_refit"]) <= 3
     observational = fit(data.x, seed=0, observational=True, config=config)  # one component: every order ties
     assert observational.settings["after_training"]["order_refit"] == 0 and observational.records["order_refit"] == []
-    # the loop stops at h < 1e-3 where order rounds follow it, at 1e-8 where they do not
-    tolerances = [r.settings["training"]["schedule"]["tolerance"] for r in (penalty, observational, latent)]
-    assert tolerances == [1e-3, 1e-8, 1e-8]
     regimes = data.regimes.copy()
     regimes[::2] = -1  # semi-supervised: half the rows labelled
     semi = fit(data.x,
@@ -327,23 +324,6 @@ def test_order_refit_rounds_default_to_3_with_interventions_to_find_for_the_line
     assert semi.settings["after_training"]["order_refit"] == 3 and 1 <= len(semi.records["order_refit"]) <= 3
     with pytest.raises(ValueError, match="order_refit must be an int >= 0"):
         fit(data.x, config=FitConfig(after_training=AfterTraining(order_refit=-1)))
-
-
-def test_fit_resolves_the_loops_tolerance_from_the_order_rounds_and_keeps_a_given_one():
-    from pyro_causal.api import _resolve_config
-
-    def tolerance(schedule, order_refit=None, observational=False, search=None):
-        config = FitConfig(search=search, training=TrainingConfig(schedule=schedule),
-                           after_training=AfterTraining(order_refit=order_refit))
-        resolved = _resolve_config(config, None, "straight-through", "linear", 5000, 10, 12, False, observational, "cpu")
-        return resolved.training.schedule.tolerance
-
-    assert tolerance(PenaltySchedule()) == 1e-3  # three order rounds follow the loop
-    assert tolerance(PenaltySchedule(), order_refit=0) == 1e-8
-    assert tolerance(PenaltySchedule(), observational=True) == 1e-8
-    assert tolerance(PenaltySchedule(), search="order") == 1e-8  # no penalty loop before the rounds
-    assert tolerance(PenaltySchedule(tolerance=1e-6)) == 1e-6
-    assert tolerance(PenaltySchedule(tolerance=0.5), order_refit=0) == 0.5
 
 
 def test_the_order_rounds_default_to_0_where_they_were_not_measured_to_help():
