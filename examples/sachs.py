@@ -112,10 +112,10 @@ def run(args: argparse.Namespace):
                    restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
                    **variant_options(data, args.variant))
     estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
+    schedule = PenaltySchedule(tolerance=args.tolerance) if args.tolerance else PenaltySchedule()
     options["config"] = FitConfig(
         search=args.search,
-        training=TrainingConfig(schedule=QUICK if args.quick else PenaltySchedule(tolerance=args.tolerance or PenaltySchedule().tolerance),
-                                graph_estimator=estimator),
+        training=TrainingConfig(schedule=QUICK if args.quick else schedule, graph_estimator=estimator),
         preprocessing=Preprocessing(log_transform=args.log_transform),
         after_training=AfterTraining(held_refit=args.held_refit, order_refit=args.order_refit,
                                      target_moves=args.target_moves, edge_search=EdgeSearch(
