@@ -111,24 +111,25 @@ class MixtureScores:
             self.intervened = _regression_log_likelihood(
                 moments[1:, None], torch.arange(d, device=moments.device).expand(K - 1, d),
                 torch.zeros(K - 1, d, d, dtype=torch.bool, device=moments.device)).unsqueeze(1)
-        # families regressed so far (integer keys, sorted; d <= FAMILY_KEY_BITS) and their values
+        # families regressed so far (integer keys, sorted; d <= FAMILY_KEY_BITS) and their values;
+        # intervened ones only for imperfect interventions (perfect ones use self.intervened)
         self._keys = torch.zeros(0, dtype=torch.long, device=moments.device)
         self._own = moments.new_zeros(0)
-        self._per_component = moments.new_zeros(K - 1, 0)
+        self._per_component = None if K == 1 or perfect else moments.new_zeros(K - 1, 0)
 
-    def _regress(self, families: Tensor) -> Tuple[Tensor, Tensor]:
+    def _regress(self, families: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """``(U, 1 + d)`` families (variable, parent indicators) -> ``(own (U,), per_component (K - 1, U))``:
-        the observational regressions and, for imperfect interventions, the intervened ones."""
+        the observational regressions and, for imperfect interventions, the intervened ones (else ``None``)."""
         K = self.pi.shape[0]
         chunks = list(zip(families[:, 0].split(FAMILY_CHUNK), families[:, 1:].bool().split(FAMILY_CHUNK)))
         own = torch.cat([_regression_log_likelihood(self.observational[v], v, p) for v, p in chunks])
         if K == 1 or self.perfect:
-            return own, own.new_zeros(K - 1, len(own))
+            return own, None
         per_component = torch.cat([_regression_log_likelihood(self.moments[1:, None], v.expand(K - 1, -1),
                                                               p.expand(K - 1, -1, -1)) for v, p in chunks], 1)
         return own, per_component
 
-    def _remembered(self, keys: Tensor, families: Tensor) -> Tuple[Tensor, Tensor]:
+    def _remembered(self, keys: Tensor, families: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """:meth:`_regress` of distinct sorted ``keys`` (rows ``families``), regressing only the new ones."""
         new = ~torch.isin(keys, self._keys)
         if bool(new.any()):
@@ -137,9 +138,10 @@ class MixtureScores:
             order = merged.argsort()
             self._keys = merged[order]
             self._own = torch.cat([self._own, own])[order]
-            self._per_component = torch.cat([self._per_component, per_component], 1)[:, order]
+            if self._per_component is not None:
+                self._per_component = torch.cat([self._per_component, per_component], 1)[:, order]
         at = torch.searchsorted(self._keys, keys)
-        return self._own[at], self._per_component[:, at]
+        return self._own[at], None if self._per_component is None else self._per_component[:, at]
 
     def graphs(self, adjacency: Tensor) -> Tensor:
         """Scores of DAGs: ``(M, d, d) -> (M,)``; ``adjacency[m, i, j]`` (bool or 0/1) for the edge ``i -> j``."""
