@@ -51,6 +51,14 @@ PYTEST_ARGS = ["-q", "--tb=no", "-p", "no:cacheprovider", "-p", "no:unraisableex
 ELBO_SLOW = ["--deselect=tests/test_elbo.py::test_minibatch_elbo_is_unbiased_for_the_full_one",
              "--deselect=tests/test_elbo.py::test_local_edge_gradient_is_exact_for_two_variables_where_straight_through_is_noisy"]
 
+#: Whole fits of tests/test_order_search.py (20 s to minutes each): the order rounds' records and
+#: defaults, and the complete DAG the penalty loop prunes.
+ORDER_SEARCH_SLOW = [
+    "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
+    "--deselect=tests/test_order_search.py::test_order_refit_rounds_default_to_3_with_interventions_to_find_for_the_linear_density",
+    "--deselect=tests/test_order_search.py::test_the_order_search_and_the_order_refit_recover_a_complete_dag_that_the_penalty_loop_prunes",
+]
+
 #: The fast tests of each module: its value tests and the single whole fits that check its rules.
 TESTS: Dict[str, List[str]] = {
     "elbo": ["tests/test_values_elbo.py", "tests/test_values_elbo_extra.py", "tests/test_trace_elbo.py",
@@ -74,18 +82,16 @@ TESTS: Dict[str, List[str]] = {
                       "tests/test_reliability.py::test_dataframes_keep_their_names_and_tensors_may_require_grad"],
     "search": ["tests/test_search.py", "tests/test_values_acceptance.py::test_edge_search_refuses_a_neighbour_that_only_ties",
                "tests/test_config.py::test_the_edge_search_runs_by_default_on_two_variables_only"],
-    "held_refit": ["tests/test_values_held.py", "tests/test_order_search.py",
-                   "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
-                   "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given",
+    "held_refit": ["tests/test_values_held.py", "tests/test_order_search.py", *ORDER_SEARCH_SLOW,
                    "tests/test_values_acceptance.py::test_fit_keeps_the_held_refit_only_when_its_bound_is_higher"],
     "likelihood": ["tests/test_elbo.py", "tests/test_values_elbo.py", "tests/test_densities.py", "tests/test_posterior.py",
                    *ELBO_SLOW],
     "densities.linear": ["tests/test_densities.py", "tests/test_elbo.py", "tests/test_values_elbo.py", *ELBO_SLOW],
     "config": ["tests/test_values_config.py",
                "tests/test_config.py::test_the_edge_prior_default_is_the_searchs_and_a_given_one_is_kept"],
-    "order_search": ["tests/test_order_search.py", "tests/test_values_held.py",
-                     "--deselect=tests/test_order_search.py::test_fit_records_each_order_round_and_stops_at_the_first_not_kept",
-                     "--deselect=tests/test_order_search.py::test_order_refit_runs_by_default_only_where_regimes_are_given"],
+    "order_search": ["tests/test_order_search.py", "tests/test_values_held.py", *ORDER_SEARCH_SLOW],
+    "profile_mixture": ["tests/test_profile_mixture.py",
+                        "--deselect=tests/test_profile_mixture.py::test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off"],
 }
 
 

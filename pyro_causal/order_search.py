@@ -35,8 +35,9 @@ from .posterior import exact_assignment_probs
 CHUNK = 256
 #: (variable, parent set) families regressed per batched solve (bounds memory at large ``d`` and ``K``).
 FAMILY_CHUNK = 256
-#: Largest ``d`` whose (variable, parent set) families :func:`graph_scores` encodes as one int64.
-FAMILY_KEY_BITS = 56
+#: Bits of the integer key of a (mixture, variable, parent set) family: ``d`` for the parents and
+#: enough for ``mixture * d + variable``; families of larger problems are sorted as rows instead.
+FAMILY_KEY_BITS = 62
 PROPOSAL_RESTARTS = 20
 """Random orders :func:`propose_order` climbs from besides the fitted DAG's order."""
 PROPOSAL_STREAM = 0x70726F706F7365
@@ -87,46 +88,50 @@ def _distinct(keys: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 class MixtureScores:
-    """Profile log-likelihoods of DAGs under one mixture, each (variable, parent set) family
-    regressed once over the object's life: a hill climb's candidates at successive steps, and
-    climbs from several starts, share most families.
+    """Profile log-likelihoods of DAGs under one mixture or a batch of ``B`` mixtures, each
+    (mixture, variable, parent set) family regressed once over the object's life: a hill climb's
+    candidates at successive steps, and climbs from several starts, share most families.
 
     Every mechanism is at its maximum-likelihood value (the weighted regressions of the module
     docstring, each variable on its parents in the graph); no priors.  A graph's score does not
-    depend on which graphs were scored before or beside it.
+    depend on which graphs or mixtures were scored before or beside it.
 
     Args:
-        moments: ``(K, d + 1, d + 1)`` from :func:`component_moments`.
-        target_probs: ``(K, d)`` ``pi`` with row 0 (observational) zero.
+        moments: ``(K, d + 1, d + 1)`` from :func:`component_moments`, or ``(B, K, d + 1, d + 1)``.
+        target_probs: ``(K, d)`` ``pi`` with row 0 (observational) zero, or ``(B, K, d)``.
         perfect: intervened mechanisms have no parents.
     """
 
     def __init__(self, moments: Tensor, target_probs: Tensor, perfect: bool = False) -> None:
-        K, d = target_probs.shape
+        moments = moments if moments.dim() == 4 else moments.unsqueeze(0)
+        pi = target_probs.double().to(moments.device)
+        self.pi = pi if pi.dim() == 3 else pi.unsqueeze(0)  # (B, K, d)
+        B, K, d = self.pi.shape
         self.moments, self.perfect = moments, perfect
-        self.pi = target_probs.double().to(moments.device)
-        self.observational = torch.einsum("kj,kab->jab", 1.0 - self.pi, moments)  # (d, d + 1, d + 1)
-        self.intervened = None  # perfect: one regression per (k, j) serves every graph, (K - 1, 1, d)
+        self.observational = torch.einsum("bkj,bkac->bjac", 1.0 - self.pi, moments)  # (B, d, d + 1, d + 1)
+        self.intervened = None  # perfect: one regression per (k, j) serves every graph, (B, K - 1, d)
         if K > 1 and perfect:
             self.intervened = _regression_log_likelihood(
-                moments[1:, None], torch.arange(d, device=moments.device).expand(K - 1, d),
-                torch.zeros(K - 1, d, d, dtype=torch.bool, device=moments.device)).unsqueeze(1)
-        # families regressed so far (integer keys, sorted; d <= FAMILY_KEY_BITS) and their values;
-        # intervened ones only for imperfect interventions (perfect ones use self.intervened)
+                moments[:, 1:, None], torch.arange(d, device=moments.device).expand(B, K - 1, d),
+                torch.zeros(B, K - 1, d, d, dtype=torch.bool, device=moments.device))
+        # families regressed so far (integer keys, sorted) and their values; intervened ones only
+        # for imperfect interventions (perfect ones use self.intervened)
         self._keys = torch.zeros(0, dtype=torch.long, device=moments.device)
         self._own = moments.new_zeros(0)
         self._per_component = None if K == 1 or perfect else moments.new_zeros(K - 1, 0)
 
     def _regress(self, families: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        """``(U, 1 + d)`` families (variable, parent indicators) -> ``(own (U,), per_component (K - 1, U))``:
-        the observational regressions and, for imperfect interventions, the intervened ones (else ``None``)."""
-        K = self.pi.shape[0]
-        chunks = list(zip(families[:, 0].split(FAMILY_CHUNK), families[:, 1:].bool().split(FAMILY_CHUNK)))
-        own = torch.cat([_regression_log_likelihood(self.observational[v], v, p) for v, p in chunks])
+        """``(U, 2 + d)`` families (mixture, variable, parent indicators) -> ``(own (U,), per_component
+        (K - 1, U))``: the observational regressions and, for imperfect interventions, the intervened
+        ones (else ``None``)."""
+        K = self.pi.shape[1]
+        chunks = list(zip(families[:, 0].split(FAMILY_CHUNK), families[:, 1].split(FAMILY_CHUNK),
+                          families[:, 2:].bool().split(FAMILY_CHUNK)))
+        own = torch.cat([_regression_log_likelihood(self.observational[m, v], v, p) for m, v, p in chunks])
         if K == 1 or self.perfect:
             return own, None
-        per_component = torch.cat([_regression_log_likelihood(self.moments[1:, None], v.expand(K - 1, -1),
-                                                              p.expand(K - 1, -1, -1)) for v, p in chunks], 1)
+        per_component = torch.cat([_regression_log_likelihood(self.moments[m, 1:].transpose(0, 1), v.expand(K - 1, -1),
+                                                              p.expand(K - 1, -1, -1)) for m, v, p in chunks], 1)
         return own, per_component
 
     def _remembered(self, keys: Tensor, families: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
@@ -143,17 +148,20 @@ class MixtureScores:
         at = torch.searchsorted(self._keys, keys)
         return self._own[at], None if self._per_component is None else self._per_component[:, at]
 
-    def graphs(self, adjacency: Tensor) -> Tensor:
-        """Scores of DAGs: ``(M, d, d) -> (M,)``; ``adjacency[m, i, j]`` (bool or 0/1) for the edge ``i -> j``."""
-        K, d = self.pi.shape
+    def graphs(self, adjacency: Tensor, mixture: Optional[Tensor] = None) -> Tensor:
+        """Scores of DAGs: ``(M, d, d) -> (M,)``; ``adjacency[m, i, j]`` (bool or 0/1) for the edge
+        ``i -> j``, each under the mixture ``mixture[m]`` (``(M,)`` long; default the first)."""
+        B, K, d = self.pi.shape
         device = self.moments.device
         parents = adjacency.to(device).bool().transpose(-1, -2)  # (M, j, l): l is a parent of j
         M = parents.shape[0]
-        families = torch.cat([torch.arange(d, device=device).expand(M, d).reshape(-1, 1),
-                              parents.reshape(M * d, d).long()], 1)  # (M d, 1 + d): variable, parent indicators
-        if d <= FAMILY_KEY_BITS:  # one integer per family: sorting integers is faster than sorting rows
+        mixture = torch.zeros(M, dtype=torch.long, device=device) if mixture is None else mixture.to(device)
+        families = torch.cat([mixture.unsqueeze(1).expand(M, d).reshape(-1, 1),
+                              torch.arange(d, device=device).expand(M, d).reshape(-1, 1),
+                              parents.reshape(M * d, d).long()], 1)  # (M d, 2 + d): mixture, variable, parents
+        if (B * d - 1).bit_length() + d <= FAMILY_KEY_BITS:  # one integer per family: faster to sort than rows
             bits = 2 ** torch.arange(d, device=device)
-            keys = families[:, 0] << d | (families[:, 1:] * bits).sum(-1)
+            keys = (families[:, 0] * d + families[:, 1]) << d | (families[:, 2:] * bits).sum(-1)
             first, family_of = _distinct(keys)
             own, per_component = self._remembered(keys[first], families[first])
         else:  # rows sorted; nothing remembered between calls
@@ -161,20 +169,21 @@ class MixtureScores:
             own, per_component = self._regress(families[first])
         score = own[family_of].reshape(M, d).sum(-1)
         if K > 1:
-            if self.perfect:
-                per_component = self.intervened
+            if self.perfect:  # one sum per mixture, each contiguous as alone
+                score = score + (self.pi[:, 1:] * self.intervened).reshape(B, -1).sum(-1)[mixture]
             else:
-                per_component = per_component[:, family_of].reshape(K - 1, M, d)
-            weighted = (self.pi[1:, None, :] * per_component).transpose(0, 1)  # (M or 1, K - 1, d)
-            score = score + weighted.reshape(weighted.shape[0], -1).sum(-1)  # one contiguous sum per graph, as alone
+                per_graph = per_component[:, family_of].reshape(K - 1, M, d).transpose(0, 1)  # (M, K - 1, d)
+                weighted = self.pi[mixture, 1:] * per_graph
+                score = score + weighted.reshape(M, -1).sum(-1)  # one contiguous sum per graph, as alone
         return score
 
-    def orders(self, orders: Tensor) -> Tensor:
-        """Scores of the complete DAGs consistent with ``(M, d)`` long permutations (causes first): ``(M,)``."""
+    def orders(self, orders: Tensor, mixture: Optional[Tensor] = None) -> Tensor:
+        """Scores of the complete DAGs consistent with ``(M, d)`` long permutations (causes first),
+        each under ``mixture[m]`` (as in :meth:`graphs`): ``(M,)``."""
         d = orders.shape[1]
         position = torch.empty_like(orders)
         position.scatter_(1, orders, torch.arange(d, device=orders.device).expand_as(orders))
-        return self.graphs(position.unsqueeze(2) < position.unsqueeze(1))  # (M, i, j): i precedes j
+        return self.graphs(position.unsqueeze(2) < position.unsqueeze(1), mixture)  # (M, i, j): i precedes j
 
 
 def graph_scores(moments: Tensor, target_probs: Tensor, adjacency: Tensor, perfect: bool = False) -> Tensor:
@@ -228,11 +237,69 @@ def along(orders: Tensor, required: Tensor) -> Tensor:
     return (position[:, causes] < position[:, effects]).all(1)
 
 
+def climb(scores: MixtureScores, starts: Tensor, mixture: Optional[Tensor] = None, *, max_moves: int = 200,
+          tolerance: float = 1e-6, required: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Hill-climbs over insertion moves from each of ``T`` starts in lockstep, climb ``t`` under the
+    mixture ``mixture[t]`` of ``scores`` (default the first), among the orders that keep every edge
+    of the ``(d, d)`` bool mask ``required`` along them.  Each step scores every climb's candidates
+    together; a climb stops at the first order no single insertion improves by more than
+    ``tolerance`` nats, or after ``max_moves`` moves.
+
+    Args:
+        starts: ``(T, d)`` long orders (causes first).
+
+    Returns:
+        ``(orders (T, d), scores (T,) float64, moves taken (T,))``.
+    """
+    device = scores.moments.device
+    orders = starts.to(device=device, dtype=torch.long).clone()
+    T, d = orders.shape
+    mixture = torch.zeros(T, dtype=torch.long, device=device) if mixture is None else mixture.to(device)
+    moves = torch.zeros(T, dtype=torch.long, device=device)
+    if max_moves <= 0:
+        return orders, _scored(scores, orders, mixture).double(), moves
+    positions = _insertion_positions(d).to(device)
+    active = torch.arange(T, device=device)
+    for taken in range(max_moves):
+        candidates = orders[active][:, positions]  # (A, C, d)
+        valid = torch.ones(candidates.shape[:2], dtype=torch.bool, device=device)
+        if required is not None:
+            valid = along(candidates.reshape(-1, d), required).reshape(valid.shape)
+        owner = active.unsqueeze(1).expand_as(valid)[valid]  # the climb of each valid candidate
+        flat = candidates[valid]
+        if taken == 0:  # each start is scored with its first candidates, in one pass over their families
+            flat, owner = torch.cat([orders, flat]), torch.cat([torch.arange(T, device=device), owner])
+        values = _scored(scores, flat, mixture[owner])
+        if taken == 0:
+            best, values = values[:T].double(), values[T:]
+        table = torch.full(valid.shape, -math.inf, dtype=torch.float64, device=device)
+        table[valid] = values.to(table)
+        top = table.argmax(1)  # the first of equal scores
+        gain = table.gather(1, top.unsqueeze(1)).squeeze(1)
+        better = valid.any(1) & (gain > best[active] + tolerance)
+        winners = active[better]
+        orders[winners] = candidates[better, top[better]]
+        best[winners] = gain[better]
+        moves[winners] += 1
+        active = winners
+        if len(active) == 0:
+            break
+    return orders, best, moves
+
+
+def _scored(scores: MixtureScores, orders: Tensor, mixture: Tensor) -> Tensor:
+    """:meth:`MixtureScores.orders` of ``(M, d)`` orders in chunks of :data:`CHUNK`: ``(M,)``."""
+    if len(orders) == 0:
+        return torch.zeros(0, dtype=torch.float64, device=orders.device)
+    return torch.cat([scores.orders(chunk, at) for chunk, at in zip(orders.split(CHUNK), mixture.split(CHUNK))])
+
+
 def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *, perfect: bool = False,
                  max_moves: int = 200, tolerance: float = 1e-6, required: Optional[Tensor] = None,
                  scores: Optional[MixtureScores] = None) -> Tuple[List[int], float, int]:
-    """Hill-climb :func:`order_scores` over insertion moves from ``start``, among the orders that
-    keep every edge of the ``(d, d)`` bool mask ``required`` (edges the prior fixes) along them.
+    """Hill-climb :func:`order_scores` over insertion moves from ``start`` (one :func:`climb`), among
+    the orders that keep every edge of the ``(d, d)`` bool mask ``required`` (edges the prior fixes)
+    along them.
 
     ``scores``: the :class:`MixtureScores` of ``(moments, target_probs, perfect)`` when already at
     hand (several climbs under one mixture share its regressions).
@@ -242,28 +309,9 @@ def search_order(moments: Tensor, target_probs: Tensor, start: Sequence[int], *,
         than ``tolerance`` nats (or the order after ``max_moves`` moves).
     """
     scores = MixtureScores(moments, target_probs, perfect) if scores is None else scores
-    order = list(int(v) for v in start)
-    device = moments.device
-    best = None
-    for taken in range(max_moves):
-        candidates = insertion_moves(order).to(device)
-        if required is not None:
-            candidates = candidates[along(candidates, required)]
-        if best is None:  # the start is scored with the first candidates, in one pass over their families
-            candidates = torch.cat([torch.tensor([order], device=device), candidates])
-            values = torch.cat([scores.orders(chunk) for chunk in candidates.split(CHUNK)])
-            best, candidates, values = float(values[0]), candidates[1:], values[1:]
-        else:
-            values = torch.cat([scores.orders(chunk) for chunk in candidates.split(CHUNK)]) if len(candidates) else None
-        if len(candidates) == 0:
-            return order, best, taken
-        top = int(values.argmax())
-        if not float(values[top]) > best + tolerance:
-            return order, best, taken
-        order, best = candidates[top].tolist(), float(values[top])
-    if best is None:
-        best = float(scores.orders(torch.tensor([order], device=device))[0])
-    return order, best, max_moves
+    orders, best, moves = climb(scores, torch.tensor([[int(v) for v in start]]), max_moves=max_moves,
+                                tolerance=tolerance, required=required)
+    return orders[0].tolist(), float(best[0]), int(moves[0])
 
 
 def order_respecting(permutation: Sequence[int], required: Optional[Tensor] = None) -> List[int]:
@@ -303,9 +351,7 @@ def propose_order(model, x: Tensor, regimes: Optional[Tensor] = None, targets: O
     start_score = float(scores.orders(torch.tensor([start], device=x.device))[0])
     rng = np.random.default_rng([seed, PROPOSAL_STREAM])
     starts = [start] + [order_respecting(rng.permutation(len(start)), model.guide.required) for _ in range(restarts)]
-    climbs = [search_order(moments, pi, s, perfect=model.perfect, required=model.guide.required, scores=scores)
-              for s in starts]
-    best = max(range(len(climbs)), key=lambda i: climbs[i][1])  # the first of equal scores
-    order, score, moves = climbs[best]
-    return {"order": order, "start": start, "start_score": start_score, "score": score, "moves": moves,
-            "restart": best}
+    orders, values, moves = climb(scores, torch.tensor(starts, device=x.device), required=model.guide.required)
+    best = max(range(len(starts)), key=lambda i: float(values[i]))  # the first of equal scores
+    return {"order": orders[best].tolist(), "start": start, "start_score": start_score, "score": float(values[best]),
+            "moves": int(moves[best]), "restart": best}

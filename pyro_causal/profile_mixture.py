@@ -11,8 +11,8 @@ maximum-likelihood value (linear Gaussian, as in :func:`~pyro_causal.order_searc
   a regression with weights ``q_ik`` (on no parents for perfect interventions);
 * ``pi`` at its mean-field optimum given those mechanisms (eq. 8 is affine in ``r``):
   ``logit pi_kj = gamma + sum_i q_ik (log g_kj - log g_j)(x_ij)``, ``pi_0 = 0``;
-* ``q(z)`` by Bayes' rule with weights ``mean_i q_ik``; the order by
-  :func:`~pyro_causal.order_search.search_order` on the new mixture.
+* ``q(z)`` by Bayes' rule with weights ``mean_i q_ik``; the order by a hill climb
+  (:func:`~pyro_causal.order_search.climb`) on the new mixture.
 
 :func:`refine` alternates these steps; its score is ``sum_i log sum_k w_k p(x_i | k)`` minus the
 targets' KL to their prior.  Every step reads the rows only through their packed outer products
@@ -21,7 +21,8 @@ a squared residual summed over a component's rows is ``a^T M_k a``, and each row
 quadratic form per component (:func:`joint_log_densities`), so an alternation costs
 ``O(n K d^2)``.  The alternation only climbs, so :func:`swap_targets` adds moves: one
 component's targets set to one variable, a few alternations, the best move kept while the score
-rises.
+rises.  Every function here takes leading batch dimensions, so a sweep's trials alternate
+together.
 """
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .order_search import search_order
+from .order_search import MixtureScores, climb
 
 LOG_TWO_PI = math.log(2 * math.pi)
 #: Floor of a mechanism's residual variance (standardised data).
 MIN_VARIANCE = 1e-6
+#: Elements of the ``(trials, n, K)`` assignment tables :func:`swap_targets` alternates at once
+#: (16 MiB each in float64: larger tables leave the cache and run slower).
+TRIAL_ELEMENTS = 2 ** 21
 
 
 class Mixture(NamedTuple):
@@ -66,16 +70,15 @@ def _regression(gram: Tensor, inputs: Tensor) -> Tensor:
     Args:
         gram: ``(..., d, d + 1, d + 1)``: for each variable ``j``, the weighted second moments of
             ``[x, 1]`` of its regression.
-        inputs: ``(d, d)`` bool, ``inputs[j, l]``: ``x_l`` is a regressor of ``x_j``.
+        inputs: ``(..., d, d)`` bool, ``inputs[j, l]``: ``x_l`` is a regressor of ``x_j``.
 
     Returns:
         ``(..., d, d + 1)``: row ``j`` maps ``[x, 1]`` to the prediction of ``x_j``.
     """
     d = inputs.shape[-1]
-    keep = torch.cat([inputs, inputs.new_ones(d, 1)], -1).to(gram.dtype)  # (d, d + 1)
+    keep = torch.cat([inputs, inputs.new_ones(*inputs.shape[:-1], 1)], -1).to(gram.dtype)  # (..., d, d + 1)
     system = gram * keep.unsqueeze(-1) * keep.unsqueeze(-2) + torch.diag_embed(1.0 - keep)
-    index = torch.arange(d, device=gram.device)
-    right = gram[..., index, :, index] if gram.dim() == 3 else gram[..., index, :, index].movedim(0, -2)
+    right = torch.diagonal(gram[..., :d], dim1=-3, dim2=-1).transpose(-1, -2)  # (..., j, a): gram_j[a, j]
     right = right * keep  # (..., d, d + 1): sum_i w_i y_i x_ij over the kept regressors
     ridge = 1e-9 * torch.eye(d + 1, dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(system + ridge, right.unsqueeze(-1)).squeeze(-1) * keep
@@ -88,25 +91,29 @@ def _residual_variance(maps: Tensor, gram: Tensor) -> Tensor:
     return (squares / gram[..., -1, -1].clamp_min(1e-12)).clamp_min(MIN_VARIANCE)
 
 
-def fit_mechanisms(moments: Tensor, order: Sequence[int], pi: Tensor, perfect: bool = True) -> Mechanisms:
-    """The maximum-likelihood mechanisms of the complete DAG of ``order`` given the mixture.
+def fit_mechanisms(moments: Tensor, order, pi: Tensor, perfect: bool = True) -> Mechanisms:
+    """The maximum-likelihood mechanisms of the complete DAG of ``order`` given the mixture; any
+    leading dimensions of ``moments``, ``order`` and ``pi`` (a batch of mixtures) carry through.
 
     Args:
-        moments: ``(K, d + 1, d + 1)`` ``sum_i q_ik [x_i, 1] [x_i, 1]^T``.
-        pi: ``(K, d)`` target probabilities (row 0 zero): the observational regression of ``x_j``
-            weighs component ``k``'s rows by ``1 - pi_kj``.
+        moments: ``(..., K, d + 1, d + 1)`` ``sum_i q_ik [x_i, 1] [x_i, 1]^T``.
+        order: ``(..., d)`` causes first (a sequence or a long tensor).
+        pi: ``(..., K, d)`` target probabilities (row 0 zero): the observational regression of
+            ``x_j`` weighs component ``k``'s rows by ``1 - pi_kj``.
         perfect: component ``k``'s intervened mechanisms have no parents.
     """
-    K, side = moments.shape[0], moments.shape[-1]
+    K, side = moments.shape[-3], moments.shape[-1]
     d = side - 1
-    position = torch.empty(d, dtype=torch.long, device=moments.device)
-    position[torch.as_tensor(order, device=moments.device)] = torch.arange(d, device=moments.device)
-    inputs = position.unsqueeze(0) < position.unsqueeze(1)  # (j, l): l precedes j
+    order = torch.as_tensor(order, device=moments.device)
+    position = torch.empty_like(order)
+    position.scatter_(-1, order, torch.arange(d, device=moments.device).expand_as(order))
+    inputs = position.unsqueeze(-2) < position.unsqueeze(-1)  # (..., j, l): l precedes j
     identity = torch.eye(d, side, dtype=moments.dtype, device=moments.device)
-    gram = ((1.0 - pi).T @ moments.reshape(K, -1)).reshape(d, side, side)  # sum_k (1 - pi_kj) M_k
+    gram = ((1.0 - pi).transpose(-1, -2) @ moments.reshape(*moments.shape[:-2], -1)).reshape(
+        *moments.shape[:-3], d, side, side)  # sum_k (1 - pi_kj) M_k
     observational = identity - _regression(gram, inputs)
-    per_component = moments.unsqueeze(1).expand(-1, d, -1, -1)  # (K, d, d + 1, d + 1)
-    intervened = identity - _regression(per_component, torch.zeros_like(inputs) if perfect else inputs)
+    per_component = moments.unsqueeze(-3).expand(*moments.shape[:-2], d, side, side)  # (..., K, d, d + 1, d + 1)
+    intervened = identity - _regression(per_component, (torch.zeros_like(inputs) if perfect else inputs).unsqueeze(-3))
     return Mechanisms(observational, _residual_variance(observational, gram),
                       intervened, _residual_variance(intervened, per_component))
 
@@ -130,13 +137,13 @@ def _side(outer: Tensor) -> int:
 
 
 def _moments(weights: Tensor, outer: Tensor) -> Tensor:
-    """``sum_i w_ic y_i y_i^T`` for every column ``c`` of ``weights`` ``(n, C)``: ``(C, d + 1, d + 1)``."""
+    """``sum_i w_ic y_i y_i^T`` for every column ``c`` of ``weights`` ``(..., n, C)``: ``(..., C, d + 1, d + 1)``."""
     side = _side(outer)
     rows, columns = _triangle(side, outer.device)
-    packed = weights.T @ outer  # (C, side (side + 1) / 2)
-    moments = packed.new_empty(weights.shape[1], side, side)
-    moments[:, rows, columns] = packed
-    moments[:, columns, rows] = packed
+    packed = weights.transpose(-1, -2) @ outer  # (..., C, side (side + 1) / 2)
+    moments = packed.new_empty(*packed.shape[:-1], side, side)
+    moments[..., rows, columns] = packed
+    moments[..., columns, rows] = packed
     return moments
 
 
@@ -154,12 +161,12 @@ def mechanism_log_densities(x: Tensor, mechanisms: Mechanisms):
 
 
 def expected_log_densities(moments: Tensor, mechanisms: Mechanisms):
-    """``sum_i q_ik log g_j(x_ij)`` and ``sum_i q_ik log g_kj(x_ij)``, both ``(K, d)``, from the
+    """``sum_i q_ik log g_j(x_ij)`` and ``sum_i q_ik log g_kj(x_ij)``, both ``(..., K, d)``, from the
     components' moments (a squared residual summed over rows is ``a^T M_k a``)."""
-    total = moments[:, -1, -1].unsqueeze(-1)  # (K, 1)
-    obs, obs_var = mechanisms.observational, mechanisms.observational_variance
+    total = moments[..., -1, -1].unsqueeze(-1)  # (..., K, 1)
+    obs, obs_var = mechanisms.observational.unsqueeze(-3), mechanisms.observational_variance.unsqueeze(-2)
     inter, inter_var = mechanisms.intervened, mechanisms.intervened_variance
-    obs_squares = ((obs @ moments) * obs).sum(-1)  # a_j^T M_k a_j: (K, d)
+    obs_squares = ((obs @ moments) * obs).sum(-1)  # a_j^T M_k a_j: (..., K, d)
     inter_squares = ((inter @ moments) * inter).sum(-1)
     return (-0.5 * (total * (LOG_TWO_PI + obs_var.log()) + obs_squares / obs_var),
             -0.5 * (total * (LOG_TWO_PI + inter_var.log()) + inter_squares / inter_var))
@@ -167,23 +174,24 @@ def expected_log_densities(moments: Tensor, mechanisms: Mechanisms):
 
 def joint_log_densities(outer: Tensor, mechanisms: Mechanisms, pi: Tensor) -> Tensor:
     """``sum_j (1 - pi_kj) log g_j(x_ij) + pi_kj log g_kj(x_ij)`` (eq. 8 at ``E[r] = pi``) of every
-    row and component: ``(n, K)``, one quadratic form ``y_i^T C_k y_i`` per row and component
-    (``outer``: :func:`row_outer_products`)."""
-    obs, obs_var = mechanisms.observational, mechanisms.observational_variance
+    row and component: ``(..., n, K)``, one quadratic form ``y_i^T C_k y_i`` per row and component
+    (``outer``: :func:`row_outer_products`; leading dimensions of the mechanisms and ``pi``: a batch)."""
+    obs, obs_var = mechanisms.observational.unsqueeze(-3), mechanisms.observational_variance.unsqueeze(-2)
     inter, inter_var = mechanisms.intervened, mechanisms.intervened_variance
     curvature = ((((1.0 - pi) / obs_var).unsqueeze(-1) * obs).transpose(-1, -2) @ obs
-                 + ((pi / inter_var).unsqueeze(-1) * inter).transpose(-1, -2) @ inter)  # (K, d + 1, d + 1)
+                 + ((pi / inter_var).unsqueeze(-1) * inter).transpose(-1, -2) @ inter)  # (..., K, d + 1, d + 1)
     rows, columns = _triangle(curvature.shape[-1], outer.device)
-    packed = curvature[:, rows, columns] * torch.where(rows == columns, 1.0, 2.0).to(curvature)  # off-diagonal twice
+    packed = curvature[..., rows, columns] * torch.where(rows == columns, 1.0, 2.0).to(curvature)  # off-diagonal twice
     normaliser = ((1.0 - pi) * (LOG_TWO_PI + obs_var.log()) + pi * (LOG_TWO_PI + inter_var.log())).sum(-1)
-    return -0.5 * (outer @ packed.T + normaliser)
+    return -0.5 * (outer @ packed.transpose(-1, -2) + normaliser.unsqueeze(-2))
 
 
 def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
-    """``sum KL(Bernoulli(pi_kj) || Bernoulli(sigmoid(gamma)))`` over the intervened components."""
-    p = pi[1:].clamp(1e-12, 1 - 1e-12)
+    """``sum KL(Bernoulli(pi_kj) || Bernoulli(sigmoid(gamma)))`` over the intervened components of
+    ``pi`` ``(..., K, d)``: ``(...)``."""
+    p = pi[..., 1:, :].clamp(1e-12, 1 - 1e-12)
     prior = torch.sigmoid(torch.tensor(target_logit, dtype=pi.dtype))
-    return (p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()).sum()
+    return (p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()).sum((-2, -1))
 
 
 def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
@@ -205,24 +213,61 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
         The :class:`Mixture` after the last alternation (float64).
     """
     x, q, pi = x.double(), q.double(), pi.double().clone()
+    if iterations <= 0:
+        return Mixture(None, list(order), q, pi)
     outer = row_outer_products(x) if outer is None else outer
-    order, score = list(order), None
+    score, orders, q, pi = _alternate(outer, q.unsqueeze(0), pi.unsqueeze(0), torch.as_tensor([list(order)]),
+                                      perfect=perfect, target_logit=target_logit, iterations=iterations,
+                                      tolerance=tolerance, required=required,
+                                      moments=None if moments is None else moments.unsqueeze(0))
+    return Mixture(float(score[0]), orders[0].tolist(), q[0], pi[0])
+
+
+def _alternate(outer: Tensor, q: Tensor, pi: Tensor, orders: Tensor, *, perfect: bool, target_logit: float,
+               iterations: int, tolerance: float, required: Optional[Tensor] = None, moments: Optional[Tensor] = None):
+    """:func:`refine`'s alternation for a batch of ``T`` mixtures, each on its own until it stops.
+
+    Args:
+        outer: ``(n, P)`` :func:`row_outer_products`; q: ``(T, n, K)``; pi: ``(T, K, d)``;
+            orders: ``(T, d)`` long; moments: ``(T, K, d + 1, d + 1)`` under ``q``, or ``None``.
+
+    Returns:
+        ``(scores (T,), orders (T, d), q (T, n, K), pi (T, K, d))`` after each one's last alternation.
+    """
+    T, n = q.shape[:2]
+    q = q.contiguous()  # the reductions over rows of a trial then run as they do on its own table
+    orders = orders.to(outer.device)
+    score = None
+    active = torch.arange(T, device=outer.device)
     for iteration in range(iterations):
-        moments = moments if iteration == 0 and moments is not None else _moments(q, outer)
-        order = search_order(moments, pi, order, perfect=perfect, required=required)[0]
-        mechanisms = fit_mechanisms(moments, order, pi, perfect)
-        observational, intervened = expected_log_densities(moments, mechanisms)
-        pi = torch.sigmoid(target_logit + intervened - observational)  # eq. 8 is affine in r
-        pi[0] = 0.0
-        joint = q.mean(0).clamp_min(1e-12).log() + joint_log_densities(outer, mechanisms, pi)  # (n, K)
-        evidence = torch.logsumexp(joint, 1, keepdim=True)  # log sum_k w_k p(x_i | k)
-        q = (joint - evidence).exp()
-        new = float(evidence.sum() - _target_kl(pi, target_logit))
-        done = score is not None and new - score < tolerance * x.shape[0]
-        score = new
-        if done:
+        every = len(active) == T  # then the batch itself, not a copy of it
+        now_q, now_pi, now_order = (q, pi, orders) if every else (q[active], pi[active], orders[active])
+        if iteration == 0 and moments is not None:
+            now_moments = moments
+        else:
+            now_moments = _moments(now_q, outer)
+        scores = MixtureScores(now_moments, now_pi, perfect)
+        now_order = climb(scores, now_order, torch.arange(len(active), device=outer.device), required=required)[0]
+        mechanisms = fit_mechanisms(now_moments, now_order, now_pi, perfect)
+        observational, intervened = expected_log_densities(now_moments, mechanisms)
+        now_pi = torch.sigmoid(target_logit + intervened - observational)  # eq. 8 is affine in r
+        now_pi[:, 0] = 0.0
+        joint = now_q.mean(-2).clamp_min(1e-12).log().unsqueeze(-2) + joint_log_densities(outer, mechanisms, now_pi)
+        evidence = torch.logsumexp(joint, -1, keepdim=True)  # log sum_k w_k p(x_i | k): (A, n, 1)
+        now_q = (joint - evidence).exp()
+        new = evidence.sum((-2, -1)) - _target_kl(now_pi, target_logit)
+        if score is None:
+            score, q, pi, orders, done = new, now_q, now_pi, now_order, torch.zeros_like(new, dtype=torch.bool)
+        else:
+            done = new - score[active] < tolerance * n
+            if every:
+                score, q, pi, orders = new, now_q, now_pi, now_order
+            else:
+                score[active], q[active], pi[active], orders[active] = new, now_q, now_pi, now_order
+        active = active[~done]
+        if len(active) == 0:
             break
-    return Mixture(score, order, q, pi)
+    return score, orders, q, pi
 
 
 def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
@@ -232,25 +277,30 @@ def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perf
 
     A move sets component ``k``'s targets to variable ``j`` alone (``pi_kj = 0.9``, the others
     0.02) and refines for ``trial_iterations``; each sweep tries every ``(k >= 1, j)`` with
-    ``pi_kj <= 1/2`` and keeps the best move, refined to convergence, when it scores higher.
+    ``pi_kj <= 1/2`` (the trials alternate together, :data:`TRIAL_ELEMENTS` at a time) and keeps the
+    best move (the first of equal scores), refined to convergence, when it scores higher.
     """
     x = x.double()
     outer = row_outer_products(x)
     best = refine(x, q, pi, order, perfect=perfect, target_logit=target_logit, outer=outer, required=required)
-    K, d = best.pi.shape
+    (K, d), n = best.pi.shape, x.shape[0]
+    per_chunk = max(1, TRIAL_ELEMENTS // (n * K))
     for _ in range(sweeps):
-        candidate, moments = None, _moments(best.q, outer)  # every trial starts from best.q
-        for k in range(1, K):
-            for j in range(d):
-                if best.pi[k, j] > 0.5:
-                    continue
-                moved = best.pi.clone()
-                moved[k] = 0.02
-                moved[k, j] = 0.9
-                trial = refine(x, best.q, moved, best.order, perfect=perfect, target_logit=target_logit,
-                               iterations=trial_iterations, outer=outer, required=required, moments=moments)
-                if trial.score > (best.score if candidate is None else candidate.score):
-                    candidate = trial
+        moves = (~(best.pi[1:] > 0.5)).nonzero()  # (k - 1, j), in the order of k then j
+        moments = _moments(best.q, outer)  # every trial starts from best.q
+        candidate = None
+        for chunk in moves.split(per_chunk):
+            trials = torch.arange(len(chunk), device=x.device)
+            moved = best.pi.expand(len(chunk), K, d).clone()
+            moved[trials, chunk[:, 0] + 1] = 0.02
+            moved[trials, chunk[:, 0] + 1, chunk[:, 1]] = 0.9
+            scores, orders, qs, pis = _alternate(
+                outer, best.q.expand(len(chunk), n, K), moved, torch.as_tensor(best.order).expand(len(chunk), d),
+                perfect=perfect, target_logit=target_logit, iterations=trial_iterations, tolerance=1e-6,
+                required=required, moments=moments.expand(len(chunk), *moments.shape))
+            top = int(torch.where(scores.isnan(), -math.inf, scores).argmax())  # the first of equal scores
+            if float(scores[top]) > (best.score if candidate is None else candidate.score):
+                candidate = Mixture(float(scores[top]), orders[top].tolist(), qs[top], pis[top])
         if candidate is None:
             break
         best = refine(x, candidate.q, candidate.pi, candidate.order, perfect=perfect, target_logit=target_logit,

@@ -133,6 +133,66 @@ def test_search_order_shares_the_regressions_it_is_given(mixture):
         ([4, 3, 2, 1, 0], float(order_scores(moments, pi, torch.tensor([[4, 3, 2, 1, 0]]))[0]), 0)
 
 
+def three_mixtures(mixture):
+    """``(moments (3, K, d + 1, d + 1), pi (3, K, d))``: the fixture's mixture and two others on its rows."""
+    data, x, q, pi = mixture
+    rng = np.random.default_rng(6)
+    qs = [q] + [rng.dirichlet(np.ones(q.shape[1]), len(x)) for _ in range(2)]
+    pis = [pi] + [np.vstack([np.zeros(pi.shape[1]), rng.uniform(0, 1, (pi.shape[0] - 1, pi.shape[1]))]) for _ in range(2)]
+    return (torch.stack([component_moments(torch.tensor(x), torch.tensor(w)) for w in qs]),
+            torch.tensor(np.stack(pis)))
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_a_batch_of_mixtures_scores_each_graph_under_its_own_mixture(mixture, perfect, monkeypatch):
+    """``MixtureScores`` of ``B`` mixtures scores graph ``m`` under ``mixture[m]`` as that mixture
+    alone does, with integer keys or sorted rows (keys of ``mixture * d + variable`` and the parents
+    that would not fit in :data:`FAMILY_KEY_BITS`)."""
+    from pyro_causal import order_search
+
+    moments, pi = three_mixtures(mixture)
+    rng = np.random.default_rng(7)
+    graphs = torch.tensor(np.triu(rng.random((30, 5, 5)) < 0.5, 1))
+    which = torch.tensor(rng.integers(0, 3, 30))
+    alone = torch.stack([graph_scores(moments[b], pi[b], g[None], perfect)[0] for g, b in zip(graphs, which)])
+    batched = order_search.MixtureScores(moments, pi, perfect)
+    torch.testing.assert_close(batched.graphs(graphs, which), alone, rtol=1e-12, atol=0)
+    assert len(batched._keys) == len({(int(b), j, tuple(g[:, j].tolist())) for g, b in zip(graphs, which) for j in range(5)})
+    monkeypatch.setattr(order_search, "FAMILY_KEY_BITS", 5 + 3)  # (3 * 5 - 1).bit_length() + 5 = 9 bits
+    torch.testing.assert_close(order_search.MixtureScores(moments, pi, perfect).graphs(graphs, which), alone,
+                               rtol=1e-12, atol=0)
+    assert len(order_search.MixtureScores(moments[:1], pi[:1], perfect).graphs(graphs)) == 30  # 3 + 5 bits: keyed
+    orders = torch.tensor([[4, 2, 0, 3, 1], [0, 1, 2, 3, 4], [4, 2, 0, 3, 1]])
+    torch.testing.assert_close(batched.orders(orders, torch.tensor([0, 1, 2])),
+                               torch.stack([order_scores(moments[b], pi[b], orders[b:b + 1], perfect)[0] for b in range(3)]),
+                               rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("perfect", [False, True])
+def test_climbs_in_lockstep_reach_what_each_climb_reaches_alone(mixture, perfect):
+    """:func:`climb` of several starts under several mixtures at once: each climb's order, moves
+    and score are those of :func:`search_order` from its start under its mixture, also with edges
+    required, a cap on the moves, or none allowed."""
+    from pyro_causal.order_search import MixtureScores, climb, order_respecting
+
+    moments, pi = three_mixtures(mixture)
+    starts = torch.tensor([[4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [0, 1, 2, 3, 4], [3, 1, 4, 0, 2]])
+    which = torch.tensor([0, 1, 2, 1])
+    required = torch.zeros(5, 5, dtype=torch.bool)
+    required[1, 3] = True
+    for options in ({}, {"required": required}, {"max_moves": 1}, {"max_moves": 0}, {"tolerance": 50.0}):
+        if "required" in options:
+            starts = torch.tensor([order_respecting(start, required) for start in starts.tolist()])
+        orders, scores, moves = climb(MixtureScores(moments, pi, perfect), starts, which, **options)
+        for t, b in enumerate(which.tolist()):
+            order, score, taken = search_order(moments[b], pi[b], starts[t].tolist(), perfect=perfect, **options)
+            assert (orders[t].tolist(), int(moves[t])) == (order, taken)
+            assert float(scores[t]) == pytest.approx(score, rel=1e-12)
+        if "required" in options:
+            assert all(o.index(1) < o.index(3) for o in orders.tolist())
+    assert int(climb(MixtureScores(moments, pi, perfect), starts, which)[2].max()) > 1  # the climbs take several moves
+
+
 def test_orders_tie_without_interventions(mixture):
     """Complete DAGs of any two orders are Markov equivalent: one component scores them alike."""
     _, x, _, _ = mixture

@@ -112,13 +112,36 @@ def test_the_alternation_stops_after_30_by_default(soft_mixture, monkeypatch):
 
     x, q, pi = (torch.tensor(a) for a in soft_mixture)
     calls = []
-    climb = profile_mixture.search_order
-    monkeypatch.setattr(profile_mixture, "search_order", lambda *a, **k: calls.append(1) or climb(*a, **k))
+    climb = profile_mixture.climb
+    monkeypatch.setattr(profile_mixture, "climb", lambda *a, **k: calls.append(1) or climb(*a, **k))
     refine(x, q, pi, [3, 2, 1, 0], tolerance=float("-inf"))  # no rise falls below it: only the cap stops
     assert len(calls) == 30  # one order climb per alternation
     calls.clear()
     refine(x, q, pi, [3, 2, 1, 0])
     assert 2 <= len(calls) < 30
+
+
+def test_mixtures_alternated_together_stop_each_on_their_own(soft_mixture, monkeypatch):
+    """The alternation of a batch: a converged mixture stops after its second alternation while an
+    unconverged one goes on, and each ends where :func:`refine` alone ends it."""
+    from pyro_causal import profile_mixture
+
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    converged = refine(x, q, pi, [0, 1, 2, 3])
+    starts = [(converged.q, converged.pi, converged.order), (q, pi, [3, 2, 1, 0])]
+    climbs, climb = [], profile_mixture.climb
+    monkeypatch.setattr(profile_mixture, "climb", lambda scores, orders, *a, **k: climbs.append(len(orders)) or
+                        climb(scores, orders, *a, **k))
+    scores, orders, qs, pis = profile_mixture._alternate(
+        row_outer_products(x), torch.stack([s[0] for s in starts]), torch.stack([s[1] for s in starts]),
+        torch.tensor([s[2] for s in starts]), perfect=True, target_logit=-2.0, iterations=30, tolerance=1e-6)
+    assert climbs[:2] == [2, 2] and set(climbs[2:]) == {1}  # the second goes on alone
+    monkeypatch.undo()
+    for t, (q0, pi0, order0) in enumerate(starts):
+        alone = refine(x, q0, pi0, order0)
+        assert orders[t].tolist() == alone.order and float(scores[t]) == pytest.approx(alone.score, rel=1e-12, abs=0)
+        torch.testing.assert_close(pis[t], alone.pi, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(qs[t], alone.q, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("d", [1, 4, 25])
@@ -203,38 +226,52 @@ def test_the_moves_start_from_the_refined_mixture_of_their_model_and_prior(soft_
 
 def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled, monkeypatch):
     """One trial per ``(k >= 1, j)`` with ``pi_kj <= 1/2``, in order: row ``k`` set to 0.02 with
-    0.9 at ``j``, every other row as refined, refined with the fit's model and prior; the sweep
-    refines the best-scoring trial further."""
+    0.9 at ``j``, every other row as refined, alternated with the fit's model and prior, a few
+    trials at a time (each as it alternates alone); the sweep refines the best-scoring trial further."""
     from pyro_causal import profile_mixture
 
     _, x, _, _ = labelled
     q, pi = misplaced(labelled)
     start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
-    trials, refined, real = [], [], profile_mixture.refine
+    K, d = start.pi.shape
+    batches, refined = [], []
+    alternate, real_refine = profile_mixture._alternate, profile_mixture.refine
 
-    def spy(*args, **options):
-        result = real(*args, **options)
-        if options.get("iterations") == 4:
-            trials.append((args[2].clone(), options["perfect"], options["target_logit"], result))
-        else:
-            refined.append(args[2])
+    def alternate_spy(outer, q, pi, orders, **options):
+        result = alternate(outer, q, pi, orders, **options)
+        if options["iterations"] == 4:
+            batches.append([(moved, options, score, order, pis) for moved, score, order, pis
+                            in zip(pi.clone(), *(r.clone() for r in (result[0], result[1], result[3])))])
         return result
 
-    monkeypatch.setattr(profile_mixture, "refine", spy)
+    def refine_spy(*args, **options):
+        refined.append(args[2])
+        return real_refine(*args, **options)
+
+    monkeypatch.setattr(profile_mixture, "_alternate", alternate_spy)
+    monkeypatch.setattr(profile_mixture, "refine", refine_spy)
+    monkeypatch.setattr(profile_mixture, "TRIAL_ELEMENTS", 4 * x.shape[0] * K)  # four trials at a time
     swap_targets(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0, sweeps=1)
-    K, d = start.pi.shape
+    trials = [trial for batch in batches for trial in batch]
     expected = [(k, j) for k in range(1, K) for j in range(d) if start.pi[k, j] <= 0.5]
     assert 0 < len(expected) < (K - 1) * d and len(trials) == len(expected)  # some targets set, some not
-    for (k, j), (moved, perfect, logit, _) in zip(expected, trials):
+    assert [len(batch) for batch in batches] == [4] * (len(expected) // 4) + ([len(expected) % 4] if len(expected) % 4 else [])
+    for (k, j), (moved, options, _, _, _) in zip(expected, trials):
         row = torch.full((d,), 0.02, dtype=torch.float64)
         row[j] = 0.9
         others = torch.arange(K) != k
         assert torch.equal(moved[k], row) and torch.equal(moved[others], start.pi[others])
-        assert (perfect, logit) == (False, -3.0)
-    best = max(trials, key=lambda t: t[3].score)[3]  # the best trial, not merely the last one above the start
-    above = [t[3] for t in trials if t[3].score > start.score]
-    assert len(above) > 1 and above[-1] is not best
-    assert len(refined) == 2 and refined[1] is best.pi
+        assert (options["perfect"], options["target_logit"]) == (False, -3.0)
+    for moved, _, score, order, pis in trials[::5]:  # each trial as it alternates alone (up to the last bits
+        # of the elementwise functions, which depend on where an entry falls in a vectorised loop)
+        alone = real_refine(x, start.q, moved, start.order, perfect=False, target_logit=-3.0, iterations=4)
+        assert alone.order == order.tolist() and alone.score == pytest.approx(float(score), rel=1e-12, abs=0)
+        torch.testing.assert_close(alone.pi, pis, rtol=1e-10, atol=1e-12)
+    scores = [float(t[2]) for t in trials]
+    best = scores.index(max(scores))  # the best trial, not merely the last one above the start
+    above = [i for i, value in enumerate(scores) if value > start.score]
+    assert len(above) > 1 and above[-1] != best and above[-1] // 4 != best // 4  # and not in the last batch above it
+    assert len(refined) == 2 and torch.equal(refined[1], trials[best][4])
 
 
 def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off():
