@@ -1,4 +1,5 @@
 """Tests of the order search (pyro_causal.order_search) and the refit with an order held."""
+import inspect
 import itertools
 from dataclasses import replace
 
@@ -35,9 +36,13 @@ def mixture():
     return data, x, q, pi
 
 
+@pytest.mark.parametrize("components", [None, 2])
 @pytest.mark.parametrize("perfect", [False, True])
-def test_order_scores_equal_weighted_least_squares(mixture, perfect):
+def test_order_scores_equal_weighted_least_squares(mixture, perfect, components):
     data, x, q, pi = mixture
+    if components is not None:  # the first components, the last one holding the others' rows
+        q = np.column_stack([q[:, :components - 1], q[:, components - 1:].sum(1)])
+        pi = pi[:components]
     orders = [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [1, 3, 4, 0, 2]]
     scores = order_scores(component_moments(torch.tensor(x), torch.tensor(q)), torch.tensor(pi),
                           torch.tensor(orders), perfect)
@@ -129,6 +134,9 @@ def test_search_order_shares_the_regressions_it_is_given(mixture):
     shared = MixtureScores(moments, pi, True)
     for start in ([4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [0, 1, 2, 3, 4]):
         assert search_order(moments, pi, start, perfect=True, scores=shared) == search_order(moments, pi, start, perfect=True)
+    assert len(shared._keys) > 0  # the climbs regressed through the scores they were given
+    defaults = inspect.signature(search_order).parameters
+    assert (defaults["max_moves"].default, defaults["tolerance"].default) == (200, 1e-6)
     assert search_order(moments, pi, [4, 3, 2, 1, 0], max_moves=0) == \
         ([4, 3, 2, 1, 0], float(order_scores(moments, pi, torch.tensor([[4, 3, 2, 1, 0]]))[0]), 0)
 
@@ -157,11 +165,19 @@ def test_a_batch_of_mixtures_scores_each_graph_under_its_own_mixture(mixture, pe
     alone = torch.stack([graph_scores(moments[b], pi[b], g[None], perfect)[0] for g, b in zip(graphs, which)])
     batched = order_search.MixtureScores(moments, pi, perfect)
     torch.testing.assert_close(batched.graphs(graphs, which), alone, rtol=1e-12, atol=0)
+    if not perfect:  # imperfect interventions by default
+        torch.testing.assert_close(order_search.MixtureScores(moments, pi).graphs(graphs, which), alone, rtol=1e-12, atol=0)
     assert len(batched._keys) == len({(int(b), j, tuple(g[:, j].tolist())) for g, b in zip(graphs, which) for j in range(5)})
-    monkeypatch.setattr(order_search, "FAMILY_KEY_BITS", 5 + 3)  # (3 * 5 - 1).bit_length() + 5 = 9 bits
-    torch.testing.assert_close(order_search.MixtureScores(moments, pi, perfect).graphs(graphs, which), alone,
-                               rtol=1e-12, atol=0)
-    assert len(order_search.MixtureScores(moments[:1], pi[:1], perfect).graphs(graphs)) == 30  # 3 + 5 bits: keyed
+    for bits, keyed in ((9, True), (8, False)):  # keys up to (3 * 5 - 1) << 5 | 31: (14).bit_length() + 5 = 9 bits
+        monkeypatch.setattr(order_search, "FAMILY_KEY_BITS", bits)
+        scores = order_search.MixtureScores(moments, pi, perfect)
+        torch.testing.assert_close(scores.graphs(graphs, which), alone, rtol=1e-12, atol=0)
+        assert (len(scores._keys) > 0) == keyed  # sorted rows remember nothing
+    for bits, keyed in ((8, True), (7, False)):  # one mixture: keys up to 4 << 5 | 31, (4).bit_length() + 5 = 8 bits
+        monkeypatch.setattr(order_search, "FAMILY_KEY_BITS", bits)
+        scores = order_search.MixtureScores(moments[0], pi[0], perfect)
+        torch.testing.assert_close(scores.graphs(graphs), graph_scores(moments[0], pi[0], graphs, perfect), rtol=1e-12, atol=0)
+        assert (len(scores._keys) > 0) == keyed
     orders = torch.tensor([[4, 2, 0, 3, 1], [0, 1, 2, 3, 4], [4, 2, 0, 3, 1]])
     torch.testing.assert_close(batched.orders(orders, torch.tensor([0, 1, 2])),
                                torch.stack([order_scores(moments[b], pi[b], orders[b:b + 1], perfect)[0] for b in range(3)]),
@@ -190,7 +206,16 @@ def test_climbs_in_lockstep_reach_what_each_climb_reaches_alone(mixture, perfect
             assert float(scores[t]) == pytest.approx(score, rel=1e-12)
         if "required" in options:
             assert all(o.index(1) < o.index(3) for o in orders.tolist())
-    assert int(climb(MixtureScores(moments, pi, perfect), starts, which)[2].max()) > 1  # the climbs take several moves
+    orders, scores, moves = climb(MixtureScores(moments, pi, perfect), starts, which)
+    assert int(moves.max()) > 1  # the climbs take several moves
+    assert (orders.dtype, scores.dtype, moves.dtype) == (torch.long, torch.float64, torch.long)
+    narrow = climb(MixtureScores(moments, pi, perfect), starts.int(), which)  # starts of any integer type
+    assert torch.equal(narrow[0], orders) and torch.equal(narrow[1], scores) and torch.equal(narrow[2], moves)
+    for cap in (200, 0):  # no starts, no climbs
+        none = climb(MixtureScores(moments, pi, perfect), torch.zeros(0, 5, dtype=torch.long), max_moves=cap)
+        assert [tuple(t.shape) for t in none] == [(0, 5), (0,), (0,)] and none[1].dtype == torch.float64
+    defaults = inspect.signature(climb).parameters
+    assert (defaults["max_moves"].default, defaults["tolerance"].default) == (200, 1e-6)
 
 
 def test_orders_tie_without_interventions(mixture):
@@ -255,6 +280,10 @@ def test_search_order_takes_every_move_that_gains_more_than_its_tolerance(mixtur
     assert moves >= 1 and score - first * 0.5 / gain > 0.49
     assert search_order(scaled, pi, start, tolerance=0.51) == (start, pytest.approx(first * 0.5 / gain, rel=1e-9), 0)
     assert search_order(moments, pi, start, max_moves=1)[2] == 1
+    exact = (first + gain) - first  # the best move's gain, exactly representable: first + exact is its score
+    assert first + exact == first + gain
+    assert search_order(moments, pi, start, tolerance=exact)[2] == 0  # a gain of exactly the tolerance: no move
+    assert search_order(moments, pi, start, tolerance=exact * (1 - 1e-9))[2] >= 1
 
 
 def test_search_order_stays_where_every_order_ties(mixture):

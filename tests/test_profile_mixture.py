@@ -144,6 +144,21 @@ def test_mixtures_alternated_together_stop_each_on_their_own(soft_mixture, monke
         torch.testing.assert_close(qs[t], alone.q, rtol=1e-10, atol=1e-12)
 
 
+def test_refine_starts_from_the_moments_it_is_given_and_without_alternations_returns_its_start(soft_mixture):
+    from pyro_causal.profile_mixture import _moments
+
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    outer = row_outer_products(x)
+    own = refine(x, q, pi, [0, 1, 2, 3], iterations=1)
+    given = refine(x, q, pi, [0, 1, 2, 3], iterations=1, moments=_moments(q, outer))
+    assert given.score == pytest.approx(own.score, rel=1e-12) and given.order == own.order
+    other = refine(x, q, pi, [0, 1, 2, 3], iterations=1, moments=_moments(q.flip(1), outer))
+    assert abs(other.score - own.score) > 1e-3  # the first alternation uses the moments given (rounding: 1e-8)
+    start = refine(x, q.float(), pi.float(), (3, 1, 2, 0), iterations=0)
+    assert start.score is None and start.order == [3, 1, 2, 0]
+    assert torch.equal(start.q, q.float().double()) and torch.equal(start.pi, pi.float().double())
+
+
 @pytest.mark.parametrize("d", [1, 4, 25])
 def test_moments_unpack_the_packed_outer_products_at_any_size(d):
     from pyro_causal.profile_mixture import _moments
@@ -224,7 +239,8 @@ def test_the_moves_start_from_the_refined_mixture_of_their_model_and_prior(soft_
     assert (defaults["sweeps"].default, defaults["trial_iterations"].default) == (4, 4)
 
 
-def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled, monkeypatch):
+@pytest.mark.parametrize("per_batch", [4, 1])
+def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled, monkeypatch, per_batch):
     """One trial per ``(k >= 1, j)`` with ``pi_kj <= 1/2``, in order: row ``k`` set to 0.02 with
     0.9 at ``j``, every other row as refined, alternated with the fit's model and prior, a few
     trials at a time (each as it alternates alone); the sweep refines the best-scoring trial further."""
@@ -245,17 +261,18 @@ def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled
         return result
 
     def refine_spy(*args, **options):
-        refined.append(args[2])
+        refined.append((args[2], options["perfect"], options["target_logit"]))
         return real_refine(*args, **options)
 
     monkeypatch.setattr(profile_mixture, "_alternate", alternate_spy)
     monkeypatch.setattr(profile_mixture, "refine", refine_spy)
-    monkeypatch.setattr(profile_mixture, "TRIAL_ELEMENTS", 4 * x.shape[0] * K)  # four trials at a time
+    monkeypatch.setattr(profile_mixture, "TRIAL_ELEMENTS", 4 * x.shape[0] * K if per_batch == 4 else 1)
     swap_targets(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0, sweeps=1)
     trials = [trial for batch in batches for trial in batch]
     expected = [(k, j) for k in range(1, K) for j in range(d) if start.pi[k, j] <= 0.5]
     assert 0 < len(expected) < (K - 1) * d and len(trials) == len(expected)  # some targets set, some not
-    assert [len(batch) for batch in batches] == [4] * (len(expected) // 4) + ([len(expected) % 4] if len(expected) % 4 else [])
+    whole, rest = divmod(len(expected), per_batch)
+    assert [len(batch) for batch in batches] == [per_batch] * whole + ([rest] if rest else [])
     for (k, j), (moved, options, _, _, _) in zip(expected, trials):
         row = torch.full((d,), 0.02, dtype=torch.float64)
         row[j] = 0.9
@@ -271,7 +288,7 @@ def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled
     best = scores.index(max(scores))  # the best trial, not merely the last one above the start
     above = [i for i, value in enumerate(scores) if value > start.score]
     assert len(above) > 1 and above[-1] != best and above[-1] // 4 != best // 4  # and not in the last batch above it
-    assert len(refined) == 2 and torch.equal(refined[1], trials[best][4])
+    assert len(refined) == 2 and torch.equal(refined[1][0], trials[best][4]) and refined[1][1:] == (False, -3.0)
 
 
 def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off():
@@ -291,13 +308,23 @@ def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned
     assert all(r["target_moves"] is None for r in with_moves[1:] + without)
 
 
-def test_orders_keep_the_edges_the_prior_requires(labelled):
+def test_orders_keep_the_edges_the_prior_requires(labelled, monkeypatch):
+    from pyro_causal import profile_mixture
+
     data, x, q, pi = labelled
     cause, effect = (int(v[0]) for v in np.nonzero(data.adjacency))
     required = torch.zeros(5, 5, dtype=torch.bool)
     required[effect, cause] = True  # a true edge, reversed and required
     mixture = swap_targets(x, q, pi, list(range(5)), required=required, sweeps=1)
     assert mixture.order.index(effect) < mixture.order.index(cause)
+    merged, wrong = misplaced(labelled)  # a move is taken, and refined further, with the edge kept
+    asked, real = [], profile_mixture.refine
+    monkeypatch.setattr(profile_mixture, "refine", lambda *a, **k: asked.append(k["required"]) or real(*a, **k))
+    moved = swap_targets(x, merged, wrong, list(range(5)), required=required, sweeps=1)
+    monkeypatch.undo()
+    assert len(asked) == 2 and all(mask is required for mask in asked)
+    assert moved.score > refine(x, merged, wrong, list(range(5)), required=required).score
+    assert moved.order.index(effect) < moved.order.index(cause)
     assert refine(x, q, pi, list(range(5)))[1].index(cause) < refine(x, q, pi, list(range(5)))[1].index(effect)
 
 
