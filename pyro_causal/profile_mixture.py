@@ -27,7 +27,7 @@ together.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -91,7 +91,7 @@ def _residual_variance(maps: Tensor, gram: Tensor) -> Tensor:
     return (squares / gram[..., -1, -1].clamp_min(1e-12)).clamp_min(MIN_VARIANCE)
 
 
-def fit_mechanisms(moments: Tensor, order, pi: Tensor, perfect: bool = True) -> Mechanisms:
+def fit_mechanisms(moments: Tensor, order: Union[Sequence[int], Tensor], pi: Tensor, perfect: bool = True) -> Mechanisms:
     """The maximum-likelihood mechanisms of the complete DAG of ``order`` given the mixture; any
     leading dimensions of ``moments``, ``order`` and ``pi`` (a batch of mixtures) carry through.
 
