@@ -57,3 +57,20 @@ def test_sweep_table_has_every_cell_beside_the_empty_graph_and_the_observational
     latent, observational = summary["e=4"]["latent"][0], summary["e=4"]["observational"][0]
     assert f"| {latent:.1f} ({latent}) | {observational:.1f} ({observational}) |" in row
     assert ("yes" if latent < observational else "**no**") in row
+
+
+def test_schedule_options_reach_the_schedule_and_the_record():
+    table1 = load_table1()
+    base = dict(max_rounds=None, first_round_steps=None, tolerance=None, initial_penalty=None, density="linear",
+                model_intervention="perfect", search=None, batch_size=None, graph_estimator=None, order_refit=None,
+                edge_search=0, restarts=1, activation=None, two_cycles="resolve", target_moves=True,
+                held_refit=True, true_graph=False)
+    assert table1.schedule_of(table1.argparse.Namespace(**base)) is None
+    assert table1.options_text(table1.argparse.Namespace(**base)) == "defaults"
+    args = table1.argparse.Namespace(**dict(base, initial_penalty=0.1, tolerance=1e-3))
+    schedule = table1.schedule_of(args)
+    assert (schedule.initial_penalty, schedule.tolerance) == (0.1, 1e-3)
+    defaults = table1.PenaltySchedule()
+    assert (schedule.first_round_steps, schedule.round_steps, schedule.max_rounds) == \
+        (defaults.first_round_steps, defaults.round_steps, defaults.max_rounds)
+    assert table1.options_text(args) == "--tolerance 0.001, --initial-penalty 0.1"
