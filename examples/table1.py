@@ -190,6 +190,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tolerance", type=float,
                         help="the penalty loop stops when h is below this (default: fit's, 1e-8)")
     parser.add_argument("--first-round-steps", type=int, help="default: fit's")
+    parser.add_argument("--round-steps", type=int, help="SVI steps of each penalty round after the first (default: fit's)")
     parser.add_argument("--initial-penalty", type=float, help="mu_0 of the penalty loop (default: fit's, 1e-2)")
     parser.add_argument("--batch-size", type=int, help="rows per SVI step (default: fit's choice, resources.choose_batch_size)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
@@ -276,11 +277,11 @@ def setting_text(args) -> str:
 
 def schedule_of(args) -> Optional[PenaltySchedule]:
     """The penalty schedule the command line sets (``None``: fit's default)."""
-    if not (args.max_rounds or args.first_round_steps or args.tolerance or args.initial_penalty):
+    if not (args.max_rounds or args.first_round_steps or args.round_steps or args.tolerance or args.initial_penalty):
         return None
     defaults = PenaltySchedule()
     return PenaltySchedule(first_round_steps=args.first_round_steps or defaults.first_round_steps,
-                           round_steps=min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
+                           round_steps=args.round_steps or min(defaults.round_steps, args.first_round_steps or defaults.round_steps),
                            max_rounds=args.max_rounds or defaults.max_rounds,
                            tolerance=args.tolerance or defaults.tolerance,
                            initial_penalty=args.initial_penalty or defaults.initial_penalty)
@@ -295,7 +296,7 @@ def options_text(args) -> str:
         ("order_refit", args.order_refit),
         ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),
         ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
-        ("max_rounds", args.max_rounds), ("first_round_steps", args.first_round_steps),
+        ("max_rounds", args.max_rounds), ("first_round_steps", args.first_round_steps), ("round_steps", args.round_steps),
         ("tolerance", args.tolerance), ("initial_penalty", args.initial_penalty)) if value is not None]
     chosen += ["--no-target-moves"] * (not args.target_moves)
     chosen += ["--no-held-refit"] * (not args.held_refit)
