@@ -40,6 +40,8 @@ MIN_VARIANCE = 1e-6
 #: Elements of the ``(trials, n, K)`` assignment tables :func:`swap_targets` alternates at once
 #: (16 MiB each in float64: larger tables leave the cache and run slower).
 TRIAL_ELEMENTS = 2 ** 21
+#: An alternation stops when the score rose by less than this many nats per row.
+TOLERANCE = 1e-6
 
 
 class Mixture(NamedTuple):
@@ -195,7 +197,7 @@ def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
 
 
 def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
-           target_logit: float = -2.0, iterations: int = 30, tolerance: float = 1e-6,
+           target_logit: float = -2.0, iterations: int = 30, tolerance: float = TOLERANCE,
            outer: Optional[Tensor] = None, required: Optional[Tensor] = None,
            moments: Optional[Tensor] = None) -> Mixture:
     """Alternate order, mechanisms, targets and ``q(z)`` (module docstring) from ``(q, pi, order)``.
@@ -296,7 +298,7 @@ def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perf
             moved[trials, chunk[:, 0] + 1, chunk[:, 1]] = 0.9
             scores, orders, qs, pis = _alternate(
                 outer, best.q.expand(len(chunk), n, K), moved, torch.as_tensor(best.order).expand(len(chunk), d),
-                perfect=perfect, target_logit=target_logit, iterations=trial_iterations, tolerance=1e-6,
+                perfect=perfect, target_logit=target_logit, iterations=trial_iterations, tolerance=TOLERANCE,
                 required=required, moments=moments.expand(len(chunk), *moments.shape))
             top = int(torch.where(scores.isnan(), -math.inf, scores).argmax())  # the first of equal scores
             if float(scores[top]) > (best.score if candidate is None else candidate.score):
