@@ -46,7 +46,7 @@ def rows_of(x: Tensor, batch: Tensor) -> Tensor:
     the same tensor at every full-batch step lets the densities keep what they computed from it."""
     if batch.shape[0] == x.shape[0] and bool((batch == torch.arange(x.shape[0], device=batch.device)).all()):
         return x
-    return x[batch]
+    return x.index_select(0, batch)  # the same rows as x[batch], without advanced indexing's overhead
 
 
 class AmortizedAssignment(TorchDistribution):

@@ -32,6 +32,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .densities.linear import upper_outer_products
 from .order_search import MixtureScores, climb
 
 LOG_TWO_PI = math.log(2 * math.pi)
@@ -128,9 +129,7 @@ def _triangle(side: int, device=None) -> Tensor:
 def row_outer_products(x: Tensor) -> Tensor:
     """The upper triangle (row-major) of ``y_i y_i^T`` of every row, ``y = [x, 1]``:
     ``(n, d) -> (n, (d + 1)(d + 2) / 2)``; weighted second moments are then one matrix product."""
-    y = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-    rows, columns = _triangle(y.shape[1], x.device)
-    return y[:, rows] * y[:, columns]
+    return upper_outer_products(x).T.contiguous()
 
 
 def _side(outer: Tensor) -> int:

@@ -14,6 +14,18 @@ from torch import Tensor
 from .base import HALF_LOG_TWO_PI, ConditionalDensity, embedding_network, positive_scale, standard_normal_log_prob
 
 
+def upper_outer_products(x: Tensor) -> Tensor:
+    """The upper triangle (row-major, diagonal included) of ``y_i y_i^T`` of every row, ``y_i = [x_i, 1]``,
+    laid out pair by pair: ``(n, d) -> ((d + 1)(d + 2) / 2, n)``, in ``x``'s dtype.
+
+    Built from the rows of ``y^T``: two gathers of whole rows and one contiguous product (several
+    times faster than the broadcast outer product or a gather along a row's columns).
+    """
+    y = torch.cat([x.T, x.new_ones(1, x.shape[0])], 0)  # (d + 1, n)
+    rows, cols = torch.triu_indices(y.shape[0], y.shape[0], device=x.device)
+    return y.index_select(0, rows) * y.index_select(0, cols)
+
+
 class LinearGaussian(ConditionalDensity):
     """Linear Gaussian mechanisms whose coefficients depend on the intervention embedding.
 
@@ -106,7 +118,7 @@ class LinearGaussian(ConditionalDensity):
         # y^T Q y over the upper triangle of Q, off-diagonal entries counted twice.
         rows, cols = self._triangle(x.device)
         packed = quadratic[:, rows, cols] * torch.where(rows == cols, -0.5, -1.0).to(quadratic)
-        return torch.addmm(-constant.unsqueeze(-1), packed, self._second_moments(x).T).to(x.dtype)  # (C, n)
+        return torch.addmm(-constant.unsqueeze(-1), packed, self._second_moments(x)).to(x.dtype)  # (C, n)
 
     def _triangle(self, device) -> tuple[Tensor, Tensor]:
         """Row and column indices of the upper triangle of a ``(d + 1, d + 1)`` matrix, diagonal included."""
@@ -114,8 +126,8 @@ class LinearGaussian(ConditionalDensity):
         return indices[0], indices[1]
 
     def _second_moments(self, x: Tensor) -> Tensor:
-        """The upper triangle of ``y y^T`` of every row, ``y = [x, 1]``, in float64:
-        ``(n, d) -> (n, (d+1)(d+2)/2)`` (the order of :meth:`_triangle`).
+        """:func:`upper_outer_products` of the rows in float64: ``(n, d) -> ((d+1)(d+2)/2, n)``
+        (the order of :meth:`_triangle`).
 
         Full-batch training passes the same tensor at every step, so the last result is kept
         (by reference to the tensor itself, never by address, and invalidated by in-place edits).
@@ -123,12 +135,7 @@ class LinearGaussian(ConditionalDensity):
         cached = self._moments_cache
         if cached is not None and cached[0]() is x and cached[1] == x._version:
             return cached[2]
-        y = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], -1)
-        rows, cols = self._triangle(x.device)
-        d1 = self.num_variables + 1
-        # the whole outer product, then the triangle's columns: index_select is several times
-        # faster than advanced indexing along a second dimension
-        moments = (y.unsqueeze(2) * y.unsqueeze(1)).reshape(x.shape[0], d1 * d1).index_select(1, rows * d1 + cols)
+        moments = upper_outer_products(x.double())
         if not x.requires_grad:
             self._moments_cache = (weakref.ref(x), x._version, moments)
         return moments
@@ -136,7 +143,7 @@ class LinearGaussian(ConditionalDensity):
     def _weighted_moments(self, x: Tensor, row_weights: Tensor) -> Tensor:
         """``sum_n w_nk y_n y_n^T`` for every column ``k`` of ``row_weights`` ``(n, K)``: ``(K, d+1, d+1)``."""
         d1 = self.num_variables + 1
-        packed = row_weights.double().T @ self._second_moments(x)  # (K, (d+1)(d+2)/2)
+        packed = row_weights.double().T @ self._second_moments(x).T  # (K, (d+1)(d+2)/2)
         rows, cols = self._triangle(x.device)
         full = packed.new_zeros(packed.shape[0], d1, d1)
         full[:, rows, cols] = packed
