@@ -53,6 +53,13 @@ def seconds_per_step(x: torch.Tensor, density: str, repeats: int = 30, table: bo
     return median_step_seconds(trainer, warmup=5, repeats=repeats)
 
 
+def machine() -> str:
+    """The machine line of every table (imported here: a ``--baseline`` worker may run an older package)."""
+    from pyro_causal.resources import cpu_description
+
+    return f"{platform.machine()}, {cpu_description()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
 def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -121,7 +128,7 @@ def baseline(args) -> list:
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"Machine: {machine()}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
         f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps on the default rows "
         f"per step, each process the median of {args.repeats} steps, {args.rounds} alternating processes per tree "
@@ -158,7 +165,7 @@ def concurrent(args) -> list:
     """Table rows: for each thread setting, one fit alone then ``--concurrent`` at once."""
     what = f"{args.steps} steps per fit" if args.steps else "whole default fits"
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"Machine: {machine()}. Command: "
         f"`python bench/bench_fit.py --concurrent {args.concurrent} --compare-threads {args.compare_threads} "
         f"--steps {args.steps} --density {args.density} --seed {args.seed}` ({what}, {args.density} density).",
         "",
@@ -185,7 +192,7 @@ def no_options(args) -> list:
     before = load()
     report = one_fit(args)
     return [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. Command: "
+        f"Machine: {machine()}. Command: "
         f"`python bench/bench_fit.py --no-options --density {args.density} --mechanism {args.mechanism} --seed {args.seed}` "
         f"(`fit(x, density={args.density!r})`, nothing else set).",
         "",
@@ -241,7 +248,7 @@ def main() -> None:
     refit_note = (f"{result.settings['training']['schedule']['first_round_steps']}-step held refit, {'kept' if refit['kept'] else 'not kept'}"
                   if refit else "no held refit")
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads. "
+        f"Machine: {machine()}, {args.threads} threads. "
         f"Command: `python bench/bench_fit.py --seed {args.seed} --threads {args.threads} --density {args.density}`.",
         "",
         "| density | n | d | K | s per SVI step (median) | same, (K, n, d) table path | steps | total fit (s) | "

@@ -146,13 +146,9 @@ def plot(rows: List[dict], path: str) -> None:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, torch {torch.__version__}, 1 thread"
+    from pyro_causal.resources import cpu_description
+
+    return f"{cpu_description()}, {os.cpu_count()} cores visible, Python {platform.python_version()}, torch {torch.__version__}, 1 thread"
 
 
 def _fit_from(x, init_edge_logit: float, seed: int, callbacks, *, batch_size, config):

@@ -16,6 +16,8 @@ from typing import List, Optional
 
 import torch
 
+from pyro_causal.resources import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def write_record(path: str, experiment: str, setting: str, command: str, seeds: 
         "seeds": seeds,
         "commit": current_commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread per fit, {jobs} at a time",
+        "machine": f"{platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {jobs} at a time",
         "rows": rows,
         **extra,
     }

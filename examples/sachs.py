@@ -39,6 +39,7 @@ from pyro_causal.metrics import adjusted_rand_index, evaluate
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.search import graph_log_prior
 from pyro_causal.selection import SelectionResult, select_hyperparameters
+from pyro_causal.resources import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
 from results_record import write_record  # noqa: E402
@@ -253,7 +254,7 @@ def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
     """The command that reproduces this run, and where it ran."""
     args = " ".join(argv if argv is not None else sys.argv[1:])
     command = f"python examples/{script} {args}".rstrip()
-    return f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, 1 thread)."
+    return f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread)."
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -32,6 +32,7 @@ from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, Pen
 from pyro_causal.api import default_graph_estimator
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.metrics import adjusted_rand_index, f1, hamming_distance, shd
+from pyro_causal.resources import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
 from results_record import write_record  # noqa: E402
@@ -232,7 +233,7 @@ def main(argv=None) -> None:
         f"### {args.mechanism} mechanisms, {args.density} density, {args.intervention} interventions, "
         f"e = {args.edges_per_node:g}, n = {args.samples}, graphs seeds {args.first_seed}..{args.first_seed + args.graphs - 1}",
         "",
-        f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time).",
+        f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time).",
         "",
         "| variant | Hamming (mean ± sd) | per graph | SHD | F1 | ARI of argmax q(z) | s per fit | paper (Hamming) |",
         "|---|---|---|---|---|---|---|---|",
@@ -334,7 +335,7 @@ def run_sweep(args, schedule, argv) -> dict:
         f"### Sweep: {args.mechanism} mechanisms, {args.density} density, n = {args.samples}, "
         f"graph seeds {seeds.start}..{seeds.stop - 1}",
         "",
-        f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time). "
+        f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time). "
         "Hamming distance (reversal = 2), mean over graphs, per graph in brackets; the empty graph's is the "
         "number of true edges; Bayes ARI is the ARI of the classifier that knows the SCM and the regimes.",
         "",

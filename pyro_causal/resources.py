@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Union
@@ -63,6 +64,23 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_description() -> str:
+    """The processor's model name (``/proc/cpuinfo``, else ``platform.processor()``) and the vector
+    instructions ATen's CPU kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``, which
+    ``ATEN_CPU_CAPABILITY`` can lower), e.g. ``"AMD EPYC, AVX512"``.
+
+    The kernels of different capabilities round differently, so a seeded fit is repeated bit for
+    bit only on the same capability, and timings only compare within one machine.
+    """
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return f"{name or platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def choose_num_threads(rows_per_step: int, num_variables: int, components: int, processes: int = 1) -> int:

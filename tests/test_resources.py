@@ -1,7 +1,10 @@
 """Threads, automatic mini-batches and progress of a fit (pyro_causal.resources, the CLI's bar and log)."""
 import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -191,3 +194,18 @@ def test_fit_trains_with_freed_memory_kept(tiny):
     # Most events reuse the kept memory (the heap may still grow once when a phase's buffers change
     # shape); without the block every event maps its buffers afresh.
     assert len(seen) > 3 and sorted(seen[1:])[len(seen[1:]) // 2] < outside / 10
+
+
+def test_cpu_description_names_the_processor_and_the_kernels_capability():
+    name, capability = resources.cpu_description().rsplit(", ", 1)
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            expected = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        expected = ""
+    assert name == (expected or resources.platform.processor() or resources.platform.machine())
+    # the capability is ATen's dispatch, which the environment can lower (and with it the rounding)
+    lowered = subprocess.run([sys.executable, "-c", "from pyro_causal.resources import cpu_description; print(cpu_description())"],
+                             capture_output=True, text=True, check=True, env={**os.environ, "ATEN_CPU_CAPABILITY": "default"})
+    assert lowered.stdout.strip() == f"{name}, DEFAULT"
