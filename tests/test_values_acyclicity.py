@@ -80,6 +80,15 @@ def test_h_and_its_gradient_vanish_inside_an_acyclic_support():
     assert not support_is_acyclic(cyclic)
 
 
+def test_the_gradient_of_h_is_the_transposed_exponential_in_a_batch():
+    generator = torch.Generator().manual_seed(1)
+    weights = (torch.rand(3, 5, 5, generator=generator, dtype=torch.float64) * 0.8).requires_grad_()
+    upstream = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    (gradient,) = torch.autograd.grad((acyclicity(weights) * upstream).sum(), weights)
+    exponential = torch.linalg.matrix_exp(weights.detach())  # d tr(exp W) / dW = exp(W)^T (Zheng et al. 2018)
+    torch.testing.assert_close(gradient, upstream[:, None, None] * exponential.transpose(-1, -2), rtol=1e-12, atol=1e-12)
+
+
 def test_dag_from_probabilities_threshold_is_strict_and_adjustable():
     probs = np.array([[0, 0.5, 0.51], [0.0, 0, 0.3], [0.0, 0.0, 0]])
     assert dag_from_probabilities(probs).tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]

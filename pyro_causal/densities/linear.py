@@ -18,8 +18,9 @@ def upper_outer_products(x: Tensor) -> Tensor:
     """The upper triangle (row-major, diagonal included) of ``y_i y_i^T`` of every row, ``y_i = [x_i, 1]``,
     laid out pair by pair: ``(n, d) -> ((d + 1)(d + 2) / 2, n)``, in ``x``'s dtype.
 
-    Built from the rows of ``y^T``: two gathers of whole rows and one contiguous product (several
-    times faster than the broadcast outer product or a gather along a row's columns).
+    Built from whole rows of ``y^T``: two row gathers and one contiguous product (a broadcast
+    ``(n, d + 1, d + 1)`` product or a gather along each row's columns costs several times more on
+    the CPU).
     """
     y = torch.cat([x.T, x.new_ones(1, x.shape[0])], 0)  # (d + 1, n)
     rows, cols = torch.triu_indices(y.shape[0], y.shape[0], device=x.device)
