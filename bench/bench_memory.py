@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,8 +26,8 @@ from pyro_causal import Trainer, TrainingConfig, simulate
 from pyro_causal import resources, trainer as trainer_module
 from pyro_causal.api import prepare_data
 from pyro_causal.model import LatentInterventionModel
-from pyro_causal.resources import cpu_description, freed_memory_kept
-from bench_fit import load, one_fit
+from pyro_causal.resources import freed_memory_kept
+from bench_fit import load, machine, one_fit
 from timing import median_step_seconds
 
 CASES = [("linear", None), ("mlp", 1000), ("flow", 1000)]
@@ -54,7 +53,7 @@ def fit_worker(density: str, kept: bool) -> dict:
 
 
 def fits(args) -> list:
-    lines = [f"Machine: {platform.machine()}, {cpu_description()}, {os.cpu_count()} CPUs, torch {torch.__version__}, one process at a time. "
+    lines = [f"Machine: {machine()}, one process at a time. "
              f"Command: `python bench/bench_memory.py --fit {args.fit} --rounds {args.rounds}`.", "",
              "| density | setting | seconds per fit | Hamming | load before | load after |", "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
@@ -90,7 +89,7 @@ def main() -> None:
         density, batch, kept = args.worker
         print(json.dumps(worker(density, None if batch == "all" else int(batch), kept == "kept", args.repeats)))
         return
-    lines = [f"Machine: {platform.machine()}, {cpu_description()}, {os.cpu_count()} CPUs, torch {torch.__version__}, one thread per process. "
+    lines = [f"Machine: {machine()}, one thread per process. "
              f"Command: `python bench/bench_memory.py --rounds {args.rounds} --repeats {args.repeats}`.", "",
              "| density | rows per step | s per step, kept (median of processes) | s per step, glibc defaults | "
              "defaults / kept | load before | load after |", "|---|---|---|---|---|---|---|"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import shlex
 import sys
 import time
@@ -38,9 +37,9 @@ from pyro_causal.api import default_graph_estimator
 from pyro_causal.model import default_truncation
 from pyro_causal.metrics import adjusted_rand_index, f1, hamming_distance, shd
 from pyro_causal.posterior import exact_assignment_probs
-from pyro_causal.resources import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
+from results_record import machine_text  # noqa: E402
 from table1 import SWEEP, map_in_processes, simulate_cell, variant_options, write_table  # noqa: E402
 
 
@@ -133,7 +132,7 @@ def main(argv=None) -> None:
     cell = SWEEP[args.cell]
     lines = [f"### Departures from the paper, one at a time: {args.variant}, {cell.name} "
              f"(d = {cell.num_variables}, e = {cell.edges_per_node:g}), graphs {seeds.start}..{seeds.stop - 1}", "",
-             f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, "
+             f"Command: `{command}` ({machine_text()}, 1 thread per fit, "
              f"{args.jobs} at a time). Penalty loop only (no held refit).", "",
              "| setting | Hamming (mean) | per graph | SHD | F1 | ARI | edges | steps | s per fit |",
              "|---|---|---|---|---|---|---|---|---|"]

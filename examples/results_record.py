@@ -21,6 +21,11 @@ from pyro_causal.resources import cpu_description
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def machine_text() -> str:
+    """Where a run ran: architecture, CPU and kernel capability, torch (a fit repeats bit for bit only there)."""
+    return f"{platform.machine()}, {cpu_description()}, torch {torch.__version__}"
+
+
 def current_commit() -> str:
     """Short hash of the checkout's HEAD, with ``+dirty`` if tracked files differ from it."""
     try:
@@ -43,7 +48,7 @@ def write_record(path: str, experiment: str, setting: str, command: str, seeds: 
         "seeds": seeds,
         "commit": current_commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {jobs} at a time",
+        "machine": f"{machine_text()}, 1 thread per fit, {jobs} at a time",
         "rows": rows,
         **extra,
     }

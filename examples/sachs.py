@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,10 +38,9 @@ from pyro_causal.metrics import adjusted_rand_index, evaluate
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.search import graph_log_prior
 from pyro_causal.selection import SelectionResult, select_hyperparameters
-from pyro_causal.resources import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
-from results_record import write_record  # noqa: E402
+from results_record import machine_text, write_record  # noqa: E402
 
 PAPER_TABLE2 = (  # method, SHD, tp, fn, fp, rev, F1 (baselines reproduced there from DCDI)
     ("IGSP", 18, 4, 6, 5, 7, 0.42),
@@ -254,7 +252,7 @@ def command_line(script: str, argv: Optional[Sequence[str]]) -> str:
     """The command that reproduces this run, and where it ran."""
     args = " ".join(argv if argv is not None else sys.argv[1:])
     command = f"python examples/{script} {args}".rstrip()
-    return f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread)."
+    return f"Command: `{command}` ({machine_text()}, 1 thread)."
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -16,7 +16,6 @@ into ``docs/results.md``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -32,10 +31,9 @@ from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, Pen
 from pyro_causal.api import default_graph_estimator
 from pyro_causal.posterior import exact_assignment_probs
 from pyro_causal.metrics import adjusted_rand_index, f1, hamming_distance, shd
-from pyro_causal.resources import cpu_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling examples, also when loaded by path
-from results_record import write_record  # noqa: E402
+from results_record import machine_text, write_record  # noqa: E402
 
 PAPER = {  # Table 1, e = 1 / e = 4, stochastic then imperfect interventions
     ("linear", "stochastic", 1): {"latent": "5.9 ± 6.2", "unknown": "3.4 ± 3.2", "known": "0.5 ± 1.3", "observational": "10.3 ± 7.8"},
@@ -233,7 +231,7 @@ def main(argv=None) -> None:
         f"### {args.mechanism} mechanisms, {args.density} density, {args.intervention} interventions, "
         f"e = {args.edges_per_node:g}, n = {args.samples}, graphs seeds {args.first_seed}..{args.first_seed + args.graphs - 1}",
         "",
-        f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time).",
+        f"Command: `{command}` ({machine_text()}, 1 thread per fit, {args.jobs} at a time).",
         "",
         "| variant | Hamming (mean ± sd) | per graph | SHD | F1 | ARI of argmax q(z) | s per fit | paper (Hamming) |",
         "|---|---|---|---|---|---|---|---|",
@@ -335,7 +333,7 @@ def run_sweep(args, schedule, argv) -> dict:
         f"### Sweep: {args.mechanism} mechanisms, {args.density} density, n = {args.samples}, "
         f"graph seeds {seeds.start}..{seeds.stop - 1}",
         "",
-        f"Command: `{command}` ({platform.machine()}, {cpu_description()}, torch {torch.__version__}, 1 thread per fit, {args.jobs} at a time). "
+        f"Command: `{command}` ({machine_text()}, 1 thread per fit, {args.jobs} at a time). "
         "Hamming distance (reversal = 2), mean over graphs, per graph in brackets; the empty graph's is the "
         "number of true edges; Bayes ARI is the ARI of the classifier that knows the SCM and the regimes.",
         "",
