@@ -164,7 +164,7 @@ class AfterTraining:
             some rows' regimes are given; else 0).
         target_moves: the first order-refit round moves the mixture's targets first
             (:func:`pyro_causal.profile_mixture.swap_targets`: closed-form linear-Gaussian
-            mechanisms, greedy target-swap moves) and refits inside the order that ends in
+            mechanisms, greedy target and order moves) and refits inside the order that ends in
             (latent regimes only, where order-refit rounds run; see ``docs/method.md``, "After
             the penalty loop").
         edge_search: the :class:`EdgeSearch` run on the result (off by default).

@@ -1,4 +1,4 @@
-"""A closed-form refinement of the mixture the penalty loop found, with target-swap moves.
+"""A closed-form refinement of the mixture the penalty loop found, with target and order moves.
 
 The order proposal (:mod:`pyro_causal.order_search`) scores orders under the loop's mixture: its
 ``q(z)`` and target probabilities ``pi``.  When that mixture attaches an intervention to the wrong
@@ -19,10 +19,12 @@ targets' KL to their prior.  Every step reads the rows only through their packed
 ``[x_i, 1] [x_i, 1]^T`` (:func:`row_outer_products`): the components' moments are one matrix product,
 a squared residual summed over a component's rows is ``a^T M_k a``, and each row's eq. 8 term one
 quadratic form per component (:func:`joint_log_densities`), so an alternation costs
-``O(n K d^2)``.  The alternation only climbs, so :func:`swap_targets` adds moves: one
-component's targets set to one variable, a few alternations, the best move kept while the score
-rises.  Every function here takes leading batch dimensions, so a sweep's trials alternate
-together.
+``O(n K d^2)``.  The alternation only climbs, so :func:`swap_targets` adds moves, each followed
+by a few alternations, the best move kept while the score rises: one component's targets set to
+one variable, or one variable of the order inserted elsewhere with that order held (the climb
+inside an alternation scores orders under the mixture fitted to the order before, so it can stop
+short of an order that scores higher once the mixture follows it).  Every function here takes
+leading batch dimensions, so a sweep's trials alternate together.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .densities.linear import upper_outer_products
-from .order_search import MixtureScores, climb
+from .order_search import MixtureScores, along, climb, insertion_moves
 
 LOG_TWO_PI = math.log(2 * math.pi)
 #: Floor of a mechanism's residual variance (standardised data).
@@ -43,6 +45,10 @@ MIN_VARIANCE = 1e-6
 TRIAL_ELEMENTS = 2 ** 21
 #: An alternation stops when the score rose by less than this many nats per row.
 TOLERANCE = 1e-6
+#: :func:`swap_targets` tries order moves on at most this many variables by default: a sweep's
+#: ``d (d - 1) - (d - 1)`` order trials cost ``O(n K d^4)`` (at d = 20, n = 10,000 they took its
+#: time from about 90 s to about 250 s; ``docs/benchmarks.md``).
+ORDER_MOVES_MAX_VARIABLES = 12
 
 
 class Mixture(NamedTuple):
@@ -198,7 +204,7 @@ def _target_kl(pi: Tensor, target_logit: float) -> Tensor:
 def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
            target_logit: float = -2.0, iterations: int = 30, tolerance: float = TOLERANCE,
            outer: Optional[Tensor] = None, required: Optional[Tensor] = None,
-           moments: Optional[Tensor] = None) -> Mixture:
+           moments: Optional[Tensor] = None, hold_order: bool = False) -> Mixture:
     """Alternate order, mechanisms, targets and ``q(z)`` (module docstring) from ``(q, pi, order)``.
 
     Args:
@@ -209,6 +215,7 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
         required: ``(d, d)`` bool mask of edges every order searched keeps along it.
         outer: :func:`row_outer_products` of ``x`` (float64), when already at hand.
         moments: the components' moments under ``q`` (``_moments(q, outer)``), when already at hand.
+        hold_order: keep ``order`` (no climb): the alternation moves mechanisms, targets and ``q(z)`` only.
 
     Returns:
         The :class:`Mixture` after the last alternation (float64).
@@ -219,18 +226,20 @@ def refine(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: b
     outer = row_outer_products(x) if outer is None else outer
     score, orders, q, pi = _alternate(outer, q.unsqueeze(0), pi.unsqueeze(0), torch.as_tensor([list(order)]),
                                       perfect=perfect, target_logit=target_logit, iterations=iterations,
-                                      tolerance=tolerance, required=required,
+                                      tolerance=tolerance, required=required, hold_orders=hold_order,
                                       moments=None if moments is None else moments.unsqueeze(0))
     return Mixture(float(score[0]), orders[0].tolist(), q[0], pi[0])
 
 
 def _alternate(outer: Tensor, q: Tensor, pi: Tensor, orders: Tensor, *, perfect: bool, target_logit: float,
-               iterations: int, tolerance: float, required: Optional[Tensor] = None, moments: Optional[Tensor] = None):
+               iterations: int, tolerance: float, required: Optional[Tensor] = None, moments: Optional[Tensor] = None,
+               hold_orders: bool = False):
     """:func:`refine`'s alternation for a batch of ``T`` mixtures, each on its own until it stops.
 
     Args:
         outer: ``(n, P)`` :func:`row_outer_products`; q: ``(T, n, K)``; pi: ``(T, K, d)``;
-            orders: ``(T, d)`` long; moments: ``(T, K, d + 1, d + 1)`` under ``q``, or ``None``.
+            orders: ``(T, d)`` long; moments: ``(T, K, d + 1, d + 1)`` under ``q``, or ``None``;
+            hold_orders: the orders stay as given (no climb).
 
     Returns:
         ``(scores (T,), orders (T, d), q (T, n, K), pi (T, K, d))`` after each one's last alternation.
@@ -247,8 +256,9 @@ def _alternate(outer: Tensor, q: Tensor, pi: Tensor, orders: Tensor, *, perfect:
             now_moments = moments
         else:
             now_moments = _moments(now_q, outer)
-        scores = MixtureScores(now_moments, now_pi, perfect)
-        now_order = climb(scores, now_order, torch.arange(len(active), device=outer.device), required=required)[0]
+        if not hold_orders:
+            scores = MixtureScores(now_moments, now_pi, perfect)
+            now_order = climb(scores, now_order, torch.arange(len(active), device=outer.device), required=required)[0]
         mechanisms = fit_mechanisms(now_moments, now_order, now_pi, perfect)
         observational, intervened = expected_log_densities(now_moments, mechanisms)
         now_pi = torch.sigmoid(target_logit + intervened - observational)  # eq. 8 is affine in r
@@ -271,39 +281,75 @@ def _alternate(outer: Tensor, q: Tensor, pi: Tensor, orders: Tensor, *, perfect:
     return score, orders, q, pi
 
 
+def _best_trial(outer: Tensor, q: Tensor, pis: Tensor, orders: Tensor, moments: Tensor, *, hold_orders: bool,
+                perfect: bool, target_logit: float, iterations: int, required: Optional[Tensor]) -> Optional[Mixture]:
+    """The highest-scoring of ``T`` trials that alternate ``iterations`` times from ``(q, pis[t], orders[t])``
+    (the first of equal scores; ``None`` when ``T = 0``), :data:`TRIAL_ELEMENTS` at a time.
+
+    Args:
+        outer: ``(n, P)`` :func:`row_outer_products`; q: ``(n, K)`` shared by every trial, moments
+            ``(K, d + 1, d + 1)`` under it; pis: ``(T, K, d)``; orders: ``(T, d)`` long.
+    """
+    (n, K), best = q.shape, None
+    if len(pis) == 0:
+        return None
+    per_chunk = max(1, TRIAL_ELEMENTS // (n * K))
+    for chunk_pi, chunk_order in zip(pis.split(per_chunk), orders.split(per_chunk)):
+        T = len(chunk_pi)
+        scores, found, qs, found_pi = _alternate(
+            outer, q.expand(T, n, K), chunk_pi, chunk_order, perfect=perfect, target_logit=target_logit,
+            iterations=iterations, tolerance=TOLERANCE, required=required, hold_orders=hold_orders,
+            moments=moments.expand(T, *moments.shape))
+        top = int(torch.where(scores.isnan(), -math.inf, scores).argmax())  # the first of equal scores
+        if best is None or float(scores[top]) > best.score:
+            best = Mixture(float(scores[top]), found[top].tolist(), qs[top], found_pi[top])
+    return best
+
+
 def swap_targets(x: Tensor, q: Tensor, pi: Tensor, order: Sequence[int], *, perfect: bool = True,
                  target_logit: float = -2.0, sweeps: int = 4, trial_iterations: int = 4,
-                 required: Optional[Tensor] = None) -> Mixture:
-    """:func:`refine`, then greedy target-swap moves while the score rises.
+                 required: Optional[Tensor] = None, order_moves: Optional[bool] = None) -> Mixture:
+    """:func:`refine`, then greedy target-swap and order moves while the score rises.
 
-    A move sets component ``k``'s targets to variable ``j`` alone (``pi_kj = 0.9``, the others
-    0.02) and refines for ``trial_iterations``; each sweep tries every ``(k >= 1, j)`` with
-    ``pi_kj <= 1/2`` (the trials alternate together, :data:`TRIAL_ELEMENTS` at a time) and keeps the
-    best move (the first of equal scores), refined to convergence, when it scores higher.
+    A target move sets component ``k``'s targets to variable ``j`` alone (``pi_kj = 0.9``, the
+    others 0.02) and refines for ``trial_iterations``; an order move inserts one variable of the
+    order at another position (:func:`~pyro_causal.order_search.insertion_moves`) and refines for
+    ``trial_iterations`` with that order held.  The climb inside each alternation scores orders
+    under the mixture of the moment before, so it can leave an order that the alternation, once
+    the mixture follows, scores higher; an order move scores each neighbouring order with the
+    mixture refitted to it.  Each sweep tries every target move ``(k >= 1, j)`` with
+    ``pi_kj <= 1/2`` and every order move (the trials alternate together, :data:`TRIAL_ELEMENTS`
+    at a time) and keeps the best (the first of equal scores, target moves first), refined to
+    convergence (with its order held after an order move), when it scores higher.
+
+    ``order_moves``: whether sweeps try order moves; ``None``: for at most
+    :data:`ORDER_MOVES_MAX_VARIABLES` variables.
     """
     x = x.double()
     outer = row_outer_products(x)
-    best = refine(x, q, pi, order, perfect=perfect, target_logit=target_logit, outer=outer, required=required)
-    (K, d), n = best.pi.shape, x.shape[0]
-    per_chunk = max(1, TRIAL_ELEMENTS // (n * K))
+    settings = dict(perfect=perfect, target_logit=target_logit, required=required)
+    best = refine(x, q, pi, order, outer=outer, **settings)
+    K, d = best.pi.shape
+    order_moves = d <= ORDER_MOVES_MAX_VARIABLES if order_moves is None else order_moves
     for _ in range(sweeps):
         moves = (~(best.pi[1:] > 0.5)).nonzero()  # (k - 1, j), in the order of k then j
         moments = _moments(best.q, outer)  # every trial starts from best.q
-        candidate = None
-        for chunk in moves.split(per_chunk):
-            trials = torch.arange(len(chunk), device=x.device)
-            moved = best.pi.expand(len(chunk), K, d).clone()
-            moved[trials, chunk[:, 0] + 1] = 0.02
-            moved[trials, chunk[:, 0] + 1, chunk[:, 1]] = 0.9
-            scores, orders, qs, pis = _alternate(
-                outer, best.q.expand(len(chunk), n, K), moved, torch.as_tensor(best.order).expand(len(chunk), d),
-                perfect=perfect, target_logit=target_logit, iterations=trial_iterations, tolerance=TOLERANCE,
-                required=required, moments=moments.expand(len(chunk), *moments.shape))
-            top = int(torch.where(scores.isnan(), -math.inf, scores).argmax())  # the first of equal scores
-            if float(scores[top]) > (best.score if candidate is None else candidate.score):
-                candidate = Mixture(float(scores[top]), orders[top].tolist(), qs[top], pis[top])
-        if candidate is None:
+        trials = torch.arange(len(moves), device=x.device)
+        moved = best.pi.expand(len(moves), K, d).clone()
+        moved[trials, moves[:, 0] + 1] = 0.02
+        moved[trials, moves[:, 0] + 1, moves[:, 1]] = 0.9
+        candidates = [_best_trial(outer, best.q, moved, torch.as_tensor(best.order).expand(len(moves), d), moments,
+                                  hold_orders=False, iterations=trial_iterations, **settings)]
+        if order_moves:
+            neighbours = insertion_moves(best.order).to(x.device)
+            if required is not None:
+                neighbours = neighbours[along(neighbours, required)]
+            candidates.append(_best_trial(outer, best.q, best.pi.expand(len(neighbours), K, d), neighbours, moments,
+                                          hold_orders=True, iterations=trial_iterations, **settings))
+        scores = [-math.inf if c is None else c.score for c in candidates]
+        kind = max(range(len(candidates)), key=lambda i: scores[i])  # the first of equal scores: target moves
+        if not scores[kind] > best.score:
             break
-        best = refine(x, candidate.q, candidate.pi, candidate.order, perfect=perfect, target_logit=target_logit,
-                      outer=outer, required=required)
+        chosen = candidates[kind]
+        best = refine(x, chosen.q, chosen.pi, chosen.order, outer=outer, hold_order=kind == 1, **settings)
     return best

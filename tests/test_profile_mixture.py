@@ -239,56 +239,137 @@ def test_the_moves_start_from_the_refined_mixture_of_their_model_and_prior(soft_
     assert (defaults["sweeps"].default, defaults["trial_iterations"].default) == (4, 4)
 
 
+def spy_on_a_sweep(monkeypatch, x, q, pi, start_order, **options):
+    """One sweep of :func:`swap_targets` with ``_alternate`` and ``refine`` watched: ``(target trials,
+    order trials, refine calls)``; each trial ``(pi it starts from, order it starts from, options,
+    score, order, pi)``, each refine call ``(pi, order, options)``."""
+    from pyro_causal import profile_mixture
+
+    trials = {False: [], True: []}
+    refined = []
+    alternate, real_refine = profile_mixture._alternate, profile_mixture.refine
+
+    def alternate_spy(outer, q, pi, orders, **options):
+        result = alternate(outer, q, pi, orders, **options)
+        if options["iterations"] == 4:
+            trials[options["hold_orders"]].append(
+                [(moved, start, options, score, order, pis) for moved, start, score, order, pis
+                 in zip(pi.clone(), orders.clone(), *(r.clone() for r in (result[0], result[1], result[3])))])
+        return result
+
+    def refine_spy(*args, **options):
+        refined.append((args[2], list(args[3]), options))
+        return real_refine(*args, **options)
+
+    monkeypatch.setattr(profile_mixture, "_alternate", alternate_spy)
+    monkeypatch.setattr(profile_mixture, "refine", refine_spy)
+    swap_targets(x, q, pi, start_order, sweeps=1, **options)
+    monkeypatch.undo()
+    return trials[False], trials[True], refined
+
+
 @pytest.mark.parametrize("per_batch", [4, 1])
 def test_a_sweep_tries_every_unset_target_of_every_intervened_component(labelled, monkeypatch, per_batch):
     """One trial per ``(k >= 1, j)`` with ``pi_kj <= 1/2``, in order: row ``k`` set to 0.02 with
     0.9 at ``j``, every other row as refined, alternated with the fit's model and prior, a few
-    trials at a time (each as it alternates alone); the sweep refines the best-scoring trial further."""
+    trials at a time (each as it alternates alone, its order climbing)."""
     from pyro_causal import profile_mixture
 
     _, x, _, _ = labelled
     q, pi = misplaced(labelled)
     start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
     K, d = start.pi.shape
-    batches, refined = [], []
-    alternate, real_refine = profile_mixture._alternate, profile_mixture.refine
-
-    def alternate_spy(outer, q, pi, orders, **options):
-        result = alternate(outer, q, pi, orders, **options)
-        if options["iterations"] == 4:
-            batches.append([(moved, options, score, order, pis) for moved, score, order, pis
-                            in zip(pi.clone(), *(r.clone() for r in (result[0], result[1], result[3])))])
-        return result
-
-    def refine_spy(*args, **options):
-        refined.append((args[2], options["perfect"], options["target_logit"]))
-        return real_refine(*args, **options)
-
-    monkeypatch.setattr(profile_mixture, "_alternate", alternate_spy)
-    monkeypatch.setattr(profile_mixture, "refine", refine_spy)
     monkeypatch.setattr(profile_mixture, "TRIAL_ELEMENTS", 4 * x.shape[0] * K if per_batch == 4 else 1)
-    swap_targets(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0, sweeps=1)
+    batches, _, _ = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
     trials = [trial for batch in batches for trial in batch]
     expected = [(k, j) for k in range(1, K) for j in range(d) if start.pi[k, j] <= 0.5]
     assert 0 < len(expected) < (K - 1) * d and len(trials) == len(expected)  # some targets set, some not
     whole, rest = divmod(len(expected), per_batch)
     assert [len(batch) for batch in batches] == [per_batch] * whole + ([rest] if rest else [])
-    for (k, j), (moved, options, _, _, _) in zip(expected, trials):
+    for (k, j), (moved, order, options, _, _, _) in zip(expected, trials):
         row = torch.full((d,), 0.02, dtype=torch.float64)
         row[j] = 0.9
         others = torch.arange(K) != k
         assert torch.equal(moved[k], row) and torch.equal(moved[others], start.pi[others])
+        assert order.tolist() == start.order
         assert (options["perfect"], options["target_logit"]) == (False, -3.0)
-    for moved, _, score, order, pis in trials[::5]:  # each trial as it alternates alone (up to the last bits
+    for moved, _, _, score, order, pis in trials[::5]:  # each trial as it alternates alone (up to the last bits
         # of the elementwise functions, which depend on where an entry falls in a vectorised loop)
-        alone = real_refine(x, start.q, moved, start.order, perfect=False, target_logit=-3.0, iterations=4)
+        alone = refine(x, start.q, moved, start.order, perfect=False, target_logit=-3.0, iterations=4)
         assert alone.order == order.tolist() and alone.score == pytest.approx(float(score), rel=1e-12, abs=0)
         torch.testing.assert_close(alone.pi, pis, rtol=1e-10, atol=1e-12)
-    scores = [float(t[2]) for t in trials]
-    best = scores.index(max(scores))  # the best trial, not merely the last one above the start
-    above = [i for i, value in enumerate(scores) if value > start.score]
-    assert len(above) > 1 and above[-1] != best and above[-1] // 4 != best // 4  # and not in the last batch above it
-    assert len(refined) == 2 and torch.equal(refined[1][0], trials[best][4]) and refined[1][1:] == (False, -3.0)
+
+
+def test_a_sweep_tries_every_insertion_move_of_the_order_with_the_order_held(labelled, monkeypatch):
+    """One trial per order one insertion away (:func:`insertion_moves`), from the refined mixture,
+    alternated with that order held: each scores as :func:`refine` with ``hold_order`` alone."""
+    from pyro_causal.order_search import insertion_moves
+
+    _, x, _, _ = labelled
+    q, pi = misplaced(labelled)
+    start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
+    _, batches, _ = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
+    trials = [trial for batch in batches for trial in batch]
+    assert [order.tolist() for _, order, *_ in trials] == insertion_moves(start.order).tolist()
+    assert len(trials) == 5 * 4 - 4  # d (d - 1) insertions, each adjacent swap reached from both sides once
+    for moved, order, options, score, found, pis in trials:
+        assert torch.equal(moved, start.pi) and torch.equal(found, order)  # held
+    for moved, order, _, score, _, pis in trials[::4]:
+        alone = refine(x, start.q, start.pi, order.tolist(), perfect=False, target_logit=-3.0, iterations=4,
+                       hold_order=True)
+        assert alone.order == order.tolist() and alone.score == pytest.approx(float(score), rel=1e-12, abs=0)
+        torch.testing.assert_close(alone.pi, pis, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("order_moves", [True, False])
+def test_a_sweep_refines_the_best_trial_of_either_kind_further(labelled, monkeypatch, order_moves):
+    """The best-scoring trial of the sweep (target moves first among equal scores), not merely the
+    last one above the start, is refined to convergence: with its order held after an order move.
+    Here the best is an order move; without order moves, a target move that is not the last above."""
+    _, x, _, _ = labelled
+    q, pi = misplaced(labelled)
+    start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
+    targets, orders, refined = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False,
+                                              target_logit=-3.0, order_moves=order_moves)
+    trials = [(False, t) for batch in targets for t in batch] + [(True, t) for batch in orders for t in batch]
+    assert (len(orders) > 0) is order_moves
+    scores = [float(t[3]) for _, t in trials]
+    best = scores.index(max(scores))
+    held, (_, _, _, _, order, pis) = trials[best]
+    assert held is order_moves  # an order move wins where there are any
+    above = [i for i, value in enumerate(scores) if value > start.score and not trials[i][0]]
+    assert len(above) > 1 and (order_moves or above[-1] != best)
+    assert len(refined) == 2 and torch.equal(refined[1][0], pis) and refined[1][1] == order.tolist()
+    assert refined[1][2]["hold_order"] is held and (refined[1][2]["perfect"], refined[1][2]["target_logit"]) == (False, -3.0)
+
+
+def test_a_held_order_stays_and_its_alternation_only_climbs(soft_mixture):
+    x, q, pi = (torch.tensor(a) for a in soft_mixture)
+    free = refine(x, q, pi, [3, 2, 1, 0])
+    assert free.order != [3, 2, 1, 0]  # the climb leaves this order
+    scores = []
+    for i in (1, 2, 4, 8):
+        held = refine(x, q, pi, [3, 2, 1, 0], iterations=i, hold_order=True)
+        assert held.order == [3, 2, 1, 0]
+        scores.append(held.score)
+    assert all(b >= a - 1e-6 for a, b in zip(scores, scores[1:])) and scores[-1] > scores[0]
+
+
+def test_order_moves_reach_the_true_order_the_climbing_alternation_leaves():
+    """Weak interventions (mean 1) and a mixture mostly noise: the target moves alone end two edges
+    against the true order; with the order moves (on by default at this size) every edge is along
+    it, at a higher score."""
+    data = simulate(6, 1.0, 3000, seed=0, intervention_mean=1.0)
+    x = torch.tensor((data.x - data.x.mean(0)) / data.x.std(0))
+    rng = np.random.default_rng(0)
+    q = torch.tensor(0.2 * np.eye(data.num_regimes)[data.regimes] + 0.8 * rng.dirichlet(np.ones(data.num_regimes), len(x)))
+    pi = torch.tensor(data.targets, dtype=torch.float64) * 0.8 + 0.1
+    pi[0] = 0.0
+    start = list(range(6))[::-1]
+    moved = swap_targets(x, q, pi, start)
+    targets_only = swap_targets(x, q, pi, start, order_moves=False)
+    assert violations(data.adjacency, targets_only.order) == 2
+    assert violations(data.adjacency, moved.order) == 0 and moved.score > targets_only.score
 
 
 def test_fit_moves_the_targets_in_the_first_order_refit_round_only_unless_turned_off():
@@ -347,3 +428,16 @@ def test_the_alternation_stops_when_the_score_rises_by_less_than_the_tolerance_p
     assert rise > 0 and three.score > two.score
     assert refine(x, q, pi, start, tolerance=rise * 1.01).score == two.score
     assert refine(x, q, pi, start, tolerance=rise * 0.99).score == three.score  # its rise, far smaller, stops it
+
+
+def test_order_moves_are_tried_by_default_up_to_their_size_limit(labelled, monkeypatch):
+    """``order_moves=None`` tries them on at most ``ORDER_MOVES_MAX_VARIABLES`` variables."""
+    from pyro_causal import profile_mixture
+
+    _, x, _, _ = labelled
+    q, pi = misplaced(labelled)
+    for limit, tried in ((5, True), (4, False)):
+        monkeypatch.setattr(profile_mixture, "ORDER_MOVES_MAX_VARIABLES", limit)
+        _, orders, _ = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
+        assert (len(orders) > 0) is tried
+    assert profile_mixture.ORDER_MOVES_MAX_VARIABLES == 12
