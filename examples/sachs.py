@@ -83,7 +83,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--order-refit", type=int,
                         help="fit's order_refit: rounds of order search + refit (default: fit's)")
     parser.add_argument("--target-moves", action=argparse.BooleanOptionalAction, default=True,
-                        help="fit's target_moves: move the mixture's targets before the first order refit (default on)")
+                        help="fit's target_moves: move the mixture's targets and order before the first order refit (default on)")
     parser.add_argument("--edge-search", type=int, default=0, help="fit's edge_search: rounds of held-graph local search (0 = off)")
     parser.add_argument("--search-moves", default="reverse,remove", help="fit's search_moves, comma-separated")
     parser.add_argument("--score-graphs", action="store_true",

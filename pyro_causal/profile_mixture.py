@@ -284,7 +284,7 @@ def _alternate(outer: Tensor, q: Tensor, pi: Tensor, orders: Tensor, *, perfect:
 def _best_trial(outer: Tensor, q: Tensor, pis: Tensor, orders: Tensor, moments: Tensor, *, hold_orders: bool,
                 perfect: bool, target_logit: float, iterations: int, required: Optional[Tensor]) -> Optional[Mixture]:
     """The highest-scoring of ``T`` trials that alternate ``iterations`` times from ``(q, pis[t], orders[t])``
-    (the first of equal scores; ``None`` when ``T = 0``), :data:`TRIAL_ELEMENTS` at a time.
+    (the first of equal scores; ``None`` when no trial scores a number), :data:`TRIAL_ELEMENTS` at a time.
 
     Args:
         outer: ``(n, P)`` :func:`row_outer_products`; q: ``(n, K)`` shared by every trial, moments
@@ -300,8 +300,9 @@ def _best_trial(outer: Tensor, q: Tensor, pis: Tensor, orders: Tensor, moments: 
             outer, q.expand(T, n, K), chunk_pi, chunk_order, perfect=perfect, target_logit=target_logit,
             iterations=iterations, tolerance=TOLERANCE, required=required, hold_orders=hold_orders,
             moments=moments.expand(T, *moments.shape))
-        top = int(torch.where(scores.isnan(), -math.inf, scores).argmax())  # the first of equal scores
-        if best is None or float(scores[top]) > best.score:
+        scores = torch.where(scores.isnan(), -math.inf, scores)
+        top = int(scores.argmax())  # the first of equal scores
+        if float(scores[top]) > (-math.inf if best is None else best.score):
             best = Mixture(float(scores[top]), found[top].tolist(), qs[top], found_pi[top])
     return best
 

@@ -441,3 +441,22 @@ def test_order_moves_are_tried_by_default_up_to_their_size_limit(labelled, monke
         _, orders, _ = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
         assert (len(orders) > 0) is tried
     assert profile_mixture.ORDER_MOVES_MAX_VARIABLES == 12
+
+
+def test_order_moves_keep_the_edges_the_prior_requires(labelled):
+    """Only orders with every required edge along them are tried: with a required chain there is
+    none, and the moves end in the chain's order; with one required edge every order tried keeps it."""
+    data, x, _, _ = labelled
+    q, pi = misplaced(labelled)
+    chain = [4, 2, 0, 3, 1]
+    required = torch.zeros(5, 5, dtype=torch.bool)
+    for cause, effect in zip(chain, chain[1:]):
+        required[cause, effect] = True
+    _, orders, _ = spy_on_a_sweep(pytest.MonkeyPatch(), x, q, pi, chain, required=required)
+    assert orders == []
+    assert swap_targets(x, q, pi, chain, required=required).order == chain
+    one = torch.zeros(5, 5, dtype=torch.bool)
+    one[3, 0] = True
+    _, orders, _ = spy_on_a_sweep(pytest.MonkeyPatch(), x, q, pi, [3, 0, 1, 2, 4], required=one)
+    tried = [order.tolist() for batch in orders for _, order, *_ in batch]
+    assert len(tried) > 0 and all(order.index(3) < order.index(0) for order in tried)
