@@ -321,26 +321,30 @@ def test_a_sweep_tries_every_insertion_move_of_the_order_with_the_order_held(lab
         torch.testing.assert_close(alone.pi, pis, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("order_moves", [True, False])
-def test_a_sweep_refines_the_best_trial_of_either_kind_further(labelled, monkeypatch, order_moves):
+@pytest.mark.parametrize("perfect, order_moves, winner", [(False, True, "order"), (False, False, "target"),
+                                                            (True, True, "target")])
+def test_a_sweep_refines_the_best_trial_of_either_kind_further(labelled, monkeypatch, perfect, order_moves, winner):
     """The best-scoring trial of the sweep (target moves first among equal scores), not merely the
-    last one above the start, is refined to convergence: with its order held after an order move.
-    Here the best is an order move; without order moves, a target move that is not the last above."""
+    last one above the start nor the last kind tried, is refined to convergence: with its order
+    held after an order move."""
     _, x, _, _ = labelled
     q, pi = misplaced(labelled)
-    start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=False, target_logit=-3.0)
-    targets, orders, refined = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=False,
+    start = refine(x, q, pi, [0, 1, 2, 3, 4], perfect=perfect, target_logit=-3.0)
+    targets, orders, refined = spy_on_a_sweep(monkeypatch, x, q, pi, [0, 1, 2, 3, 4], perfect=perfect,
                                               target_logit=-3.0, order_moves=order_moves)
     trials = [(False, t) for batch in targets for t in batch] + [(True, t) for batch in orders for t in batch]
     assert (len(orders) > 0) is order_moves
     scores = [float(t[3]) for _, t in trials]
     best = scores.index(max(scores))
     held, (_, _, _, _, order, pis) = trials[best]
-    assert held is order_moves  # an order move wins where there are any
+    assert held is (winner == "order")
     above = [i for i, value in enumerate(scores) if value > start.score and not trials[i][0]]
-    assert len(above) > 1 and (order_moves or above[-1] != best)
+    assert len(above) > 1
+    if (perfect, order_moves) == (False, False):
+        assert above[-1] != best  # the best target move is not the last one above the start
     assert len(refined) == 2 and torch.equal(refined[1][0], pis) and refined[1][1] == order.tolist()
-    assert refined[1][2]["hold_order"] is held and (refined[1][2]["perfect"], refined[1][2]["target_logit"]) == (False, -3.0)
+    assert refined[1][2]["hold_order"] is held
+    assert (refined[1][2]["perfect"], refined[1][2]["target_logit"]) == (perfect, -3.0)
 
 
 def test_a_held_order_stays_and_its_alternation_only_climbs(soft_mixture):
@@ -460,3 +464,31 @@ def test_order_moves_keep_the_edges_the_prior_requires(labelled):
     _, orders, _ = spy_on_a_sweep(pytest.MonkeyPatch(), x, q, pi, [3, 0, 1, 2, 4], required=one)
     tried = [order.tolist() for batch in orders for _, order, *_ in batch]
     assert len(tried) > 0 and all(order.index(3) < order.index(0) for order in tried)
+
+
+def test_the_best_trial_is_the_first_best_number_over_every_chunk(monkeypatch):
+    """Trials alternated a chunk at a time: the highest score over all chunks wins, the first of
+    equal ones, a trial scoring NaN never; with no trial scoring a number there is none."""
+    from pyro_causal import profile_mixture
+
+    per_chunk = [[1.0, math.nan], [3.0, 2.0], [3.0, 0.5], [math.nan, -1.0]]
+    calls = iter(per_chunk)
+
+    def alternate(outer, q, pis, orders, **options):
+        return torch.tensor(next(calls), dtype=torch.float64), orders, q, pis
+
+    monkeypatch.setattr(profile_mixture, "_alternate", alternate)
+    n, K, d = 3, 2, 4
+    monkeypatch.setattr(profile_mixture, "TRIAL_ELEMENTS", 2 * n * K)  # two trials per chunk
+    orders = torch.arange(8).unsqueeze(1).expand(8, d)  # trial t's order: [t, t, t, t]
+    pis = torch.zeros(8, K, d, dtype=torch.float64)
+    trial = lambda: profile_mixture._best_trial(torch.zeros(n, 1), torch.zeros(n, K), pis, orders,
+                                                torch.zeros(K, d + 1, d + 1), hold_orders=True, perfect=True,
+                                                target_logit=-2.0, iterations=4, required=None)
+    best = trial()
+    assert (best.score, best.order) == (3.0, [2] * d)
+    calls = iter([[math.nan, math.nan]] * 4)
+    assert trial() is None
+    assert profile_mixture._best_trial(torch.zeros(n, 1), torch.zeros(n, K), pis[:0], orders[:0],
+                                       torch.zeros(K, d + 1, d + 1), hold_orders=True, perfect=True,
+                                       target_logit=-2.0, iterations=4, required=None) is None
