@@ -13,13 +13,12 @@ load average before and after.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 import torch
 
-from bench_fit import machine
+from bench_fit import load, machine
 from pyro_causal import simulate
 from pyro_causal.profile_mixture import ORDER_MOVES_MAX_VARIABLES, swap_targets
 
@@ -44,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    before = load()
     rows = []
     for d in args.variables:
         x, q, pi, order = blurred_mixture(d, args.samples, args.seed)
@@ -55,11 +54,11 @@ def main() -> None:
                 mixture = swap_targets(x, q, pi, order, order_moves=order_moves)
                 timed[order_moves] = (time.perf_counter() - start, mixture.score)
             rows.append((d, timed))
-    after = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    after = load()
     print(f"Machine: {machine()}. Command: `python bench/bench_moves.py --variables "
           f"{' '.join(map(str, args.variables))} --samples {args.samples} --rounds {args.rounds} --seed {args.seed}` "
           f"(one thread; order moves on by default up to {ORDER_MOVES_MAX_VARIABLES} variables). "
-          f"Load average before {load}, after {after}.\n")
+          f"Load average before {before}, after {after}.\n")
     print("| d | target moves only (s) | score | with order moves (s) | score | ratio |")
     print("|---|---|---|---|---|---|")
     for d, timed in rows:
