@@ -32,6 +32,9 @@ def support_is_acyclic(support: Tensor) -> bool:
     weighted graph inside it, with its gradient in every entry of the mask.  A few products of the
     mask with itself on its own device, cheap enough for every SVI step (:func:`is_dag` builds a
     networkx graph, a cost that grows with the edges)."""
+    d = support.shape[-1]
+    if int(support.count_nonzero()) > d * (d - 1) // 2:  # more edges than any DAG on d nodes has
+        return False
     reach = support.to(torch.float32)
     for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # after k rounds: paths of length <= 2^k
         reach = ((reach + reach @ reach) > 0).to(torch.float32)

@@ -195,6 +195,7 @@ class LatentInterventionELBO(ELBO):
         self.data_plate = data_plate
         self.closed_forms = bool(closed_forms)
         self._plan: Optional[_Plan] = None
+        self._known_kl: Dict[tuple, bool] = {}
 
     # ----------------------------------------------------------------- traces
     def _get_trace(self, model, guide, args, kwargs):
@@ -237,13 +238,19 @@ class LatentInterventionELBO(ELBO):
                 local_graph = name
         return _Plan(tuple(means), local_graph)
 
-    @staticmethod
-    def _closed_kl(guide_site, model_site) -> bool:
-        try:
-            kl_divergence(_unwrap(guide_site["fn"])[0], _unwrap(model_site["fn"])[0])
-        except NotImplementedError:
-            return False
-        return True
+    def _closed_kl(self, guide_site, model_site) -> bool:
+        """Whether ``kl_divergence`` knows the pair of unwrapped distributions (remembered per
+        pair of types and shapes: the plan is checked at every step)."""
+        q, p = _unwrap(guide_site["fn"])[0], _unwrap(model_site["fn"])[0]
+        key = (type(q), type(p), q.batch_shape, p.batch_shape, q.event_shape, p.event_shape)
+        if key not in self._known_kl:
+            try:
+                kl_divergence(q, p)
+            except NotImplementedError:
+                self._known_kl[key] = False
+            else:
+                self._known_kl[key] = True
+        return self._known_kl[key]
 
     # ----------------------------------------------------------------- the bound
     def terms(self, model, guide, *args, **kwargs) -> ElboTerms:
