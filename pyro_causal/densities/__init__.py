@@ -25,13 +25,24 @@ def available_densities() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
-    """Whether a family (a registered name or an instance) computes exact edge gains."""
+def _family_flag(density: Union[str, ConditionalDensity], name: str) -> bool:
+    """The class attribute ``name`` of a family given as a registered name or an instance."""
     if isinstance(density, ConditionalDensity):
-        return density.provides_edge_gain
+        return bool(getattr(density, name))
     if density not in _REGISTRY:
         raise ValueError(f"unknown density {density!r}; choose one of {', '.join(available_densities())}")
-    return bool(getattr(_REGISTRY[density], "provides_edge_gain", False))
+    return bool(getattr(_REGISTRY[density], name, False))
+
+
+def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
+    """Whether a family (a registered name or an instance) computes exact edge gains."""
+    return _family_flag(density, "provides_edge_gain")
+
+
+def order_rounds_by_default(density: Union[str, ConditionalDensity]) -> bool:
+    """Whether ``fit`` follows the penalty loop with order-refit rounds for this family when
+    interventions are to be found (:func:`pyro_causal.api.default_order_rounds`)."""
+    return _family_flag(density, "order_rounds_by_default")
 
 
 def make_density(name: str, num_variables: int, embedding_dim: int, **options) -> ConditionalDensity:
@@ -48,6 +59,7 @@ __all__ = [
     "DeepSigmoidalFlow",
     "DeepSigmoidalFlowTransform",
     "make_density",
+    "order_rounds_by_default",
     "provides_edge_gain",
     "register_density",
     "available_densities",
