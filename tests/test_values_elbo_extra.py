@@ -214,8 +214,14 @@ def test_kl_or_monte_carlo_falls_back_to_the_log_ratio_at_the_sample():
     torch.testing.assert_close(kl_or_monte_carlo(q, p, s), q.log_prob(s) - p.log_prob(s))
     a, b = dist.Beta(2.0, 3.0), dist.Beta(1.0, 4.0)
     torch.testing.assert_close(kl_or_monte_carlo(a, b, s), torch.distributions.kl_divergence(a, b))
-    assert LatentInterventionELBO()._closed_kl({"fn": a.to_event(0)}, {"fn": b}) is True
-    assert LatentInterventionELBO()._closed_kl({"fn": q}, {"fn": p}) is False
+    elbo = LatentInterventionELBO()
+    assert elbo._closed_kl({"fn": a.to_event(0)}, {"fn": b}) is True
+    assert elbo._closed_kl({"fn": q}, {"fn": p}) is False
+    # remembered per pair of types: another guide or prior type is looked up anew
+    assert elbo._closed_kl({"fn": a}, {"fn": dist.Kumaraswamy(2.0, 3.0)}) is False
+    assert elbo._closed_kl({"fn": dist.Beta(torch.ones(2), 1.0)}, {"fn": dist.Beta(1.0, 4.0)}) is True
+    assert elbo._closed_kl({"fn": dist.Kumaraswamy(2.0, 3.0)}, {"fn": a}) is False
+    assert elbo._closed_kl({"fn": a}, {"fn": b}) is True
 
 
 def test_a_global_site_without_a_closed_form_kl_is_the_log_ratio_at_the_draw():
