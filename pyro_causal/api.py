@@ -12,7 +12,7 @@ import torch
 
 from .checks import as_array, check_device, check_options
 from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
-from .densities import ConditionalDensity, order_rounds_by_default, provides_edge_gain
+from .densities import ConditionalDensity, provides_edge_gain
 from .held_refit import order_config, random_order, refit_in_searched_order, refit_with_graph_held, train_in_order
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
@@ -44,19 +44,20 @@ def choose_search(density, observational: bool, num_variables: int) -> str:
 
 def default_order_rounds(density, search: str, labelled: bool, observational: bool, num_variables: int) -> int:
     """``AfterTraining.order_refit`` when not given: :data:`DEFAULT_ORDER_ROUNDS` after the order
-    search, when some rows' regimes are given, or for a family whose ``order_rounds_by_default``
-    is set (linear, MLP) on more than two variables with interventions to find; else 0.
+    search, when some rows' regimes are given, or on more than two variables with interventions to
+    find, for every density family; else 0.
 
     The order profile (:mod:`~pyro_causal.order_search`) is linear-Gaussian and separates orders
-    only through the interventions; each round is kept only when the bound rises.  On Table 1
-    (``docs/method.md``, "After the penalty loop") the rounds brought dense graphs far closer
-    with the linear and MLP densities and cost sparse ones a little; with the flow they cost
-    sparse graphs more; on cause-effect pairs they did not help, and with one component every
-    order ties.
+    only through the interventions; each round is kept only when the density's own bound rises.
+    On Table 1 (``docs/method.md``, "After the penalty loop", "Nonlinear densities") the rounds
+    brought dense graphs far closer with the linear, MLP and flow densities and cost sparse ones
+    a little; on cause-effect pairs they did not help, and with one component every order ties.
+    ``density`` (a registered name or an instance) is checked.
     """
+    provides_edge_gain(density)  # an unknown name raises ValueError
     if search == "order" or labelled:
         return DEFAULT_ORDER_ROUNDS
-    return DEFAULT_ORDER_ROUNDS if not observational and num_variables > 2 and order_rounds_by_default(density) else 0
+    return DEFAULT_ORDER_ROUNDS if not observational and num_variables > 2 else 0
 
 
 def default_graph_estimator(density, regimes, observational: bool) -> str:

@@ -159,9 +159,9 @@ class AfterTraining:
             keep the refit when its bound is higher (:func:`pyro_causal.refit_with_graph_held`).
         order_refit: rounds of order search from the mixture and refit inside the order found,
             each kept while the bound rises (:func:`pyro_causal.held_refit.refit_in_searched_order`);
-            ``None``: :func:`pyro_causal.api.default_order_rounds` (3 for the linear and MLP
-            densities on more than two variables with interventions to find, after the order
-            search, or when some rows' regimes are given; else 0).
+            ``None``: :func:`pyro_causal.api.default_order_rounds` (3 on more than two
+            variables with interventions to find, after the order search, or when some rows'
+            regimes are given; else 0).
         target_moves: the first order-refit round moves the mixture's targets first
             (:func:`pyro_causal.profile_mixture.swap_targets`: closed-form linear-Gaussian
             mechanisms, greedy target and order moves) and refits inside the order that ends in

@@ -426,8 +426,10 @@ def test_the_order_rounds_default_to_3_with_interventions_to_find_and_0_elsewher
     assert default_order_rounds("linear", "penalty", False, False, num_variables=2) == 0  # cause-effect pairs
     assert default_order_rounds("mlp", "penalty", False, False, 10) == 3
     assert default_order_rounds(make_density("mlp", 10, 2), "penalty", False, False, 10) == 3
-    assert default_order_rounds("flow", "penalty", False, False, 10) == 0  # measured worse on sparse graphs
-    assert default_order_rounds(make_density("flow", 10, 2), "penalty", False, False, 10) == 0
+    assert default_order_rounds("flow", "penalty", False, False, 10) == 3
+    assert default_order_rounds(make_density("flow", 10, 2), "penalty", False, False, 10) == 3
+    with pytest.raises(ValueError, match="unknown density"):
+        default_order_rounds("spline", "penalty", False, False, 10)
     assert default_order_rounds("mlp", "penalty", False, observational=True, num_variables=10) == 0
     assert default_order_rounds("mlp", "penalty", False, False, num_variables=2) == 0
     with pytest.raises(ValueError, match="unknown density"):
@@ -436,12 +438,13 @@ def test_the_order_rounds_default_to_3_with_interventions_to_find_and_0_elsewher
     assert default_order_rounds("flow", "order", False, False, 2) == 3
 
 
-def test_a_latent_mlp_fit_runs_the_order_rounds_by_default():
+@pytest.mark.parametrize("density", ["mlp", "flow"])
+def test_a_latent_nonlinear_fit_runs_the_order_rounds_by_default(density):
     from pyro_causal import PenaltySchedule, fit
 
     data = simulate(num_variables=3, edges_per_node=1.0, num_samples=300, seed=1)
     short = PenaltySchedule(first_round_steps=5, round_steps=5, max_rounds=1)
-    result = fit(data.x, density="mlp", seed=0,
+    result = fit(data.x, density=density, seed=0,
                  config=FitConfig(training=TrainingConfig(schedule=short), after_training=AfterTraining(held_refit=False)))
     assert result.settings["after_training"]["order_refit"] == 3
     assert 1 <= len(result.records["order_refit"]) <= 3

@@ -25,24 +25,13 @@ def available_densities() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _family_flag(density: Union[str, ConditionalDensity], name: str) -> bool:
-    """The class attribute ``name`` of a family given as a registered name or an instance."""
-    if isinstance(density, ConditionalDensity):
-        return bool(getattr(density, name))
-    if density not in _REGISTRY:
-        raise ValueError(f"unknown density {density!r}; choose one of {', '.join(available_densities())}")
-    return bool(getattr(_REGISTRY[density], name, False))
-
-
 def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
     """Whether a family (a registered name or an instance) computes exact edge gains."""
-    return _family_flag(density, "provides_edge_gain")
-
-
-def order_rounds_by_default(density: Union[str, ConditionalDensity]) -> bool:
-    """Whether ``fit`` follows the penalty loop with order-refit rounds for this family when
-    interventions are to be found (:func:`pyro_causal.api.default_order_rounds`)."""
-    return _family_flag(density, "order_rounds_by_default")
+    if isinstance(density, ConditionalDensity):
+        return density.provides_edge_gain
+    if density not in _REGISTRY:
+        raise ValueError(f"unknown density {density!r}; choose one of {', '.join(available_densities())}")
+    return bool(getattr(_REGISTRY[density], "provides_edge_gain", False))
 
 
 def make_density(name: str, num_variables: int, embedding_dim: int, **options) -> ConditionalDensity:
@@ -59,7 +48,6 @@ __all__ = [
     "DeepSigmoidalFlow",
     "DeepSigmoidalFlowTransform",
     "make_density",
-    "order_rounds_by_default",
     "provides_edge_gain",
     "register_density",
     "available_densities",

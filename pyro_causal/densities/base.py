@@ -36,10 +36,6 @@ class ConditionalDensity(nn.Module):
 
     #: Whether :meth:`log_prob_gain` is implemented (then the ELBO uses the exact edge gradient).
     provides_edge_gain: bool = False
-    #: Whether ``fit`` runs order-refit rounds after the penalty loop by default on latent data
-    #: (:func:`pyro_causal.api.default_order_rounds`); set per family from Table 1 measurements
-    #: (``docs/method.md``, "After the penalty loop").
-    order_rounds_by_default: bool = False
 
     def __init__(self, num_variables: int, embedding_dim: int) -> None:
         super().__init__()

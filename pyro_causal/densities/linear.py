@@ -42,7 +42,6 @@ class LinearGaussian(ConditionalDensity):
     """
 
     provides_edge_gain = True
-    order_rounds_by_default = True
 
     def __init__(self, num_variables: int, embedding_dim: int, hidden: int = 32) -> None:
         super().__init__(num_variables, embedding_dim)

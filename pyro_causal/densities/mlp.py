@@ -34,8 +34,6 @@ class MLPGaussian(ConditionalDensity):
         torch.Size([2, 5, 3])
     """
 
-    order_rounds_by_default = True
-
     def __init__(
         self, num_variables: int, embedding_dim: int, hidden: int = 16, layers: int = 2, activation: str = "leaky_relu"
     ) -> None:
