@@ -94,7 +94,7 @@ def order_search(records: List[dict]) -> List[str]:
     runs = Runs()
     lines = ["## Dense graphs and the order search", "",
              "Four edges per node; the penalty loop (fit's default search) followed by `order_refit` rounds "
-             "(`--order-refit`; 3 by default for the linear density since ed2bd20), runs of the imperfect model at "
+             "(`--order-refit`; 3 by default for the linear density since ed2bd20, for every density since 1fd4ab0), runs of the imperfect model at "
              "full batch. Table 1 has the e = 4 rows of the current defaults. Bound: the ELBO per row of the fit found; truth held: the same with the graph held at "
              "the true DAG.", "",
              "| data | variant | order refit | Hamming per graph | edges found (true) | bound / row | truth held | run |",

@@ -1,8 +1,9 @@
 """pyro_causal: one causal graph from data that mix observational and latent interventional samples.
 
 A Pyro implementation of Faria (2021): a shared DAG under a truncated Dirichlet-process mixture
-of intervened structural causal models, fitted by SVI inside causal orders searched from the
-mixture (the default for the linear density) or inside the paper's augmented-Lagrangian loop.
+of intervened structural causal models, fitted by SVI inside the paper's augmented-Lagrangian
+loop and then, by default where interventions are to be found, inside causal orders searched from
+the mixture found.
 
 Faria, G. R. A. (2021). Differentiable Causal Discovery Under Latent Interventions. Instituto Superior Técnico, Lisboa.
 """

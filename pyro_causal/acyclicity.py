@@ -36,7 +36,7 @@ def support_is_acyclic(support: Tensor) -> bool:
     if int(support.count_nonzero()) > d * (d - 1) // 2:  # more edges than any DAG on d nodes has
         return False
     reach = support.to(torch.float32)
-    for _ in range(max(1, math.ceil(math.log2(max(support.shape[-1], 2))))):  # after k rounds: paths of length <= 2^k
+    for _ in range(max(1, math.ceil(math.log2(max(d, 2))))):  # after k rounds: paths of length <= 2^k
         reach = ((reach + reach @ reach) > 0).to(torch.float32)
     return not bool(reach.diagonal(dim1=-2, dim2=-1).any())
 
