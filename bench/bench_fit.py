@@ -11,12 +11,13 @@ processes started together, nothing set in their environment, as a user would ru
 default on a 2-core machine); ``--steps S`` times S steps per fit (one round, no held refit)
 instead of whole fits.  ``--no-options`` times one fit with no options on data simulated with
 ``--mechanism`` (e.g. ``--density mlp --mechanism mlp``) and reports its Hamming distance.
-``--baseline DIR`` times, in one run, the SVI steps of the default latent fit with this checkout's
-package and with the one in ``DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``),
-in alternating processes, and then one whole default fit (one thread) with each, with the wall
-time of each of its phases; the steps are those of the default fit, on its default rows per step
-(``resources.choose_batch_size``): the penalty loop's and the order refit's (one order held, the
-exact local edge gradient).  Every table records the load average before and after.
+``--baseline DIR`` times, in one run, the SVI steps of the default latent fit (``--density`` on
+``--mechanism`` data) with this checkout's package and with the one in ``DIR`` (another
+checkout, e.g. ``git worktree add DIR <commit>``), in alternating processes, and then one whole
+default fit (one thread) with each, with the wall time of each of its phases; the steps are
+those of the default fit, on its default rows per step (``resources.choose_batch_size``): the
+penalty loop's and the order refit's (one order held, the exact local edge gradient where the
+density provides it).  Every table records the load average before and after.
 """
 from __future__ import annotations
 
@@ -91,13 +92,13 @@ def one_fit(args) -> dict:
 def step_worker(args) -> dict:
     """Median seconds of one step of the default latent fit (``--step-worker``), one thread, on the
     default rows per step: of the penalty loop (``--step penalty``) or of an order-refit round
-    (``--step order``: a random order held, the exact local edge gradient)."""
+    (``--step order``: a random order held, the exact local edge gradient where the density has it)."""
     torch.set_num_threads(1)
-    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, seed=args.seed)
+    data = simulate(num_variables=10, edges_per_node=1.0, num_samples=10000, mechanism=args.mechanism, seed=args.seed)
     x = torch.as_tensor(prepare_data(data.x)[0], dtype=torch.float32)
     torch.manual_seed(args.seed)
-    model = LatentInterventionModel(x.shape[1])
-    config = TrainingConfig(batch_size=choose_batch_size("linear", x.shape[0]))
+    model = LatentInterventionModel(x.shape[1], density=args.density)
+    config = TrainingConfig(batch_size=choose_batch_size(args.density, x.shape[0]))
     if args.step == "penalty":
         trainer = Trainer(model, x, config=config)
         return {"seconds": median_step_seconds(trainer, warmup=10, repeats=args.repeats)}
@@ -115,22 +116,24 @@ def baseline(args) -> list:
     for _ in range(args.rounds):
         for (name, step) in times:  # this script, each tree's package (the baseline must take the same calls)
             env = dict(os.environ, PYTHONPATH=trees[name], OMP_NUM_THREADS="1")
-            command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--step", step,
-                       "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            command = [sys.executable, os.path.abspath(__file__), "--step-worker", "--step", step, "--seed", str(args.seed),
+                       "--repeats", str(args.repeats), "--density", args.density, "--mechanism", args.mechanism]
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=trees[name], check=True).stdout
             times[name, step].append(json.loads(out.strip().splitlines()[-1])["seconds"])
     middle = {key: sorted(v)[len(v) // 2] for key, v in times.items()}
     fits = {}
     for name, tree in trees.items():  # one whole default fit per tree, one thread, back to back
         env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1")
-        command = [sys.executable, os.path.abspath(__file__), "--worker", "--worker-threads", "1", "--seed", str(args.seed)]
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "--worker-threads", "1", "--seed", str(args.seed),
+                   "--density", args.density, "--mechanism", args.mechanism]
         out = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree, check=True).stdout
         fits[name] = json.loads(out.strip().splitlines()[-1])
     here_fit, base_fit = fits["this checkout"], fits["baseline"]
     lines = [
         f"Machine: {machine()}. Command: "
         f"`python bench/bench_fit.py --baseline {args.baseline} --rounds {args.rounds} --repeats {args.repeats} "
-        f"--seed {args.seed}` (default latent linear fit, d = 10, n = 10,000, one thread; steps on the default rows "
+        f"--density {args.density} --mechanism {args.mechanism} --seed {args.seed}` (default latent fit, "
+        f"{args.density} density, {args.mechanism} data, d = 10, n = 10,000, one thread; steps on the default rows "
         f"per step, each process the median of {args.repeats} steps, {args.rounds} alternating processes per tree "
         f"and step; then one whole default fit per tree, back to back).",
         "",

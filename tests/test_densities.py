@@ -90,6 +90,48 @@ def test_only_parents_matter(name, mask):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("batched", [False, True], ids=["x(n,d)", "x(C,n,d)"])
+def test_no_parents_equals_the_zero_mask(name, batched):
+    """``no_parents`` (``None`` for the conditioned families: one parameter row per component)
+    gives the values, gradients and draws of the all-zero mask."""
+    density = build(name, perturb=0.3)
+    x = torch.randn(C, N, D, dtype=torch.float64) if batched else torch.randn(N, D, dtype=torch.float64)
+    embeddings = torch.randn(C, H, dtype=torch.float64)
+    cut = density.no_parents(PARENTS.double())
+    assert cut is None if name != "linear" else torch.equal(cut, torch.zeros(D, D, dtype=torch.float64))
+    values, gradients = [], []
+    for mask in (cut, torch.zeros(D, D, dtype=torch.float64)):
+        density.zero_grad()
+        value = density.log_prob(x, mask, embeddings)
+        (value * torch.linspace(0.5, 2.0, value.numel(), dtype=value.dtype).view_as(value)).sum().backward()
+        values.append(value)
+        gradients.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in density.parameters()])
+    assert values[0].shape == (C, N, D)
+    torch.testing.assert_close(values[0], values[1])
+    for with_none, with_zeros in zip(*gradients):
+        torch.testing.assert_close(with_none, with_zeros)
+    draws = []
+    for mask in (cut, torch.zeros(D, D, dtype=torch.float64)):
+        torch.manual_seed(3)
+        draws.append(density.sample(x, mask, embeddings))
+    assert draws[0].shape == (C, N, D)
+    torch.testing.assert_close(draws[0], draws[1])
+    assert (draws[0][:, 1:] != draws[0][:, :1]).all()  # each row its own draw, not one broadcast
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("fn", ["log_prob", "sample"])
+def test_perfect_interventions_cut_the_parents_of_every_component_but_the_first(name, fn):
+    density = build(name, perturb=0.3)
+    x, embeddings = torch.randn(N, D, dtype=torch.float64), torch.randn(C + 1, H, dtype=torch.float64)
+    torch.manual_seed(4)
+    table = density.per_component(fn, x, PARENTS.double(), embeddings, perfect=True)
+    torch.manual_seed(4)
+    observational = getattr(density, fn)(x, PARENTS.double(), embeddings[:1])
+    intervened = getattr(density, fn)(x, torch.zeros(D, D, dtype=torch.float64), embeddings[1:])
+    torch.testing.assert_close(table, torch.cat([observational, intervened]))
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_each_mechanism_integrates_to_one(name):
     density = build(name, perturb=0.3)
     x_row, embeddings = torch.randn(D, dtype=torch.float64), torch.randn(C, H, dtype=torch.float64)

@@ -29,8 +29,8 @@ class ConditionalDensity(nn.Module):
         ``x``: ``(n, d)`` or ``(C, n, d)`` data (a ``(C, n, d)`` tensor gives each
         component its own values, as in ancestral sampling).
         ``parents_mask``: ``(d, d)``, entry ``(i, j)`` is 1 when ``x_i`` is an input of
-        ``g_j``: the sampled adjacency ``A`` (imperfect interventions) or zeros (a perfect
-        intervention cuts the parents).  It may carry straight-through gradients.
+        ``g_j``: the sampled adjacency ``A`` (imperfect interventions) or :meth:`no_parents`
+        (a perfect intervention cuts the parents).  It may carry straight-through gradients.
         ``embeddings``: ``(C, h)``, one embedding per component.
     """
 
@@ -72,6 +72,15 @@ class ConditionalDensity(nn.Module):
         """
         return None
 
+    def no_parents(self, adjacency: Tensor) -> Optional[Tensor]:
+        """The ``parents_mask`` that cuts every parent (``adjacency``: ``(d, d)``): zeros.
+
+        Families whose :meth:`log_prob` and :meth:`sample` take ``None`` for "no parents" return
+        ``None``; their mechanisms' parameters then depend on the embedding alone and are computed
+        once per component instead of once per row.
+        """
+        return torch.zeros_like(adjacency)
+
     def per_component(self, fn: str, x: Tensor, adjacency: Tensor, embeddings: Tensor, perfect: bool) -> Tensor:
         """``self.<fn>`` (``"log_prob"`` or ``"sample"``) under embedding 0 with the parents
         ``adjacency`` and under every embedding ``k >= 1`` with the parents cut when ``perfect``:
@@ -82,7 +91,7 @@ class ConditionalDensity(nn.Module):
         observational = method(x if x.dim() == 2 else x[:1], adjacency, embeddings[:1])
         if embeddings.shape[0] == 1:
             return observational
-        interventional = method(x if x.dim() == 2 else x[1:], torch.zeros_like(adjacency), embeddings[1:])
+        interventional = method(x if x.dim() == 2 else x[1:], self.no_parents(adjacency), embeddings[1:])
         return torch.cat([observational, interventional], 0)
 
     def component_log_prob(
@@ -117,6 +126,13 @@ def embedding_network(embedding_dim: int, hidden: int, out_features: int) -> nn.
 def positive_scale(raw: Tensor, minimum: float = 1e-3) -> Tensor:
     """A learnable, unclamped-from-above standard deviation: softplus plus a floor."""
     return torch.nn.functional.softplus(raw) + minimum
+
+
+def row_noise(location: Tensor, x: Tensor) -> Tensor:
+    """Standard normal draws for variable-major ``location`` (``(C, d, n)``, or ``(C, d, 1)`` when
+    the mechanisms have no parents) against ``x`` (``(n, d)`` or ``(C, n, d)``): one per row."""
+    shape = torch.broadcast_shapes(location.shape, x.transpose(-1, -2).shape)
+    return torch.randn(shape, dtype=location.dtype, device=location.device)
 
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)

@@ -87,25 +87,30 @@ class StackedConditioner(nn.Module):
 
         Args:
             x: ``(n, d)`` or ``(C, n, d)``.
-            parents_mask: ``(d, d)``, entry ``(i, j)`` = 1 when ``x_i`` feeds ``g_j``.
+            parents_mask: ``(d, d)``, entry ``(i, j)`` = 1 when ``x_i`` feeds ``g_j``; ``None``
+                for no parents, when ``x`` is not read.
             embeddings: ``(C, h)``.
 
         Returns:
             ``(C, d, m, n)``: each of the ``m`` outputs is a contiguous ``(C, d, n)`` block, so
-            the consumers split it for free and work against ``x.transpose(-1, -2)``.
+            the consumers split it for free and work against ``x.transpose(-1, -2)``;
+            ``(C, d, m, 1)`` without parents (the same for every row, to broadcast).
         """
         components = embeddings.shape[0]
 
         def per_component(*parameters: Tensor) -> list[Tensor]:  # (d, ...) -> (C * d, ...) for baddbmm
             return [p.expand(components, *p.shape).flatten(0, 1) for p in parameters]
 
-        masked_weight = self.weight_x * parents_mask.transpose(-1, -2).unsqueeze(-1)  # (j, i, H)
-        data = x.unsqueeze(-3) @ masked_weight  # (d, n, H), or (C, d, n, H) for a (C, n, d) x
         context = torch.einsum("ck,jkh->cjh", embeddings, self.weight_u).unsqueeze(-2) + self.bias_in
         # In-place activations and biases fused into the products: on CPU every fresh (C, d, n, H)
         # buffer costs a round of page faults, more than the arithmetic done on it.
         activation = ACTIVATIONS[self.activation]
-        hidden = activation(data + context).flatten(0, 1)  # (C * d, n, H)
+        if parents_mask is None:  # the first layer's data part is zero for every row
+            hidden = activation(context).flatten(0, 1)  # (C * d, 1, H)
+        else:
+            masked_weight = self.weight_x * parents_mask.transpose(-1, -2).unsqueeze(-1)  # (j, i, H)
+            data = x.unsqueeze(-3) @ masked_weight  # (d, n, H), or (C, d, n, H) for a (C, n, d) x
+            hidden = activation(data + context).flatten(0, 1)  # (C * d, n, H)
         for weight, bias in zip(self.weight_hidden, self.bias_hidden):
             bias, weight = per_component(bias, weight)
             hidden = activation(torch.baddbmm(bias, hidden, weight))

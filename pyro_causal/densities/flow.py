@@ -15,14 +15,14 @@ value, the log-Jacobian and their gradients stay finite far in the tails (``|x| 
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 from torch.distributions import Normal, Transform, constraints
 from torch.nn.functional import logsigmoid
 
-from .base import ConditionalDensity, positive_scale
+from .base import ConditionalDensity, positive_scale, row_noise
 from .conditioner import StackedConditioner, inverse_softplus
 
 _FLOOR = 1e-3  # lower bound of the slopes a and of the base scale sigma
@@ -176,13 +176,18 @@ class DeepSigmoidalFlow(ConditionalDensity):
             bias[..., 1, :] = torch.linspace(-1.0, 1.0, flow_units)
             self.conditioner.bias_out[:, -1] = inverse_softplus(1.0 - _FLOOR)
 
+    def no_parents(self, adjacency: Tensor) -> None:
+        """``None``: :meth:`log_prob` and :meth:`sample` then compute each component's flow once."""
+        return None
+
     def flow(
-        self, x: Tensor, parents_mask: Tensor, embeddings: Tensor
+        self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor
     ) -> tuple[DeepSigmoidalFlowTransform, Tensor, Tensor]:
         """The flow of every ``g_j`` and its Gaussian base, variable-major.
 
         Returns:
-            The transform (parameters ``(L, F, C, d, n)``), ``mu`` and ``sigma`` (``(C, d, n)`` each).
+            The transform (parameters ``(L, F, C, d, n)``), ``mu`` and ``sigma`` (``(C, d, n)`` each);
+            the last axis has length 1 when ``parents_mask`` is ``None`` (no parents).
         """
         out = self.conditioner(x, parents_mask, embeddings)  # (C, d, m, n)
         params, mu, raw_sigma = out.split([out.shape[-2] - 2, 1, 1], -2)
@@ -191,11 +196,12 @@ class DeepSigmoidalFlow(ConditionalDensity):
         transform = DeepSigmoidalFlowTransform(*params, bisection_steps=self.bisection_steps)
         return transform, mu.squeeze(-2), positive_scale(raw_sigma.squeeze(-2), _FLOOR)
 
-    def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor) -> Tensor:
         transform, mu, sigma = self.flow(x, parents_mask, embeddings)
         y, log_det = transform.call_and_log_det(x.transpose(-1, -2).contiguous())
         return (Normal(mu, sigma, validate_args=False).log_prob(y) + log_det).transpose(-1, -2)
 
-    def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+    def sample(self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor) -> Tensor:
         transform, mu, sigma = self.flow(x, parents_mask, embeddings)
-        return transform.inv(mu + sigma * torch.randn_like(mu)).transpose(-1, -2)
+        noise = row_noise(mu, x)
+        return transform.inv(mu + sigma * noise).transpose(-1, -2)

@@ -5,11 +5,13 @@ network per variable, all evaluated at once by :class:`~.conditioner.StackedCond
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-from .base import ConditionalDensity, positive_scale
+from .base import ConditionalDensity, positive_scale, row_noise
 from .conditioner import StackedConditioner, inverse_softplus
 
 _SCALE_FLOOR = 1e-3
@@ -44,15 +46,21 @@ class MLPGaussian(ConditionalDensity):
         with torch.no_grad():
             self.conditioner.bias_out[:, 1] = inverse_softplus(1.0 - _SCALE_FLOOR)
 
-    def loc_scale(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation of every ``g_j``, variable-major: two ``(C, d, n)`` tensors."""
+    def no_parents(self, adjacency: Tensor) -> None:
+        """``None``: :meth:`log_prob` and :meth:`sample` then compute each component's ``g_j`` once."""
+        return None
+
+    def loc_scale(self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation of every ``g_j``, variable-major: two ``(C, d, n)`` tensors
+        (``(C, d, 1)`` when ``parents_mask`` is ``None``: no parents)."""
         loc, raw_scale = self.conditioner(x, parents_mask, embeddings).unbind(-2)
         return loc, positive_scale(raw_scale, _SCALE_FLOOR)
 
-    def log_prob(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor) -> Tensor:
         loc, scale = self.loc_scale(x, parents_mask, embeddings)
         return Normal(loc, scale, validate_args=False).log_prob(x.transpose(-1, -2)).transpose(-1, -2)
 
-    def sample(self, x: Tensor, parents_mask: Tensor, embeddings: Tensor) -> Tensor:
+    def sample(self, x: Tensor, parents_mask: Optional[Tensor], embeddings: Tensor) -> Tensor:
         loc, scale = self.loc_scale(x, parents_mask, embeddings)
-        return (loc + scale * torch.randn_like(loc)).transpose(-1, -2)
+        noise = row_noise(loc, x)
+        return (loc + scale * noise).transpose(-1, -2)
