@@ -35,16 +35,18 @@ def _dsf_layer(
 
     With ``p = w^T sigmoid(z)``, ``z = a x + b``: ``y = log p - log(1 - p)`` and
     ``tau_l' = (sum_k w_k a_k s_k (1 - s_k)) / (p (1 - p))``; since ``sum_k w_k = 1``,
-    ``1 - p = w^T sigmoid(-z)``, so no term ever subtracts two probabilities.
+    ``1 - p = w^T sigmoid(-z)``, so no term ever subtracts two probabilities, and
+    ``log sigmoid(-z) = log sigmoid(z) - z`` (one log-sigmoid pass, not two).
     """
     units = -a.dim()
     z = a * x.unsqueeze(units) + b
-    log_s, log_one_minus_s = logsigmoid(z), logsigmoid(-z)
+    log_s = logsigmoid(z)
+    log_one_minus_s = log_s - z
     log_p = torch.logsumexp(log_w + log_s, units)
     log_q = torch.logsumexp(log_w + log_one_minus_s, units)
     if not with_log_det:
         return log_p - log_q, None
-    log_dp = torch.logsumexp(log_w + log_a + log_s + log_one_minus_s, units)
+    log_dp = torch.logsumexp((log_w + log_a) + (log_s + log_one_minus_s), units)  # parameter-sized sum first
     return log_p - log_q, log_dp - log_p - log_q
 
 
