@@ -108,11 +108,6 @@ class ConditionalDensity(nn.Module):
         # Two contractions, no second (C, n, d) temporary.
         return torch.einsum("knj,kj->kn", table, targets) + torch.einsum("nj,kj->kn", table[0], 1 - targets)
 
-    @staticmethod
-    def masked_inputs(x: Tensor, parents_mask: Tensor) -> Tensor:
-        """``A_j * x`` for every j: ``(..., n, d_in)`` -> ``(..., n, d_out=j, d_in)``."""
-        return x.unsqueeze(-2) * parents_mask.transpose(-1, -2)
-
 
 def embedding_network(embedding_dim: int, hidden: int, out_features: int) -> nn.Module:
     """The small network ``NN(u; theta)`` shared by all interventions (section 3.4)."""
