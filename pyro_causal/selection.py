@@ -164,7 +164,7 @@ def select_hyperparameters(
     Args:
         x: ``(n, d)`` data in the original units (as for :func:`~pyro_causal.api.fit`).
         grid: ``{fit keyword or Priors field: values}``; every combination is tried (default
-            :data:`DEFAULT_GRID`, ``edge_logit`` in ``{-4, -2, 0}`` x ``target_logit`` in
+            :data:`DEFAULT_GRID`, ``edge_logit`` in ``{-6, -2, 0}`` x ``target_logit`` in
             ``{-4, -2}``).
         validation_fraction: share of the shuffled rows held out (the paper's 20%).
         seed: seeds the split, every fit and the held-out draws.
