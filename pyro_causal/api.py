@@ -50,8 +50,9 @@ def default_order_rounds(density, search: str, labelled: bool, observational: bo
     The order profile (:mod:`~pyro_causal.order_search`) is linear-Gaussian and separates orders
     only through the interventions; each round is kept only when the density's own bound rises.
     On Table 1 (``docs/method.md``, "After the penalty loop", "Nonlinear densities") the rounds
-    brought dense graphs far closer with the linear, MLP and flow densities and cost sparse ones
-    a little; on cause-effect pairs they did not help, and with one component every order ties.
+    brought dense graphs closer with every density (far closer with the linear and MLP ones, on
+    balance with the flow) and cost sparse ones a little; on cause-effect pairs they did not help,
+    and with one component every order ties.
     ``density`` (a registered name or an instance) is checked.
     """
     provides_edge_gain(density)  # an unknown name raises ValueError
