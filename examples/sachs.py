@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, Preprocessing, TrainingConfig,
+from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, PenaltySchedule, Preprocessing, Priors, TrainingConfig,
                          available_densities, fit, fit_with_graph_held)
 from pyro_causal.api import default_graph_estimator
 from pyro_causal.datasets import sachs
@@ -71,6 +71,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "known: conditions and the nominal reagent targets (datasets.SACHS_NOMINAL_TARGETS) given")
     parser.add_argument("--select", action="store_true", help="choose lambda, gamma by held-out ELBO")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, by search)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
     parser.add_argument("--batch-size", type=int,
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace):
     data = sachs()
     options = dict(names=data.names, density=args.density, intervention=args.model_intervention,
                    restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
+                   priors=Priors(edge_logit=args.edge_logit),
                    **variant_options(data, args.variant))
     estimator = args.graph_estimator or default_graph_estimator(args.density, options.get("regimes"), False)
     schedule = PenaltySchedule(tolerance=args.tolerance) if args.tolerance else PenaltySchedule()
@@ -120,6 +122,8 @@ def run(args: argparse.Namespace):
                                      target_moves=args.target_moves, edge_search=EdgeSearch(
             rounds=args.edge_search, moves=tuple(args.search_moves.split(",")))))
     if args.select:
+        if args.edge_logit is not None:
+            raise SystemExit("sachs.py: --select chooses the edge logit; drop --edge-logit")
         selection = select_hyperparameters(data.x, **options)
         return data, selection.result, selection
     return data, fit(data.x, **options), None
@@ -276,6 +280,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         how += f", --search {args.search}"
     if args.order_refit is not None:
         how += f", --order-refit {args.order_refit}"
+    if args.edge_logit is not None:
+        how += f", --edge-logit {args.edge_logit:g}"
     if not args.target_moves:
         how += ", --no-target-moves"
     if args.restarts > 1:

@@ -26,7 +26,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
-from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, PenaltySchedule, TrainingConfig, fit,
+from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, PenaltySchedule, Priors, TrainingConfig, fit,
                          fit_with_graph_held, simulate)
 from pyro_causal.api import default_graph_estimator
 from pyro_causal.posterior import exact_assignment_probs
@@ -132,7 +132,8 @@ def run_one(task, args, schedule):
                                                             moves=tuple(args.search_moves.split(",")))))
     start = time.perf_counter()
     result = fit(data.x, density=args.density, intervention=args.model_intervention, seed=seed + args.fit_seed_offset,
-                 batch_size=args.batch_size, restarts=args.restarts, **options, config=config)
+                 batch_size=args.batch_size, restarts=args.restarts, priors=Priors(edge_logit=args.edge_logit),
+                 **options, config=config)
     if args.true_graph:  # hold the graph at the truth: the ELBO a perfect search would reach
         result = fit_with_graph_held(result, data.adjacency, restarts=args.restarts)
     took = time.perf_counter() - start
@@ -195,6 +196,7 @@ def main(argv=None) -> None:
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
     parser.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"))
+    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, by search)")
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
@@ -292,7 +294,7 @@ def options_text(args) -> str:
     chosen += [f"--{name.replace('_', '-')} {value}" for name, value in (
         ("model_intervention", args.model_intervention if args.model_intervention != "perfect" else None),
         ("search", args.search), ("batch_size", args.batch_size), ("graph_estimator", args.graph_estimator),
-        ("order_refit", args.order_refit),
+        ("order_refit", args.order_refit), ("edge_logit", args.edge_logit),
         ("edge_search", args.edge_search or None), ("restarts", args.restarts if args.restarts > 1 else None),
         ("activation", args.activation), ("two_cycles", args.two_cycles if args.two_cycles != "resolve" else None),
         ("max_rounds", args.max_rounds), ("first_round_steps", args.first_round_steps), ("round_steps", args.round_steps),

@@ -12,7 +12,7 @@ import torch
 
 from .checks import as_array, check_device, check_options
 from .config import PAIR_SEARCH_ROUNDS, AfterTraining, FitConfig, Priors, apply_former_keywords, settings_of
-from .densities import ConditionalDensity, provides_edge_gain
+from .densities import ConditionalDensity, has_network_mechanisms, provides_edge_gain
 from .held_refit import order_config, random_order, refit_in_searched_order, refit_with_graph_held, train_in_order
 from .likelihood import INTERVENTIONS
 from .model import LatentInterventionModel, default_truncation
@@ -218,7 +218,9 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
     config = _resolve_config(config, batch_size, estimator, given_model.density if given_model else density, n, d,
                              supervision.truncation, labelled,
                              supervision.truncation == 1, device)
-    priors = priors.resolved(config.search)
+    network_rounds = config.after_training.order_refit > 0 and \
+        has_network_mechanisms(given_model.density if given_model else density)
+    priors = priors.resolved(config.search, network_rounds)
     torch.set_num_threads(config.num_threads)  # the previous count comes back after (restores_threads)
     logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d,
                 config.training.batch_size or "all", config.num_threads)

@@ -115,7 +115,8 @@ def add_fit_arguments(f: argparse.ArgumentParser) -> None:
     _option(m, "--embedding-dim", "config.model.embedding_dim", type=_positive_int, default=16, help="intervention embedding size h (default 16)")
     _option(m, "--alpha", "priors.alpha", type=_positive_float, default=1.0, help="Dirichlet-process concentration (default 1)")
     _option(m, "--target-logit", "priors.target_logit", type=_finite_float, default=-2.0, help="prior logit gamma of each target (default -2)")
-    _option(m, "--edge-logit", "priors.edge_logit", type=_finite_float, help="prior logit lambda of each edge (default -6 with the order search, -2 with the penalty loop)")
+    _option(m, "--edge-logit", "priors.edge_logit", type=_finite_float, help="prior logit lambda of each edge (default -2 with the penalty loop; -6 with the order search, "
+            "and where order-refit rounds follow the loop with the mlp or flow density)")
     _option(m, "--assignment", "config.training.assignment", default="optimal", choices=("optimal", "amortized", "exact"),
             metavar=None, help="q(z) in the bound: its optimum (default; 'exact' is its former name) or the amortised network")
     _option(m, "--graph-estimator", "config.training.graph_estimator", choices=("straight-through", "local"), help="edge gradient: straight-through (the paper's) or the exact local gain where the density has it; default: local when some rows' regimes are given, else straight-through")

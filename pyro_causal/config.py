@@ -27,7 +27,10 @@ DEFAULT_EDGE_LOGITS = {"order": -6.0, "penalty": -2.0}
 """``lambda`` of ``Priors(edge_logit=None)``, by ``FitConfig.search``: the order search opens every
 edge along its order and decides each by its likelihood gain at point-estimated mechanisms,
 which is positive for an absent edge too (the coefficients fit the noise), so it needs a
-stronger prior than the penalty loop (``docs/method.md``, departures)."""
+stronger prior than the penalty loop.  The order-refit rounds after the loop open the edges
+along an order too; with network mechanisms (``ConditionalDensity.network_mechanisms``), whose
+weights fit noise through any extra input, ``fit`` gives them the order search's value
+(``docs/method.md``, departures)."""
 PAIR_SEARCH_ROUNDS = 1
 """Edge-search rounds ``fit`` runs on two-variable data unless told otherwise (``EdgeSearch(rounds=None)``)."""
 
@@ -60,7 +63,8 @@ class Priors:
         target_logit: ``gamma``, the prior logit of each intervention target.
         edge_logit: ``lambda``, the prior logit of each edge: a number or a ``(d, d)`` matrix
             (``+inf`` requires an edge, ``-inf`` forbids it; see :mod:`pyro_causal.priors`);
-            ``None``: :data:`DEFAULT_EDGE_LOGITS` of the search ``fit`` runs (:meth:`resolved`).
+            ``None``: :data:`DEFAULT_EDGE_LOGITS` of the search ``fit`` runs, the order search's
+            where order-refit rounds follow the loop with network mechanisms (:meth:`resolved`).
     """
 
     alpha: float = 1.0
@@ -73,11 +77,14 @@ class Priors:
         if not math.isfinite(self.target_logit):
             raise ValueError(f"target_logit must be finite, got {self.target_logit!r}")
 
-    def resolved(self, search: str) -> "Priors":
+    def resolved(self, search: str, network_rounds: bool = False) -> "Priors":
         """These priors with ``edge_logit=None`` replaced by the default of ``search``
-        (``"order"`` or ``"penalty"``, :data:`DEFAULT_EDGE_LOGITS`)."""
+        (``"order"`` or ``"penalty"``, :data:`DEFAULT_EDGE_LOGITS`), or by the order search's when
+        ``network_rounds`` (order-refit rounds follow the loop with network mechanisms)."""
         _choice("search", search, SEARCHES)
-        return self if self.edge_logit is not None else replace(self, edge_logit=DEFAULT_EDGE_LOGITS[search])
+        if self.edge_logit is not None:
+            return self
+        return replace(self, edge_logit=DEFAULT_EDGE_LOGITS["order" if network_rounds else search])
 
     def logits(self, d: int) -> np.ndarray:
         """``(d, d)`` prior edge logits (``ValueError`` while ``edge_logit`` is ``None``: see :meth:`resolved`)."""

@@ -59,6 +59,17 @@ def test_the_edge_prior_default_is_the_searchs_and_a_given_one_is_kept(data):
     assert given.settings["priors"]["edge_logit"] == -1.0
 
 
+@pytest.mark.parametrize("density, rounds, expected", [
+    ("mlp", None, -6.0), ("flow", 3, -6.0), ("mlp", 0, -2.0), ("linear", None, -2.0)])
+def test_order_refit_rounds_with_network_mechanisms_take_the_order_searchs_edge_prior(data, density, rounds, expected):
+    config = replace(QUICK, search="penalty", after_training=AfterTraining(held_refit=False, order_refit=rounds))
+    result = fit(data.x, density=density, config=config)
+    assert result.settings["after_training"]["order_refit"] == (3 if rounds is None else rounds)
+    assert result.settings["priors"]["edge_logit"] == expected
+    off_diagonal = ~np.eye(3, dtype=bool)
+    assert np.allclose(result.model.graph_prior().logits.detach().numpy()[off_diagonal], expected)
+
+
 def test_the_edge_search_runs_by_default_on_two_variables_only(data):
     pair = simulate_cause_effect(300, seed=14)
     searched = fit(pair.x, config=QUICK)

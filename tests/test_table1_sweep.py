@@ -64,7 +64,7 @@ def test_schedule_options_reach_the_schedule_and_the_record():
     base = dict(max_rounds=None, first_round_steps=None, round_steps=None, tolerance=None, initial_penalty=None,
                 density="linear", model_intervention="perfect", search=None, batch_size=None, graph_estimator=None,
                 order_refit=None, edge_search=0, restarts=1, activation=None, two_cycles="resolve", target_moves=True,
-                held_refit=True, true_graph=False)
+                held_refit=True, true_graph=False, edge_logit=None)
     assert table1.schedule_of(table1.argparse.Namespace(**base)) is None
     assert table1.options_text(table1.argparse.Namespace(**base)) == "defaults"
     args = table1.argparse.Namespace(**dict(base, initial_penalty=0.1, tolerance=1e-3))
@@ -74,5 +74,6 @@ def test_schedule_options_reach_the_schedule_and_the_record():
     assert (schedule.first_round_steps, schedule.round_steps, schedule.max_rounds) == \
         (defaults.first_round_steps, defaults.round_steps, defaults.max_rounds)
     assert table1.options_text(args) == "--tolerance 0.001, --initial-penalty 0.1"
+    assert table1.options_text(table1.argparse.Namespace(**dict(base, edge_logit=-6.0))) == "--edge-logit -6.0"
     shorter = table1.schedule_of(table1.argparse.Namespace(**dict(base, round_steps=100)))
     assert (shorter.first_round_steps, shorter.round_steps) == (defaults.first_round_steps, 100)

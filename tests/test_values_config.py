@@ -37,6 +37,8 @@ def test_an_unset_edge_prior_resolves_to_its_searchs_value_on_every_free_pair(se
     np.testing.assert_array_equal(priors.logits(4), np.full((4, 4), logit))
     given = Priors(edge_logit=0.5)
     assert given.resolved(search) is given  # a given prior is kept as it is
+    assert given.resolved(search, network_rounds=True) is given
+    assert Priors().resolved(search, network_rounds=True).edge_logit == -6.0  # the order search's, whatever the search
 
 
 def test_edge_logits_broadcast_a_number_a_matrix_or_a_tensor_into_a_fresh_array():

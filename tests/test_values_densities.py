@@ -9,6 +9,7 @@ from pyro_causal.densities import DeepSigmoidalFlowTransform, make_density
 from pyro_causal.densities.base import ConditionalDensity, embedding_network
 from pyro_causal.densities.conditioner import StackedConditioner
 from pyro_causal.densities.flow import DeepSigmoidalFlow
+from pyro_causal.densities.linear import LinearGaussian
 from pyro_causal.densities.mlp import MLPGaussian
 
 D, H, C, N = 3, 2, 3, 4
@@ -146,3 +147,13 @@ def test_documented_defaults_and_options_reach_the_networks():
     assert flow.flow(torch.randn(N, D), torch.ones(D, D), torch.randn(C, H))[0].bisection_steps == 7
     assert DeepSigmoidalFlowTransform(torch.zeros(1, 2, 1), torch.zeros(1, 2, 1), torch.zeros(1, 2, 1)).bisection_steps == 50
     assert make_density("mlp", D, H).embedding_dim == H
+
+
+def test_network_mechanisms_is_a_class_flag_read_by_name_or_instance():
+    from pyro_causal.densities import has_network_mechanisms
+
+    assert [has_network_mechanisms(name) for name in ("linear", "mlp", "flow")] == [False, True, True]
+    assert has_network_mechanisms(MLPGaussian(2, 3)) and has_network_mechanisms(DeepSigmoidalFlow(2, 3))
+    assert not has_network_mechanisms(LinearGaussian(2, 3))
+    with pytest.raises(ValueError, match="unknown density 'gp'"):
+        has_network_mechanisms("gp")

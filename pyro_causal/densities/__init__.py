@@ -25,13 +25,23 @@ def available_densities() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
-    """Whether a family (a registered name or an instance) computes exact edge gains."""
+def _family_flag(density: Union[str, ConditionalDensity], flag: str) -> bool:
+    """A class flag of a family given by a registered name or an instance (unknown names raise)."""
     if isinstance(density, ConditionalDensity):
-        return density.provides_edge_gain
+        return bool(getattr(density, flag))
     if density not in _REGISTRY:
         raise ValueError(f"unknown density {density!r}; choose one of {', '.join(available_densities())}")
-    return bool(getattr(_REGISTRY[density], "provides_edge_gain", False))
+    return bool(getattr(_REGISTRY[density], flag, False))
+
+
+def provides_edge_gain(density: Union[str, ConditionalDensity]) -> bool:
+    """Whether a family (a registered name or an instance) computes exact edge gains."""
+    return _family_flag(density, "provides_edge_gain")
+
+
+def has_network_mechanisms(density: Union[str, ConditionalDensity]) -> bool:
+    """Whether a family's mechanisms are networks (:attr:`ConditionalDensity.network_mechanisms`)."""
+    return _family_flag(density, "network_mechanisms")
 
 
 def make_density(name: str, num_variables: int, embedding_dim: int, **options) -> ConditionalDensity:

@@ -36,6 +36,10 @@ class ConditionalDensity(nn.Module):
 
     #: Whether :meth:`log_prob_gain` is implemented (then the ELBO uses the exact edge gradient).
     provides_edge_gain: bool = False
+    #: Whether the mechanisms are networks, whose many weights per input fit noise through any
+    #: extra parent: ``fit``'s order-refit rounds then default to the order search's edge prior
+    #: (``config.DEFAULT_EDGE_LOGITS``, ``Priors.resolved``).
+    network_mechanisms: bool = False
 
     def __init__(self, num_variables: int, embedding_dim: int) -> None:
         super().__init__()

@@ -158,6 +158,8 @@ class DeepSigmoidalFlow(ConditionalDensity):
         torch.Size([2, 5, 3])
     """
 
+    network_mechanisms = True
+
     def __init__(
         self,
         num_variables: int,

@@ -36,6 +36,8 @@ class MLPGaussian(ConditionalDensity):
         torch.Size([2, 5, 3])
     """
 
+    network_mechanisms = True
+
     def __init__(
         self, num_variables: int, embedding_dim: int, hidden: int = 16, layers: int = 2, activation: str = "leaky_relu"
     ) -> None:
