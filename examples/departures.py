@@ -95,7 +95,7 @@ def fit_setting(task, args) -> dict:
         model = change["program"](d, truncation=1 if args.variant == "observational" else default_truncation(d),
                                   alpha=priors.alpha, target_logit=priors.target_logit, edge_logit=priors.edge_logit)
     start = time.perf_counter()
-    result = fit(data.x, seed=seed, priors=priors, config=config, model=model, **options)
+    result = fit(data.x, seed=seed, priors=None if model is not None else priors, config=config, model=model, **options)
     ari = None if args.variant == "observational" else adjusted_rand_index(data.regimes, exact_assignment_probs(result).argmax(1))
     return {"hd": hamming_distance(data.adjacency, result.adjacency), "shd": shd(data.adjacency, result.adjacency),
             "f1": f1(data.adjacency, result.adjacency), "ari": ari, "edges": int(result.adjacency.sum()),

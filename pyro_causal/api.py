@@ -71,16 +71,27 @@ def default_graph_estimator(density, regimes, observational: bool) -> str:
     return "local" if labelled and provides_edge_gain(density) else "straight-through"
 
 
-def _check_given_model(model, num_variables, density, truncation, extras) -> None:
+def _check_given_model(model, num_variables, density, truncation, priors, extras) -> None:
     """``fit(model=...)``: a LatentInterventionModel of the data's width, no options that build one."""
     if not isinstance(model, LatentInterventionModel):
         raise TypeError(f"model must be a LatentInterventionModel, got {type(model).__name__}")
     if num_variables is not None and model.num_variables != num_variables:
         raise ValueError(f"model has {model.num_variables} variables, the data {num_variables}")
-    building = [name for name, given in (("density", density != "linear"), ("truncation", truncation is not None))
-                if given] + sorted(extras)
+    priors_given = priors is not None and (priors.alpha, priors.target_logit, priors.edge_logit is None) != (
+        Priors.alpha, Priors.target_logit, True)
+    building = [name for name, given in (("density", density != "linear"), ("truncation", truncation is not None),
+                                         ("priors", priors_given)) if given] + sorted(extras)
     if building:
         raise ValueError(f"with model= the model is given: leave {', '.join(building)} out")
+
+
+def _model_priors(model: LatentInterventionModel) -> Priors:
+    """The :class:`Priors` a model was built with: ``edge_logit`` a number when every off-diagonal
+    logit is the same, else the ``(d, d)`` matrix."""
+    logits = model.edge_logits.detach().cpu()
+    free = logits[model.off_diagonal.bool().cpu()]
+    edge = float(free[0]) if len(free) and bool((free == free[0]).all()) else logits.numpy().copy()
+    return Priors(alpha=model.alpha, target_logit=model.target_logit, edge_logit=edge)
 
 
 def _check_keywords(priors, config, intervention, restarts, batch_size) -> None:
@@ -165,8 +176,8 @@ def fit(
             prefixed by ``"restart r/R: "`` and ``"edge search fit i: "`` where they apply).
         model: a :class:`LatentInterventionModel` to fit instead of one built from the options
             (its Pyro program, with a user's edits, is what trains; every restart and refit
-            starts from a copy); ``density``, ``truncation`` and ``config.model.extra`` must then
-            stay at their defaults.
+            starts from a copy); ``density``, ``truncation``, ``priors`` and ``config.model.extra``
+            must then stay at their defaults, and ``settings["priors"]`` are the model's own.
         config: a :class:`~pyro_causal.config.FitConfig`: training, preprocessing, model options,
             after-training steps (held refit, order refit, edge search), threads, checkpoint.
         **former: keywords of release 0.1 that moved into ``priors`` or ``config``
@@ -186,10 +197,11 @@ def fit(
     estimator = default_graph_estimator(density, regimes, observational)
     if former:
         priors, config = apply_former_keywords(former, priors, config, estimator)
-    priors, config = priors or Priors(), config or FitConfig()
     if model is not None:
-        _check_given_model(model, np.shape(x)[1] if np.ndim(x) == 2 else None, density, truncation, config.model.extra)
-        truncation = model.truncation
+        _check_given_model(model, np.shape(x)[1] if np.ndim(x) == 2 else None, density, truncation, priors,
+                           (config or FitConfig()).model.extra)
+        truncation, priors = model.truncation, _model_priors(model)
+    priors, config = priors or Priors(), config or FitConfig()
     problem, base, config = _problem(x, names, density, intervention, truncation, priors, regimes, targets,
                                      observational, batch_size, restarts, seed, device, callbacks, model, config,
                                      estimator)

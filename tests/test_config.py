@@ -4,6 +4,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
+import torch
 
 from pyro_causal import (AfterTraining, EdgeSearch, FitConfig, ModelOptions, PenaltySchedule, Preprocessing, Priors,
                          TrainingConfig, exact_assignment_probs, fit, simulate, simulate_cause_effect)
@@ -152,3 +153,18 @@ def test_assignments_csv_is_the_optimal_q_z_the_docs_report(data, tmp_path):
     written = np.loadtxt(tmp_path / "assignments.csv", delimiter=",", skiprows=1, ndmin=2)
     np.testing.assert_array_equal(written, np.round(exact_assignment_probs(result), 6))
     assert not np.allclose(written, result.assignment_probs(), atol=1e-3)  # not the amortised network's
+
+
+def test_a_given_model_trains_and_reports_the_priors_it_was_built_with(data):
+    from pyro_causal.model import LatentInterventionModel
+
+    config = replace(QUICK, after_training=AfterTraining(held_refit=False, order_refit=3))
+    given = LatentInterventionModel(3, density="mlp", alpha=2.0, target_logit=-3.0, edge_logit=-1.0)
+    result = fit(data.x, model=given, config=config)  # network rounds, yet the model's own edge prior
+    assert result.settings["priors"] == asdict(Priors(alpha=2.0, target_logit=-3.0, edge_logit=-1.0))
+    off_diagonal = ~np.eye(3, dtype=bool)
+    assert np.allclose(result.model.graph_prior().logits.detach().numpy()[off_diagonal], -1.0)
+    matrix = np.array([[0.0, -1.0, -np.inf], [-2.0, 0.0, -1.0], [-1.0, -1.0, 0.0]])
+    result = fit(data.x, model=LatentInterventionModel(3, edge_logit=torch.as_tensor(matrix)), config=QUICK)
+    assert result.settings["priors"]["edge_logit"] == "matrix"  # as summary.json names a matrix given
+    np.testing.assert_array_equal(result.model.edge_logits.numpy(), matrix)

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, TraceEnum_ELBO
 
-from pyro_causal import AfterTraining, FitConfig, ModelOptions, TrainingConfig, fit, simulate
+from pyro_causal import AfterTraining, FitConfig, ModelOptions, Priors, TrainingConfig, fit, simulate
 from pyro_causal.elbo import LatentInterventionELBO
 from pyro_causal.model import LatentInterventionModel
 from pyro_causal.optim import ModuleAdam
@@ -260,6 +260,8 @@ def test_fit_trains_a_given_program_and_conditioning_z_equals_the_regimes_keywor
     np.testing.assert_allclose(conditioned.elbo_trace, keyword.elbo_trace, rtol=1e-5)
     with pytest.raises(ValueError, match="leave truncation out"):
         fit(data.x, model=m, truncation=4)
+    with pytest.raises(ValueError, match="leave priors out"):
+        fit(data.x, model=m, priors=Priors(alpha=3.0))
     with pytest.raises(ValueError, match="model has 3 variables, the data 2"):
         fit(data.x[:, :2], model=m)
     # the settings report the given model's intervention model, not fit's default keyword
