@@ -227,11 +227,11 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
                                       None if regimes is None else as_array(regimes),
                                       None if targets is None else as_array(targets), observational)
     labelled = supervision.regimes is not None and bool((np.asarray(supervision.regimes) >= 0).any())
-    config = _resolve_config(config, batch_size, estimator, given_model.density if given_model else density, n, d,
+    trained = given_model.density if given_model else density  # the family that trains
+    config = _resolve_config(config, batch_size, estimator, trained, n, d,
                              supervision.truncation, labelled,
                              supervision.truncation == 1, device)
-    network_rounds = config.after_training.order_refit > 0 and \
-        has_network_mechanisms(given_model.density if given_model else density)
+    network_rounds = config.after_training.order_refit > 0 and has_network_mechanisms(trained)
     priors = priors.resolved(config.search, network_rounds)
     torch.set_num_threads(config.num_threads)  # the previous count comes back after (restores_threads)
     logger.info("fit: %d rows, %d variables, %s rows per step, %d thread(s)", n, d,
@@ -245,7 +245,7 @@ def _problem(x, names, density, intervention, truncation, priors, regimes, targe
         intervention=intervention, truncation=supervision.truncation, priors=priors, model_options=config.model,
         training=config.training, seed=seed, num_threads=config.num_threads, callbacks=list(callbacks),
         given_model=given_model)
-    keywords = {"density": density if isinstance(density, str) else type(density).__name__,
+    keywords = {"density": trained if isinstance(trained, str) else type(trained).__name__,
                 "intervention": intervention,
                 "truncation": given_model.truncation if given_model else supervision.truncation,
                 "restarts": restarts, "seed": seed, "device": str(device)}

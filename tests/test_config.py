@@ -162,6 +162,7 @@ def test_a_given_model_trains_and_reports_the_priors_it_was_built_with(data):
     given = LatentInterventionModel(3, density="mlp", alpha=2.0, target_logit=-3.0, edge_logit=-1.0)
     result = fit(data.x, model=given, config=config)  # network rounds, yet the model's own edge prior
     assert result.settings["priors"] == asdict(Priors(alpha=2.0, target_logit=-3.0, edge_logit=-1.0))
+    assert result.settings["density"] == "MLPGaussian"  # the given model's family, not fit's keyword default
     off_diagonal = ~np.eye(3, dtype=bool)
     assert np.allclose(result.model.graph_prior().logits.detach().numpy()[off_diagonal], -1.0)
     matrix = np.array([[0.0, -1.0, -np.inf], [-2.0, 0.0, -1.0], [-1.0, -1.0, 0.0]])
