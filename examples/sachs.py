@@ -71,7 +71,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "known: conditions and the nominal reagent targets (datasets.SACHS_NOMINAL_TARGETS) given")
     parser.add_argument("--select", action="store_true", help="choose lambda, gamma by held-out ELBO")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, by search)")
+    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, Priors.resolved)")
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--restarts", type=int, default=1, help="fits from seeds SEED.., the highest ELBO kept")
     parser.add_argument("--batch-size", type=int,

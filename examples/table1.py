@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     parser.add_argument("--graph-estimator", choices=("straight-through", "local"), help="default: fit's")
     parser.add_argument("--fit-seed-offset", type=int, default=0, help="fit graph g from seed g + offset (robustness)")
     parser.add_argument("--two-cycles", default="resolve", choices=("resolve", "allow"))
-    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, by search)")
+    parser.add_argument("--edge-logit", type=float, help="fit's Priors(edge_logit=...) (default: fit's, Priors.resolved)")
     parser.add_argument("--restarts", type=int, default=1, help="fits per graph, the highest ELBO kept")
     parser.add_argument("--held-refit", action=argparse.BooleanOptionalAction, default=True,
                         help="fit's held_refit: refit the mixture with the graph held at the DAG found (default on)")
