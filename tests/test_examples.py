@@ -247,3 +247,8 @@ def test_paper_graph_score_factor_is_the_entropy_of_q_graph():
     estimate, error = float(-log_q.mean()), float(log_q.std() / 200000 ** 0.5)
     assert abs(factor - estimate) < 4 * error
     assert factor > 0.5  # eleven free edges at spread logits: far from a point mass
+
+
+def test_sachs_example_refuses_an_edge_logit_beside_select():
+    with pytest.raises(SystemExit, match="--select chooses the edge logit; drop --edge-logit"):
+        load("sachs").main(["--select", "--edge-logit", "-6", "--quick", "--no-write"])
